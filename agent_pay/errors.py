@@ -1,0 +1,138 @@
+"""Every error agent-pay raises, and the machine-readable reasons behind them.
+
+The tree::
+
+    AgentPayError                  root; carries a `Reason` and an HTTP status
+    ├── MalformedPaymentError      400: the payment header cannot be read at all
+    ├── PaymentRejectedError       402: the payment is readable but not acceptable
+    ├── SettlementFailedError      402: the chain refused the transfer; nothing was charged
+    ├── ChainUnavailableError      503: the node is unreachable, slow or misbehaving
+    ├── PolicyViolationError       client side: paying would break the spending policy
+    ├── NoAcceptableOfferError     client side: no offer is payable with what we hold
+    └── ConfigurationError         a setting or key is missing or wrong
+
+Reasons are snake_case strings on the wire. Where x402 v2 has a name for the same condition we
+use its name, so stock x402 clients understand our rejections.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "AgentPayError",
+    "ChainUnavailableError",
+    "ConfigurationError",
+    "MalformedPaymentError",
+    "NoAcceptableOfferError",
+    "PaymentRejectedError",
+    "PolicyViolationError",
+    "Reason",
+    "SettlementFailedError",
+]
+
+
+class Reason(StrEnum):
+    """Why a payment was refused. Stable: clients branch on these strings."""
+
+    # -- the header itself (400)
+    INVALID_HEADER = "invalid_payment_header"  # not base64, not JSON, or too large
+    INVALID_PAYLOAD = "invalid_payload"  # JSON that does not fit the schema
+    INVALID_X402_VERSION = "invalid_x402_version"
+
+    # -- the offer that was accepted (402)
+    UNSUPPORTED_SCHEME = "unsupported_scheme"
+    NETWORK_MISMATCH = "network_mismatch"
+    ASSET_MISMATCH = "invalid_exact_evm_payload_asset_mismatch"
+    RECIPIENT_MISMATCH = "invalid_exact_evm_payload_recipient_mismatch"
+    AMOUNT_MISMATCH = "invalid_exact_evm_payload_authorization_value_mismatch"
+    REQUIREMENTS_MISMATCH = "invalid_payment_requirements"  # `accepted` is not an offer we made
+
+    # -- the signed authorization (402)
+    VALID_BEFORE_EXPIRED = "invalid_exact_evm_payload_authorization_valid_before"
+    VALID_AFTER_FUTURE = "invalid_exact_evm_payload_authorization_valid_after"
+    INVALID_SIGNATURE = "invalid_exact_evm_payload_signature"
+    NONCE_ALREADY_USED = "invalid_exact_evm_nonce_already_used"
+    INSUFFICIENT_BALANCE = "invalid_exact_evm_insufficient_balance"
+
+    # -- settlement (402 / 503)
+    TRANSACTION_FAILED = "transaction_failed"
+    CHAIN_UNAVAILABLE = "chain_unavailable"
+
+    # -- the resource (404)
+    NOT_FOUND = "not_found"
+
+    # -- client side
+    OVER_POLICY = "over_policy"
+    NO_ACCEPTABLE_OFFER = "no_acceptable_offer"
+    PAYMENT_REFUSED = "payment_refused"  # the server still said 402 after we paid
+
+    # -- anything else
+    CONFIGURATION = "configuration_error"
+    UNEXPECTED = "unexpected_error"
+
+
+class AgentPayError(Exception):
+    """Root of every agent-pay error: a reason code, a human message, an HTTP status."""
+
+    status_code: int = 500
+    default_reason: Reason = Reason.UNEXPECTED
+
+    def __init__(self, message: str, reason: Reason | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+
+    def __str__(self) -> str:
+        return f"{self.message} [{self.reason}]"
+
+
+class MalformedPaymentError(AgentPayError):
+    """The payment header cannot be decoded or does not fit the schema (HTTP 400)."""
+
+    status_code = 400
+    default_reason = Reason.INVALID_PAYLOAD
+
+
+class PaymentRejectedError(AgentPayError):
+    """The payment was read but is not acceptable for this resource (HTTP 402)."""
+
+    status_code = 402
+
+
+class SettlementFailedError(AgentPayError):
+    """The chain refused the transfer: nothing was charged, nothing is served (HTTP 402)."""
+
+    status_code = 402
+    default_reason = Reason.TRANSACTION_FAILED
+
+
+class ChainUnavailableError(AgentPayError):
+    """The node cannot be reached or did not answer in time; retry later (HTTP 503)."""
+
+    status_code = 503
+    default_reason = Reason.CHAIN_UNAVAILABLE
+
+    def __init__(self, message: str, reason: Reason | None = None, retry_after: int = 2) -> None:
+        super().__init__(message, reason)
+        self.retry_after = retry_after
+
+
+class PolicyViolationError(AgentPayError):
+    """Paying this offer would break the agent's spending policy; nothing was signed."""
+
+    status_code = 402
+    default_reason = Reason.OVER_POLICY
+
+
+class NoAcceptableOfferError(AgentPayError):
+    """None of the server's offers can be paid with the tokens and networks we have."""
+
+    status_code = 402
+    default_reason = Reason.NO_ACCEPTABLE_OFFER
+
+
+class ConfigurationError(AgentPayError):
+    """A setting, key or keystore is missing or wrong."""
+
+    default_reason = Reason.CONFIGURATION
