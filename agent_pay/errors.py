@@ -59,8 +59,9 @@ class Reason(StrEnum):
     TRANSACTION_FAILED = "transaction_failed"
     CHAIN_UNAVAILABLE = "chain_unavailable"
 
-    # -- the resource (404)
-    NOT_FOUND = "not_found"
+    # -- the resource
+    NOT_FOUND = "not_found"  # 404: no such article
+    CONTENT_UNAVAILABLE = "content_unavailable"  # 503: verified, but could not be produced
 
     # -- client side
     OVER_POLICY = "over_policy"

@@ -1,0 +1,177 @@
+"""The agent's spending policy: which tokens, how much per payment, how much in all, to whom.
+
+The policy is checked before anything is signed: a payment over policy raises
+`PolicyViolationError` and no signature ever exists. `SpendingPolicy` is the immutable rule;
+`Spending` tracks what has been spent against it (thread-safe, shared by sync and async use).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from eth_utils import to_checksum_address
+
+from agent_pay.assets import Asset
+from agent_pay.errors import NoAcceptableOfferError, PolicyViolationError
+from agent_pay.protocol import PaymentRequirements
+
+__all__ = ["AssetLimit", "Spending", "SpendingPolicy"]
+
+SUPPORTED_SCHEMES = frozenset({"exact"})
+
+
+@dataclass(frozen=True, slots=True)
+class AssetLimit:
+    """Limits for one token, in its atomic units."""
+
+    asset: Asset
+    max_per_payment: int
+    budget: int
+
+    def __post_init__(self) -> None:
+        if self.max_per_payment < 0 or self.budget < 0:
+            raise ValueError("limits must be non-negative")
+
+
+@dataclass(frozen=True)
+class SpendingPolicy:
+    """What an agent may pay. Tokens are tried in the order given (first is preferred).
+
+    Args:
+        limits: one `AssetLimit` per token the agent is willing to pay with.
+        allowed_payees: if given, only these addresses may be paid.
+    """
+
+    limits: tuple[AssetLimit, ...]
+    allowed_payees: frozenset[str] | None = None
+    _by_key: dict[tuple[str, str], AssetLimit] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limits", tuple(self.limits))
+        object.__setattr__(self, "_by_key", {lim.asset.key: lim for lim in self.limits})
+        if self.allowed_payees is not None:
+            payees = frozenset(to_checksum_address(p) for p in self.allowed_payees)
+            object.__setattr__(self, "allowed_payees", payees)
+
+    @classmethod
+    def per_token(
+        cls,
+        assets: Iterable[Asset],
+        *,
+        max_per_payment: str | Decimal,
+        budget: str | Decimal,
+        allowed_payees: Iterable[str] | None = None,
+    ) -> SpendingPolicy:
+        """The same human-unit limits ("0.5", "10") for each token."""
+        limits = tuple(AssetLimit(a, a.parse(max_per_payment), a.parse(budget)) for a in assets)
+        payees = frozenset(allowed_payees) if allowed_payees is not None else None
+        return cls(limits, payees)
+
+    def limit_for(self, requirement: PaymentRequirements) -> AssetLimit | None:
+        """The limit that governs paying `requirement`, or None if we don't pay with that token."""
+        return self._by_key.get((requirement.network, requirement.asset))
+
+
+class Spending:
+    """Money spent and reserved against a policy. Reserve before signing, then settle up.
+
+    A reservation is committed when the server confirms the payment and released when the
+    server refuses it (the protocol guarantees a refused payment is not charged). When the
+    outcome is unknown (the connection dropped) the reservation stays: we never under-count.
+    """
+
+    def __init__(self, policy: SpendingPolicy) -> None:
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._spent: dict[tuple[str, str], int] = {}
+        self._reserved: dict[tuple[str, str], int] = {}
+
+    def spent(self, asset: Asset) -> int:
+        """Atomic units confirmed spent in `asset`."""
+        with self._lock:
+            return self._spent.get(asset.key, 0)
+
+    def committed_or_reserved(self, asset: Asset) -> int:
+        with self._lock:
+            return self._spent.get(asset.key, 0) + self._reserved.get(asset.key, 0)
+
+    def remaining(self, asset: Asset) -> int:
+        limit = self.policy._by_key.get(asset.key)
+        if limit is None:
+            return 0
+        return max(0, limit.budget - self.committed_or_reserved(asset))
+
+    def choose(self, offers: Sequence[PaymentRequirements]) -> PaymentRequirements:
+        """Pick the first offer the policy allows, in the policy's token order.
+
+        Raises NoAcceptableOfferError when no offer is in a token we pay with, and
+        PolicyViolationError (with every reason) when such offers exist but break the policy.
+        """
+        reasons: list[str] = []
+        candidates: list[tuple[int, PaymentRequirements]] = []
+        order = {lim.asset.key: i for i, lim in enumerate(self.policy.limits)}
+        for offer in offers:
+            limit = self.policy.limit_for(offer)
+            if offer.scheme not in SUPPORTED_SCHEMES or limit is None:
+                continue
+            why = self._why_not(offer, limit)
+            if why:
+                reasons.append(why)
+            else:
+                candidates.append((order[limit.asset.key], offer))
+        if candidates:
+            return min(candidates, key=lambda c: c[0])[1]
+        if reasons:
+            raise PolicyViolationError("payment refused by spending policy: " + "; ".join(reasons))
+        asked = ", ".join(f"{o.scheme} {o.asset} on {o.network}" for o in offers) or "nothing"
+        raise NoAcceptableOfferError(
+            f"no offer is payable with our tokens (server accepts {asked})"
+        )
+
+    def _why_not(self, offer: PaymentRequirements, limit: AssetLimit) -> str | None:
+        asset = limit.asset
+        if (
+            self.policy.allowed_payees is not None
+            and offer.pay_to not in self.policy.allowed_payees
+        ):
+            return f"payee {offer.pay_to} is not allowed"
+        if offer.amount > limit.max_per_payment:
+            return (
+                f"{asset.format(offer.amount)} exceeds the per-payment cap of "
+                f"{asset.format(limit.max_per_payment)}"
+            )
+        if offer.amount > self.remaining(asset):
+            return (
+                f"{asset.format(offer.amount)} exceeds the remaining budget of "
+                f"{asset.format(self.remaining(asset))}"
+            )
+        return None
+
+    def reserve(self, offer: PaymentRequirements) -> None:
+        """Hold `offer.amount` against the budget; raise PolicyViolationError if it won't fit."""
+        limit = self.policy.limit_for(offer)
+        if limit is None:
+            raise NoAcceptableOfferError(f"we do not pay with {offer.asset} on {offer.network}")
+        with self._lock:
+            used = self._spent.get(limit.asset.key, 0) + self._reserved.get(limit.asset.key, 0)
+            if used + offer.amount > limit.budget or offer.amount > limit.max_per_payment:
+                raise PolicyViolationError(
+                    f"{limit.asset.format(offer.amount)} would exceed the budget"
+                )
+            self._reserved[limit.asset.key] = self._reserved.get(limit.asset.key, 0) + offer.amount
+
+    def commit(self, offer: PaymentRequirements) -> None:
+        """The server confirmed the payment: move the reservation to spent."""
+        key = (offer.network, offer.asset)
+        with self._lock:
+            self._reserved[key] = self._reserved.get(key, 0) - offer.amount
+            self._spent[key] = self._spent.get(key, 0) + offer.amount
+
+    def release(self, offer: PaymentRequirements) -> None:
+        """The server refused the payment (so it was not charged): drop the reservation."""
+        key = (offer.network, offer.asset)
+        with self._lock:
+            self._reserved[key] = self._reserved.get(key, 0) - offer.amount

@@ -1,0 +1,152 @@
+"""The paywall: what a resource costs, reading the payment header, charging for a read.
+
+`PaymentHeader` is a FastAPI dependency in the style of `fastapi.security`: a callable class
+that reads `PAYMENT-SIGNATURE`, with an `auto_error` switch. With `auto_error=False` a request
+without payment gets None, which is how the free preview is served.
+
+`Paywall.verify` checks a payment against the offers for one resource and returns a `Charge`;
+the route produces the content and only then calls `Charge.settle()`. So a read whose content
+cannot be produced is never charged, and content is released only after settlement succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from agent_pay.assets import AssetRegistry
+from agent_pay.errors import (
+    MalformedPaymentError,
+    PaymentRejectedError,
+    Reason,
+    SettlementFailedError,
+)
+from agent_pay.facilitator.base import Facilitator
+from agent_pay.protocol import (
+    PaymentPayload,
+    PaymentRequired,
+    PaymentRequirements,
+    ResourceInfo,
+    SettleResponse,
+)
+from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, decode_header
+from agent_pay.protocol.matching import match_offer
+from agent_pay.server.catalogue import Article
+
+__all__ = ["Charge", "PaymentHeader", "Paywall"]
+
+DEFAULT_MAX_TIMEOUT_SECONDS = 120
+
+
+class PaymentHeader:
+    """Dependency: the decoded `PAYMENT-SIGNATURE` header.
+
+    Raises MalformedPaymentError (400) for a header that cannot be read. Without a header it
+    raises PaymentRejectedError when `auto_error` is set, and returns None otherwise.
+    """
+
+    def __init__(self, *, auto_error: bool = True) -> None:
+        self.auto_error = auto_error
+
+    async def __call__(self, request: Request) -> PaymentPayload | None:
+        value = request.headers.get(PAYMENT_SIGNATURE_HEADER)
+        if value is None:
+            if self.auto_error:
+                raise PaymentRejectedError("payment required", Reason.INVALID_PAYLOAD)
+            return None
+        return decode_header(value, PaymentPayload)
+
+
+@dataclass
+class Charge:
+    """A verified payment for one resource, not yet settled."""
+
+    payment: PaymentPayload
+    requirements: PaymentRequirements
+    payer: str | None
+    _facilitator: Facilitator
+
+    async def settle(self) -> SettleResponse:
+        """Move the money. Raises SettlementFailedError if the chain refused (nothing charged)."""
+        response = await self._facilitator.settle(self.payment, self.requirements)
+        if not response.success:
+            raise SettlementFailedError(
+                response.error_message or "settlement failed",
+                _reason(response.error_reason, Reason.TRANSACTION_FAILED),
+            )
+        return response
+
+
+class Paywall:
+    """Prices articles in the server's tokens and charges for them through a facilitator."""
+
+    def __init__(
+        self,
+        assets: AssetRegistry,
+        facilitator: Facilitator,
+        *,
+        max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
+    ) -> None:
+        self.assets = assets
+        self.facilitator = facilitator
+        self.max_timeout_seconds = max_timeout_seconds
+
+    def offers(self, article: Article) -> list[PaymentRequirements]:
+        """One "exact" offer per token the article is priced in, paying its author."""
+        offers = []
+        for symbol in sorted(article.prices):
+            asset = self.assets.by_symbol(symbol)
+            offers.append(
+                PaymentRequirements(
+                    scheme="exact",
+                    network=asset.network,
+                    amount=article.price_atomic(symbol, asset.decimals),
+                    asset=asset.address,
+                    pay_to=article.author,
+                    max_timeout_seconds=self.max_timeout_seconds,
+                    extra={"name": asset.eip712_name, "version": asset.eip712_version},
+                )
+            )
+        return offers
+
+    def payment_required(
+        self,
+        article: Article,
+        url: str,
+        offers: Sequence[PaymentRequirements],
+        error: str | None = None,
+    ) -> PaymentRequired:
+        """The `PAYMENT-REQUIRED` body for `article`; `error` names why a payment was refused."""
+        resource = ResourceInfo(url=url, description=article.title, mime_type="application/json")
+        return PaymentRequired(error=error, resource=resource, accepts=list(offers))
+
+    async def verify(
+        self, payment: PaymentPayload, offers: Sequence[PaymentRequirements]
+    ) -> Charge:
+        """Match `payment` to one of `offers` and have the facilitator verify it.
+
+        Raises PaymentRejectedError (402) with the reason when it would not settle.
+        """
+        requirements = match_offer(payment.accepted, offers)
+        verdict = await self.facilitator.verify(payment, requirements)
+        if not verdict.is_valid:
+            raise PaymentRejectedError(
+                verdict.invalid_message or "payment is not valid",
+                _reason(verdict.invalid_reason, Reason.INVALID_PAYLOAD),
+            )
+        return Charge(payment, requirements, verdict.payer, self.facilitator)
+
+
+def _reason(code: str | None, default: Reason) -> Reason:
+    """A facilitator's reason string as our enum; unknown codes (a stock facilitator's) fold
+    into `default` rather than being passed through unchecked."""
+    try:
+        return Reason(code) if code else default
+    except ValueError:
+        return default
+
+
+# Re-exported for the app's exception handling.
+PaymentProblem = (MalformedPaymentError, PaymentRejectedError, SettlementFailedError)
