@@ -11,23 +11,28 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from eth_utils import is_address, to_checksum_address
+from agent_pay.protocol.base import normalize_address
 
 __all__ = ["Asset", "AssetRegistry", "format_amount", "parse_amount"]
 
 
 def parse_amount(value: str | int | Decimal, decimals: int) -> int:
     """Human amount ("0.1") to atomic units (100000 at 6 decimals), exactly or not at all."""
+    if decimals < 0:
+        raise ValueError(f"decimals must be >= 0, got {decimals}")
     try:
         amount = Decimal(value) if not isinstance(value, Decimal) else value
     except (InvalidOperation, ValueError) as exc:
         raise ValueError(f"not a number: {value!r}") from exc
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"amount must be a finite non-negative number, got {value!r}")
-    atomic = amount.scaleb(decimals)
-    if atomic != atomic.to_integral_value():
-        raise ValueError(f"{value} has more than {decimals} decimal places")
-    return int(atomic)
+    # Exact rational arithmetic: Decimal arithmetic would round to the context's 28 digits.
+    numerator, denominator = amount.as_integer_ratio()
+    scale: int = 10**decimals
+    atomic, rest = divmod(numerator * scale, denominator)
+    if rest:
+        raise ValueError(f"{value} is finer than {decimals} decimals allow")
+    return atomic
 
 
 def format_amount(atomic: int, decimals: int) -> str:
@@ -50,9 +55,8 @@ class Asset:
     eip712_version: str
 
     def __post_init__(self) -> None:
-        if not is_address(self.address):
-            raise ValueError(f"not an address: {self.address!r}")
-        object.__setattr__(self, "address", to_checksum_address(self.address))
+        # Rejects a mixed-case address with a wrong EIP-55 checksum: most likely a typo.
+        object.__setattr__(self, "address", normalize_address(self.address))
 
     @property
     def chain_id(self) -> int:
@@ -94,9 +98,10 @@ class AssetRegistry:
             raise KeyError(f"unknown token {symbol!r}; known: {sorted(self._by_symbol)}") from None
 
     def find(self, network: str, address: str) -> Asset | None:
-        if not is_address(address):
+        try:
+            return self._by_key.get((network, normalize_address(address)))
+        except ValueError:
             return None
-        return self._by_key.get((network, to_checksum_address(address)))
 
     def __iter__(self) -> Iterator[Asset]:
         return iter(self._by_symbol.values())

@@ -47,6 +47,8 @@ class Reason(StrEnum):
     RECIPIENT_MISMATCH = "invalid_exact_evm_payload_recipient_mismatch"
     AMOUNT_MISMATCH = "invalid_exact_evm_payload_authorization_value_mismatch"
     REQUIREMENTS_MISMATCH = "invalid_payment_requirements"  # `accepted` is not an offer we made
+    RESOURCE_MISMATCH = "invalid_payment_resource"  # signed for another resource's URL
+    PAYMENT_REQUIRED = "payment_required"  # no payment was sent (the first 402)
 
     # -- the signed authorization (402)
     VALID_BEFORE_EXPIRED = "invalid_exact_evm_payload_authorization_valid_before"

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent_pay.assets import parse_amount
 from agent_pay.errors import AgentPayError
 from agent_pay.server.catalogue import (
     Article,
@@ -18,7 +19,6 @@ from agent_pay.server.catalogue import (
     CatalogueError,
     load_article,
     parse_article,
-    to_atomic,
 )
 
 ARTICLES = Path(__file__).resolve().parents[1] / "articles"
@@ -303,8 +303,8 @@ def test_price_atomic_unknown_token_and_bad_decimals() -> None:
 
 
 @given(st.integers(min_value=0, max_value=10**40), st.integers(min_value=0, max_value=40))
-def test_to_atomic_inverts_scaling(atomic: int, decimals: int) -> None:
-    assert to_atomic(Decimal(f"{atomic}e-{decimals}"), decimals) == atomic
+def test_parse_amount_inverts_scaling(atomic: int, decimals: int) -> None:
+    assert parse_amount(Decimal(f"{atomic}e-{decimals}"), decimals) == atomic
 
 
 def test_check_tokens(tmp_path: Path) -> None:

@@ -548,6 +548,37 @@ MALFORMED: list[Any] = [
     pytest.param(
         lambda a: a.wire(_set("x402Version", True)), INVALID_VERSION, id="x402Version-true"
     ),
+    # -- a readable envelope whose "exact" payload is malformed: as unreadable as the rest
+    pytest.param(
+        lambda a: a.wire(_set("payload.signature", "0x" + "ab" * 64)),
+        INVALID_PAYLOAD,
+        id="signature-64-bytes",
+    ),
+    pytest.param(
+        lambda a: a.wire(_set("payload.signature", "0x" + "zz" * 65)),
+        INVALID_PAYLOAD,
+        id="signature-not-hex",
+    ),
+    pytest.param(
+        lambda a: a.wire(_drop("payload.authorization")),
+        INVALID_PAYLOAD,
+        id="payload-without-authorization",
+    ),
+    pytest.param(
+        lambda a: a.wire(_drop("payload.authorization.nonce")),
+        INVALID_PAYLOAD,
+        id="authorization-without-nonce",
+    ),
+    pytest.param(
+        lambda a: a.wire(_set("payload.authorization.value", PRICE)),
+        INVALID_PAYLOAD,
+        id="authorization-value-as-number",
+    ),
+    pytest.param(
+        lambda a: a.wire(_set("payload.authorization.memo", "hi")),
+        INVALID_PAYLOAD,
+        id="authorization-extra-field",
+    ),
 ]
 
 
@@ -739,38 +770,6 @@ REJECTED: list[Any] = [
     pytest.param(_junk_signature(0), INVALID_SIGNATURE, id="junk-signature-v0"),
     pytest.param(_high_s, INVALID_SIGNATURE, id="high-s-signature"),
     pytest.param(_zero_r, INVALID_SIGNATURE, id="zero-r-signature"),
-    # -- a readable header whose scheme payload is malformed: refused as 402 invalid_payload
-    # (see the report: arguably a 400, as a malformed top level is)
-    pytest.param(
-        lambda a: a.wire(_set("payload.signature", "0x" + "ab" * 64)),
-        INVALID_PAYLOAD,
-        id="signature-64-bytes",
-    ),
-    pytest.param(
-        lambda a: a.wire(_set("payload.signature", "0x" + "zz" * 65)),
-        INVALID_PAYLOAD,
-        id="signature-not-hex",
-    ),
-    pytest.param(
-        lambda a: a.wire(_drop("payload.authorization")),
-        INVALID_PAYLOAD,
-        id="payload-without-authorization",
-    ),
-    pytest.param(
-        lambda a: a.wire(_drop("payload.authorization.nonce")),
-        INVALID_PAYLOAD,
-        id="authorization-without-nonce",
-    ),
-    pytest.param(
-        lambda a: a.wire(_set("payload.authorization.value", PRICE)),
-        INVALID_PAYLOAD,
-        id="authorization-value-as-number",
-    ),
-    pytest.param(
-        lambda a: a.wire(_set("payload.authorization.memo", "hi")),
-        INVALID_PAYLOAD,
-        id="authorization-extra-field",
-    ),
 ]
 
 
@@ -920,8 +919,34 @@ def test_replay_for_another_article_is_refused(
 
     response = send(http, second.slug, header)
 
+    # The header names the first article as its resource: refused before the nonce is looked at.
+    assert_refused(response, 402, Reason.RESOURCE_MISMATCH, second, required.accepts)
+    assert delta(paid, ledger(bed, *parties)) == {}
+
+    # Stripped of its resource (a stock client may omit it), the nonce still stops it.
+    payment = decode_header(header, PaymentPayload).model_copy(update={"resource": None})
+    response = send(http, second.slug, encode_header(payment))
     assert_refused(response, 402, Reason.NONCE_ALREADY_USED, second, required.accepts)
     assert delta(paid, ledger(bed, *parties)) == {}
+
+
+def test_unused_payment_for_one_article_cannot_buy_another(
+    bed: Testbed, http: httpx.Client, agent: TestAgent
+) -> None:
+    first, second = (bed.catalogue.get(s) for s in SAME_TERMS)
+    assert first is not None
+    assert second is not None
+    required = challenge(http, first.slug)
+    assert challenge(http, second.slug).accepts == required.accepts  # identical offers
+    header = encode_header(agent.auth.sign(required.accepts[0], required))
+    parties = party_addresses(bed, agent, first)
+    before = ledger(bed, *parties)
+
+    response = send(http, second.slug, header)
+
+    assert_refused(response, 402, Reason.RESOURCE_MISMATCH, second, required.accepts)
+    assert delta(before, ledger(bed, *parties)) == {}
+    assert send(http, first.slug, header).status_code == 200  # still good where it belongs
 
 
 def test_insufficient_balance(bed: Testbed, http: httpx.Client) -> None:
@@ -1291,23 +1316,14 @@ def test_settlement_failure_serves_nothing_and_charges_at_most_once(
         ("front-run", True): {Reason.NONCE_ALREADY_USED},
         ("front-run", False): {Reason.NONCE_ALREADY_USED},
         ("drain", True): {Reason.INSUFFICIENT_BALANCE},
-        # The revert reason is the token's "erc20: transfer amount exceeds balance"; see the
-        # strict xfail below.
-        ("drain", False): {Reason.INSUFFICIENT_BALANCE, Reason.TRANSACTION_FAILED},
+        # The revert reason is the token's "erc20: transfer amount exceeds balance".
+        ("drain", False): {Reason.INSUFFICIENT_BALANCE},
     }[attack, mine]
     assert response.json()["error"] in expected
     # Mined first: settlement's own re-verify refuses. Same block: the settlement reverts.
     assert ("transfer reverted" in response.json()["message"]) is not mine
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "facilitator/exact.py _REVERT_REASONS maps 'insufficient balance', but the token reverts "
-        "with snekmate's 'erc20: transfer amount exceeds balance', so a settlement that reverts "
-        "on balance is reported as transaction_failed"
-    ),
-)
 def test_settlement_reverting_on_balance_reports_insufficient_balance() -> None:
     sabotage = Sabotage()
     bed = Testbed.create(render=sabotage)
@@ -1406,9 +1422,11 @@ async def test_two_reads_racing_for_one_balance_charge_once(bed: Testbed) -> Non
     parties = party_addresses(bed, reader, first)
     before = ledger(bed, *parties)
     async with bed.async_client() as client:
-        response = await client.get(f"/articles/{first.slug}")
-        required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
-        headers = [encode_header(reader.auth.sign(required.accepts[0], required)) for _ in "ab"]
+        headers = []
+        for article in (first, second):
+            response = await client.get(f"/articles/{article.slug}")
+            required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
+            headers.append(encode_header(reader.auth.sign(required.accepts[0], required)))
         responses = await asyncio.gather(
             *(
                 client.get(f"/articles/{article.slug}", headers={PAYMENT_SIGNATURE_HEADER: h})

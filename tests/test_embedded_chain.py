@@ -14,7 +14,6 @@ import pytest
 import vyper
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import ValidationError as EVMValidationError
 from vyper.compiler.settings import Settings
 
 from agent_pay.chain.base import (
@@ -34,15 +33,6 @@ DEV_FUNDS = 10_000 * ETHER
 ANVIL_FIRST_CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 ANVIL_SECOND_CONTRACT = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
 STORE_GAS = 100_000
-
-DROPPING_CRASHES = pytest.mark.xfail(
-    strict=True,
-    raises=EVMValidationError,
-    reason="library bug: EmbeddedChain._drop_invalid snapshots the state before "
-    "vm.apply_transaction, whose lock_changes() discards every journal checkpoint; reverting "
-    "to the snapshot raises eth_utils.ValidationError('No checkpoint N was found') out of "
-    "mine(): the whole batch is lost and its senders' pool nonces stay advanced (wedged)",
-)
 
 TINY = """
 # pragma version ~=0.4.3
@@ -266,12 +256,6 @@ def test_revert_without_a_reason_and_out_of_gas_are_named(
     assert starved.gas_used == 25_000  # out of gas: all of it is spent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="py-evm does not enforce EIP-7623's calldata floor when validating a transaction "
-    "and EmbeddedChain.send_raw_transaction does not check it either: the transaction is "
-    "mined and charged 21,860 gas against a 21,500 limit; a Prague node rejects it",
-)
 def test_gas_limit_below_the_calldata_floor_is_rejected(
     chain: EmbeddedChain, contract: Contract
 ) -> None:
@@ -414,7 +398,6 @@ def test_garbage_is_rejected(chain: EmbeddedChain, raw: bytes) -> None:
     assert chain.mine() == 0
 
 
-@DROPPING_CRASHES
 def test_transaction_from_an_unfunded_sender_is_dropped(chain: EmbeddedChain) -> None:
     broke = Transactor(chain, Account.create())
     tx_hash = broke.send(dev_account(9).address, b"", gas=21_000, value=0)  # accepted...
@@ -424,7 +407,6 @@ def test_transaction_from_an_unfunded_sender_is_dropped(chain: EmbeddedChain) ->
     assert chain.get_nonce(broke.address) == 0
 
 
-@DROPPING_CRASHES
 def test_tampered_signature_is_rejected(chain: EmbeddedChain) -> None:
     raw = bytearray(sign(dev_account(1), chain))
     raw[-1] ^= 0x01  # one bit of s: the signature now recovers some unfunded stranger
@@ -456,7 +438,6 @@ def test_resubmitting_a_transaction_is_idempotent(chain: EmbeddedChain) -> None:
     assert chain.block_number() == 1
 
 
-@DROPPING_CRASHES
 def test_transaction_that_became_unaffordable_is_dropped(chain: EmbeddedChain) -> None:
     """Two transactions each affordable alone, not together: the second is dropped at mining
     time, and the rest of the batch is mined."""

@@ -16,7 +16,13 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 
-from agent_pay.chain.base import Chain, ContractRevertError, Log, Receipt
+from agent_pay.chain.base import (
+    Chain,
+    ContractRevertError,
+    Log,
+    Receipt,
+    TransactionRejectedError,
+)
 
 __all__ = ["Contract", "Transactor", "deploy_contract"]
 
@@ -101,7 +107,13 @@ class Transactor:
         timeout: float = 30.0,
     ) -> Receipt:
         """Send and wait for the receipt. Does not raise on revert: check `receipt.status`."""
-        return self.chain.wait_for_receipt(self.send(to, data, gas=gas, value=value), timeout)
+        tx_hash = self.send(to, data, gas=gas, value=value)
+        try:
+            return self.chain.wait_for_receipt(tx_hash, timeout)
+        except TransactionRejectedError:
+            with self._lock:
+                self._nonce = None  # the node dropped it: our next nonce is the node's again
+            raise
 
 
 class Contract:
@@ -147,7 +159,10 @@ class Contract:
         """Read-only call; one output is returned bare, several as a tuple."""
         fn = self._function(fn_name)
         output = self.chain.call(self.address, self.encode(fn_name, *args), sender)
-        values = abi_decode(fn.outputs, output)
+        values = tuple(
+            to_checksum_address(v) if t == "address" else v
+            for t, v in zip(fn.outputs, abi_decode(fn.outputs, output), strict=True)
+        )
         return values[0] if len(values) == 1 else values
 
     def transact(

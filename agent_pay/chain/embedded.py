@@ -95,15 +95,18 @@ class EmbeddedChain:
             for a in funded
         }
         self._chain = chain_class.from_genesis(AtomicDB(), genesis_params, genesis_state)
-        self._lock = threading.RLock()  # py-evm is not thread-safe: one user at a time
-        self._pool_lock = threading.Lock()  # guards the pending pool, never held while mining
+        # Mining takes `_mine_lock`; nothing else does. Reads run against `_head`, an immutable
+        # header whose state trie is never modified (py-evm writes new, content-addressed nodes),
+        # so they need no lock and proceed while a block is being built.
+        self._mine_lock = threading.Lock()
+        self._pool_lock = threading.Lock()  # guards the pending pool; held only briefly
+        self._builder = self._chain.get_vm(self._chain.header).get_transaction_builder()
         self._pending: list[SignedTransactionAPI] = []
         self._pending_hashes: set[bytes] = set()
         self._next_nonce: dict[bytes, int] = {}
         self._receipts: dict[bytes, Receipt] = {}
         self._dropped: dict[bytes, str] = {}
         self._head = self._chain.get_canonical_head()
-        self._head_state = self._chain.get_vm(self._head).state
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -120,40 +123,42 @@ class EmbeddedChain:
     def next_timestamp(self) -> int:
         return max(int(self._head.timestamp), int(self._clock()))
 
+    def _state(self) -> Any:
+        """A fresh read-only view of the latest block's state."""
+        return self._chain.get_vm(self._head).state
+
     def get_balance(self, address: str) -> int:
-        with self._lock:
-            return int(self._head_state.get_balance(to_canonical_address(address)))
+        return int(self._state().get_balance(to_canonical_address(address)))
 
     def get_nonce(self, address: str) -> int:
         sender = to_canonical_address(address)
         with self._pool_lock:
             if sender in self._next_nonce:
                 return self._next_nonce[sender]
-        with self._lock:
-            return int(self._head_state.get_nonce(sender))
+        return int(self._state().get_nonce(sender))
 
     def get_code(self, address: str) -> bytes:
-        with self._lock:
-            return bytes(self._head_state.get_code(to_canonical_address(address)))
+        return bytes(self._state().get_code(to_canonical_address(address)))
 
     def call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
-        with self._lock:
-            tx = self._spoof(to, data, sender, value=0, gas=_GAS_LIMIT)
-            with self._chain.get_vm(self._head).in_costless_state() as state:
-                computation = state.costless_execute_transaction(tx)
+        head = self._head
+        vm = self._chain.get_vm(head)
+        tx = self._spoof(vm, to, data, sender, value=0, gas=_GAS_LIMIT)
+        with vm.in_costless_state() as state:
+            computation = state.costless_execute_transaction(tx)
         if computation.is_error:
             raise _revert_error(computation.error)
         return bytes(computation.output)
 
     def estimate_gas(self, to: str | None, data: bytes, sender: str, value: int = 0) -> int:
-        with self._lock:
-            tx = self._spoof(to, data, sender, value=value, gas=_GAS_LIMIT)
-            try:
-                return int(self._chain.estimate_gas(tx, self._head))
-            except EVMValidationError as exc:
-                raise TransactionRejectedError(str(exc)) from exc
-            except Exception as exc:  # py-evm raises the VM error (Revert, ...) directly
-                raise _revert_error(exc) from exc
+        head = self._head
+        tx = self._spoof(self._chain.get_vm(head), to, data, sender, value=value, gas=_GAS_LIMIT)
+        try:
+            return int(self._chain.estimate_gas(tx, head))
+        except EVMValidationError as exc:
+            raise TransactionRejectedError(str(exc)) from exc
+        except Exception as exc:  # py-evm raises the VM error (Revert, ...) directly
+            raise _revert_error(exc) from exc
 
     def fee_params(self) -> tuple[int, int]:
         base_fee = int(self._chain.header.base_fee_per_gas)
@@ -165,10 +170,8 @@ class EmbeddedChain:
     # -- writes --------------------------------------------------------------------------------
 
     def send_raw_transaction(self, raw: bytes) -> bytes:
-        with self._lock:
-            builder = self._chain.get_vm(self._chain.header).get_transaction_builder()
         try:
-            tx = builder.decode(raw)
+            tx = self._builder.decode(raw)
             tx.validate()
             sender = tx.sender
         except Exception as exc:
@@ -179,6 +182,11 @@ class EmbeddedChain:
             )
         if tx.gas > _GAS_LIMIT:
             raise TransactionRejectedError("gas limit exceeds the block gas limit")
+        if tx.gas < _calldata_floor(tx.data):
+            # EIP-7623 (Prague): py-evm does not enforce the calldata floor; real nodes do.
+            raise TransactionRejectedError(
+                f"gas limit {tx.gas} is below the calldata floor {_calldata_floor(tx.data)}"
+            )
         expected = self.get_nonce(to_checksum_address(sender))
         with self._pool_lock:
             expected = self._next_nonce.get(sender, expected)
@@ -204,21 +212,30 @@ class EmbeddedChain:
 
     def mine(self, *, allow_empty: bool = False) -> int:
         """Mine every pending transaction into one block; return how many were included."""
-        with self._lock:
+        with self._mine_lock:
             with self._pool_lock:
                 batch, self._pending = self._pending, []
             if not batch and not allow_empty:
                 return 0
+            mined = batch
             try:
                 self._mine_batch(batch)
             except EVMValidationError:
                 # One transaction became invalid after it was accepted (its sender ran out of
                 # gas money, say). Find the culprits, drop them, mine the rest.
-                self._mine_batch(self._drop_invalid(batch))
+                mined = self._drop_invalid(batch)
+                self._mine_batch(mined)
+            except Exception as exc:
+                # Never lose a batch silently: every waiter learns its transaction failed.
+                for tx in batch:
+                    self._dropped[tx.hash] = f"block could not be built: {exc!r}"
+                with self._pool_lock:
+                    self._next_nonce.clear()
+                raise ChainError(f"block could not be built: {exc!r}") from exc
             finally:
                 with self._pool_lock:
                     self._pending_hashes.difference_update(tx.hash for tx in batch)
-            return len(batch)
+            return len(mined)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -263,29 +280,28 @@ class EmbeddedChain:
                 revert_reason=_revert_error(error).reason if error is not None else None,
             )
         self._head = header
-        self._head_state = self._chain.get_vm(header).state
 
     def _drop_invalid(self, batch: list[SignedTransactionAPI]) -> list[SignedTransactionAPI]:
         vm = self._chain.get_vm(self._chain.header)
         keep: list[SignedTransactionAPI] = []
         header = vm.get_header()
         for tx in batch:
-            snapshot = vm.state.snapshot()
             try:
+                # py-evm validates before it writes any state: a refused tx leaves none behind.
                 receipt, _ = vm.apply_transaction(header, tx)
-                header = vm.add_receipt_to_header(header, receipt)
-                keep.append(tx)
             except EVMValidationError as exc:
-                vm.state.revert(snapshot)
                 self._dropped[tx.hash] = f"transaction dropped: {exc}"
                 with self._pool_lock:  # the sender's later nonces now have a gap: start over
                     self._next_nonce.pop(tx.sender, None)
+                continue
+            header = vm.add_receipt_to_header(header, receipt)
+            keep.append(tx)
         return keep
 
+    @staticmethod
     def _spoof(
-        self, to: str | None, data: bytes, sender: str | None, *, value: int, gas: int
+        vm: Any, to: str | None, data: bytes, sender: str | None, *, value: int, gas: int
     ) -> SpoofTransaction:
-        vm = self._chain.get_vm(self._head)
         from_ = to_canonical_address(sender) if sender else b"\x00" * 20
         unsigned = vm.create_unsigned_transaction(
             nonce=vm.state.get_nonce(from_),
@@ -296,6 +312,11 @@ class EmbeddedChain:
             data=data,
         )
         return SpoofTransaction(unsigned, from_=from_)
+
+
+def _calldata_floor(data: bytes) -> int:
+    zeros = data.count(0)
+    return 21_000 + 10 * (zeros + 4 * (len(data) - zeros))
 
 
 def _revert_error(error: BaseException | None) -> ContractRevertError:

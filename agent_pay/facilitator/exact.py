@@ -33,13 +33,14 @@ SCHEME = "exact"
 VALIDITY_MARGIN = 6
 """Seconds an authorization must still be valid for when verified: settlement needs a block."""
 
-# Revert strings of contracts/Stablecoin.vy, mapped to the reason a client can act on.
+# Revert strings of contracts/Stablecoin.vy and of the snekmate modules it composes,
+# mapped to the reason a client can act on.
 _REVERT_REASONS = {
     "authorization is expired": Reason.VALID_BEFORE_EXPIRED,
     "authorization is not yet valid": Reason.VALID_AFTER_FUTURE,
     "authorization is used or canceled": Reason.NONCE_ALREADY_USED,
     "invalid signature": Reason.INVALID_SIGNATURE,
-    "insufficient balance": Reason.INSUFFICIENT_BALANCE,
+    "transfer amount exceeds balance": Reason.INSUFFICIENT_BALANCE,  # snekmate erc20
 }
 
 

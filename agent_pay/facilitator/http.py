@@ -8,7 +8,7 @@ chain trouble is 503 with Retry-After.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI, Request
@@ -24,10 +24,13 @@ from agent_pay.protocol import (
     SettleResponse,
     SupportedResponse,
     VerifyResponse,
+    WireModel,
 )
 from agent_pay.protocol.codec import decode_json
 
 __all__ = ["HttpFacilitatorClient", "create_facilitator_app"]
+
+M = TypeVar("M", bound=WireModel)
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -73,6 +76,14 @@ def create_facilitator_app(facilitator: Facilitator) -> FastAPI:
     return app
 
 
+def _read(raw: bytes, model: type[M]) -> M:
+    """A facilitator's answer; an unreadable one is the facilitator's fault, not the payer's."""
+    try:
+        return decode_json(raw, model)
+    except MalformedPaymentError as exc:
+        raise ChainUnavailableError(f"facilitator sent an unreadable answer: {exc}") from exc
+
+
 class HttpFacilitatorClient:
     """A `Facilitator` that forwards to a remote facilitator at `base_url`."""
 
@@ -92,17 +103,17 @@ class HttpFacilitatorClient:
         self, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> VerifyResponse:
         raw = await self._post("/verify", payment, requirements)
-        return decode_json(raw, VerifyResponse)
+        return _read(raw, VerifyResponse)
 
     async def settle(
         self, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> SettleResponse:
         raw = await self._post("/settle", payment, requirements)
-        return decode_json(raw, SettleResponse)
+        return _read(raw, SettleResponse)
 
     async def supported(self) -> SupportedResponse:
         response = await self._request("GET", "/supported")
-        return decode_json(response.content, SupportedResponse)
+        return _read(response.content, SupportedResponse)
 
     async def _post(
         self, path: str, payment: PaymentPayload, requirements: PaymentRequirements

@@ -100,7 +100,7 @@ def create_app(
     ) -> JSONResponse:
         required = paywall.payment_required(article, url, offers, exc.reason if exc else None)
         body = page(article, article.preview, complete=False)
-        body["error"] = exc.reason if exc else "payment_required"
+        body["error"] = exc.reason if exc else Reason.PAYMENT_REQUIRED
         body["message"] = exc.message if exc else "pay to read the rest of this article"
         headers = {
             PAYMENT_REQUIRED_HEADER: encode_header(required),
@@ -141,7 +141,7 @@ def create_app(
         timer = _Timer()
         try:
             with timer("verify"):
-                charge = await paywall.verify(payment, offers)
+                charge = await paywall.verify(payment, offers, request.url.path)
         except PaymentRejectedError as exc:
             return refuse(article, url, offers, exc)
         try:

@@ -20,6 +20,7 @@ from types import MappingProxyType
 
 from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
+from agent_pay.assets import parse_amount
 from agent_pay.errors import ConfigurationError
 from agent_pay.server.front_matter import DEFAULT_PRICE, DEFAULT_TOKENS, read_front_matter
 from agent_pay.server.preview import split_preview
@@ -32,7 +33,6 @@ __all__ = [
     "CatalogueError",
     "load_article",
     "parse_article",
-    "to_atomic",
 ]
 
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -50,23 +50,6 @@ class CatalogueError(ConfigurationError, ValueError):
     def __reduce__(self) -> tuple[type[CatalogueError], tuple[str, str]]:
         # The default rebuilds from the joined message, which no longer fits __init__.
         return type(self), (self.source, self.problem)
-
-
-def to_atomic(amount: Decimal, decimals: int) -> int:
-    """Convert ``amount`` token units to atomic units, exactly.
-
-    Raises:
-        ValueError: if ``amount * 10**decimals`` is not a whole number, or ``decimals`` < 0.
-    """
-    if decimals < 0:
-        raise ValueError(f"decimals must be >= 0, got {decimals}")
-    # Exact rational arithmetic: Decimal operations round to the context's 28 digits.
-    numerator, denominator = amount.as_integer_ratio()
-    scale: int = 10**decimals
-    atomic, rest = divmod(numerator * scale, denominator)
-    if rest:
-        raise ValueError(f"{amount} is finer than {decimals} decimals allow")
-    return atomic
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +101,7 @@ class Article:
         """
         if symbol not in self.prices:
             raise KeyError(f"{self.slug} is not sold for {symbol}")
-        return to_atomic(self.prices[symbol], decimals)
+        return parse_amount(self.prices[symbol], decimals)
 
     @cached_property
     def _split(self) -> tuple[str, str]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
 from agent_pay.assets import AssetRegistry
 from agent_pay.errors import (
-    MalformedPaymentError,
     PaymentRejectedError,
     Reason,
     SettlementFailedError,
@@ -54,9 +54,12 @@ class PaymentHeader:
         value = request.headers.get(PAYMENT_SIGNATURE_HEADER)
         if value is None:
             if self.auto_error:
-                raise PaymentRejectedError("payment required", Reason.INVALID_PAYLOAD)
+                raise PaymentRejectedError("payment required", Reason.PAYMENT_REQUIRED)
             return None
-        return decode_header(value, PaymentPayload)
+        payment = decode_header(value, PaymentPayload)
+        if payment.accepted.scheme == "exact":
+            payment.exact_evm()  # a malformed scheme payload is as unreadable as the envelope
+        return payment
 
 
 @dataclass
@@ -123,12 +126,19 @@ class Paywall:
         return PaymentRequired(error=error, resource=resource, accepts=list(offers))
 
     async def verify(
-        self, payment: PaymentPayload, offers: Sequence[PaymentRequirements]
+        self, payment: PaymentPayload, offers: Sequence[PaymentRequirements], path: str
     ) -> Charge:
-        """Match `payment` to one of `offers` and have the facilitator verify it.
+        """Match `payment` to one of `offers` for the resource at `path` and have the
+        facilitator verify it.
 
         Raises PaymentRejectedError (402) with the reason when it would not settle.
         """
+        if payment.resource is not None and urlsplit(payment.resource.url).path != path:
+            # Two articles with the same author and price have identical offers: without this
+            # check a payment made for one could be spent on the other.
+            raise PaymentRejectedError(
+                f"this payment was made for {payment.resource.url}", Reason.RESOURCE_MISMATCH
+            )
         requirements = match_offer(payment.accepted, offers)
         verdict = await self.facilitator.verify(payment, requirements)
         if not verdict.is_valid:
@@ -146,7 +156,3 @@ def _reason(code: str | None, default: Reason) -> Reason:
         return Reason(code) if code else default
     except ValueError:
         return default
-
-
-# Re-exported for the app's exception handling.
-PaymentProblem = (MalformedPaymentError, PaymentRejectedError, SettlementFailedError)
