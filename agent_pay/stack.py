@@ -31,6 +31,7 @@ from agent_pay.facilitator.exact import ExactEvmScheme
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.server.app import Renderer, create_app, render_article
 from agent_pay.server.catalogue import Catalogue
+from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS, ExactOffers
 
 __all__ = ["DEPLOYER_INDEX", "FACILITATOR_INDEX", "Stack", "sample_articles_dir"]
 
@@ -67,7 +68,7 @@ class Stack:
         articles: Path | Catalogue | None = None,
         chain: Chain | None = None,
         render: Renderer = render_article,
-        max_timeout_seconds: int = 120,
+        max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
     ) -> Stack:
         """Deploy the default stablecoins on `chain` (a fresh embedded one by default) and wire
         the facilitator and the server to them."""
@@ -79,9 +80,8 @@ class Stack:
         if not isinstance(articles, Catalogue):
             articles = Catalogue.from_directory(articles or sample_articles_dir())
         registry = AssetRegistry(t.asset for t in tokens.values())
-        app = create_app(
-            articles, registry, facilitator, render=render, max_timeout_seconds=max_timeout_seconds
-        )
+        schemes = [ExactOffers(registry, max_timeout_seconds=max_timeout_seconds)]
+        app = create_app(articles, registry, facilitator, render=render, schemes=schemes)
         return cls(chain, tokens, owner, scheme, facilitator, articles, app)
 
     def fund(self, address: str, symbol: str, amount: str | Decimal) -> None:

@@ -26,6 +26,7 @@ from agent_pay.client.auth import Decision, PaymentAuth
 from agent_pay.client.policy import Spending, SpendingPolicy
 from agent_pay.server.app import Renderer, render_article
 from agent_pay.server.catalogue import Catalogue
+from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
 from agent_pay.signing import LocalSigner
 from agent_pay.stack import Stack, sample_articles_dir
 
@@ -89,7 +90,7 @@ class Testbed(Stack):
         articles: Path | Catalogue | None = None,
         chain: EmbeddedChain | None = None,
         render: Renderer = render_article,
-        max_timeout_seconds: int = 120,
+        max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
     ) -> Testbed:
         """Stand everything up on a fresh embedded chain (or the one given)."""
         stack = Stack.embedded(

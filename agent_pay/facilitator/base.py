@@ -11,17 +11,58 @@ chain or the facilitator itself raises `ChainUnavailableError`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from agent_pay.protocol import (
     PaymentPayload,
     PaymentRequirements,
     SettleResponse,
+    SupportedKind,
     SupportedResponse,
     VerifyResponse,
 )
 
-__all__ = ["Facilitator"]
+__all__ = ["Facilitator", "SchemeHandler", "Settlement"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A payment that has been settled: money moved, or (for a channel) a voucher recorded."""
+
+    payer: str
+    transaction: str  # 0x-hex hash of the settling transaction; "" when none was needed
+    amount: int
+    gas_used: int = 0
+    block_number: int | None = None
+
+
+class SchemeHandler(Protocol):
+    """One payment scheme on one network, as the facilitator runs it. Synchronous: the
+    `LocalFacilitator` calls it from worker threads.
+
+    `verify` and `settle` raise `PaymentRejectedError` / `MalformedPaymentError` /
+    `SettlementFailedError` for the payment's faults and `ChainUnavailableError` for the
+    chain's.
+    """
+
+    @property
+    def scheme(self) -> str: ...
+
+    @property
+    def network(self) -> str: ...
+
+    def verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> str:
+        """Check that `payment` would settle now; return the payer's address."""
+        ...
+
+    def settle(self, payment: PaymentPayload, requirements: PaymentRequirements) -> Settlement:
+        """Settle `payment`; return what happened."""
+        ...
+
+    def supported_kind(self) -> SupportedKind:
+        """How `/supported` lists this handler."""
+        ...
 
 
 class Facilitator(Protocol):

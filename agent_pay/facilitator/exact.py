@@ -22,12 +22,13 @@ from agent_pay.errors import (
     Reason,
     SettlementFailedError,
 )
-from agent_pay.protocol import PaymentPayload, PaymentRequirements
+from agent_pay.facilitator.base import Settlement
+from agent_pay.protocol import X402_VERSION, PaymentPayload, PaymentRequirements, SupportedKind
 from agent_pay.protocol.matching import match_offer
 from agent_pay.protocol.networks import caip2
 from agent_pay.signing import TokenDomain, TransferAuthorization, recover_transfer_authorizer
 
-__all__ = ["SCHEME", "ExactEvmScheme", "Settlement"]
+__all__ = ["SCHEME", "ExactEvmScheme"]
 
 SCHEME = "exact"
 VALIDITY_MARGIN = 6
@@ -42,17 +43,6 @@ _REVERT_REASONS = {
     "invalid signature": Reason.INVALID_SIGNATURE,
     "transfer amount exceeds balance": Reason.INSUFFICIENT_BALANCE,  # snekmate erc20
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """A confirmed on-chain payment."""
-
-    payer: str
-    transaction: str  # 0x-hex hash
-    amount: int
-    gas_used: int
-    block_number: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +78,14 @@ class ExactEvmScheme:
         self._in_flight: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
 
+    scheme = SCHEME
+
     @property
     def tokens(self) -> list[Stablecoin]:
         return list(self._tokens.values())
+
+    def supported_kind(self) -> SupportedKind:
+        return SupportedKind(x402_version=X402_VERSION, scheme=SCHEME, network=self.network)
 
     @property
     def signer_address(self) -> str:

@@ -1,17 +1,22 @@
-"""An in-process facilitator: the exact scheme run in worker threads, behind the async seam."""
+"""An in-process facilitator: scheme handlers run in worker threads, behind the async seam."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from anyio import to_thread
 
-from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, SettlementFailedError
-from agent_pay.facilitator.exact import SCHEME, ExactEvmScheme, Settlement
+from agent_pay.errors import (
+    MalformedPaymentError,
+    PaymentRejectedError,
+    Reason,
+    SettlementFailedError,
+)
+from agent_pay.facilitator.base import SchemeHandler, Settlement
 from agent_pay.protocol import (
-    X402_VERSION,
     PaymentPayload,
     PaymentRequirements,
     SettleResponse,
-    SupportedKind,
     SupportedResponse,
     VerifyResponse,
 )
@@ -20,20 +25,35 @@ __all__ = ["LocalFacilitator"]
 
 
 class LocalFacilitator:
-    """Implements `Facilitator` in this process over an `ExactEvmScheme`.
+    """Implements `Facilitator` in this process by dispatching to one `SchemeHandler` per
+    (scheme, network). `settle_detailed` also returns the on-chain details (gas, block)."""
 
-    `last_settlement` style details (gas used, block) are available through `settle_detailed`,
-    which the demo and benchmarks use; the x402 surface is `verify`/`settle`/`supported`.
-    """
+    def __init__(self, handlers: SchemeHandler | Iterable[SchemeHandler]) -> None:
+        if not isinstance(handlers, Iterable):
+            handlers = [handlers]
+        self.handlers: dict[tuple[str, str], SchemeHandler] = {
+            (h.scheme, h.network): h for h in handlers
+        }
 
-    def __init__(self, scheme: ExactEvmScheme) -> None:
-        self.scheme = scheme
+    def handler(self, requirements: PaymentRequirements) -> SchemeHandler:
+        """The handler for `requirements`; PaymentRejectedError when none is configured."""
+        handler = self.handlers.get((requirements.scheme, requirements.network))
+        if handler is not None:
+            return handler
+        if any(scheme == requirements.scheme for scheme, _ in self.handlers):
+            raise PaymentRejectedError(
+                f"network {requirements.network} is not settled here", Reason.NETWORK_MISMATCH
+            )
+        raise PaymentRejectedError(
+            f"scheme {requirements.scheme!r} is not settled here", Reason.UNSUPPORTED_SCHEME
+        )
 
     async def verify(
         self, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> VerifyResponse:
         try:
-            payer = await to_thread.run_sync(self.scheme.verify, payment, requirements)
+            handler = self.handler(requirements)
+            payer = await to_thread.run_sync(handler.verify, payment, requirements)
         except (PaymentRejectedError, MalformedPaymentError) as exc:
             return VerifyResponse(
                 is_valid=False,
@@ -54,7 +74,8 @@ class LocalFacilitator:
     ) -> tuple[SettleResponse, Settlement | None]:
         """Settle, and also return the on-chain details (gas, block) when it succeeded."""
         try:
-            done = await to_thread.run_sync(self.scheme.settle, payment, requirements)
+            handler = self.handler(requirements)
+            done = await to_thread.run_sync(handler.settle, payment, requirements)
         except (PaymentRejectedError, MalformedPaymentError, SettlementFailedError) as exc:
             failed = SettleResponse(
                 success=False,
@@ -75,8 +96,14 @@ class LocalFacilitator:
         return ok, done
 
     async def supported(self) -> SupportedResponse:
-        kind = SupportedKind(x402_version=X402_VERSION, scheme=SCHEME, network=self.scheme.network)
-        return SupportedResponse(kinds=[kind], signers={"eip155:*": [self.scheme.signer_address]})
+        kinds = [h.supported_kind() for h in self.handlers.values()]
+        signers = sorted({s for h in self.handlers.values() for s in _signers(h)})
+        return SupportedResponse(kinds=kinds, signers={"eip155:*": signers})
+
+
+def _signers(handler: SchemeHandler) -> list[str]:
+    address = getattr(handler, "signer_address", None)
+    return [address] if isinstance(address, str) else []
 
 
 def _claimed_payer(payment: PaymentPayload) -> str | None:

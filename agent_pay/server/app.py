@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,6 +34,7 @@ from agent_pay.protocol.codec import (
     encode_header,
 )
 from agent_pay.server.catalogue import Article, Catalogue
+from agent_pay.server.offers import OfferBuilder
 from agent_pay.server.paywall import PaymentHeader, Paywall
 
 __all__ = ["Renderer", "create_app", "render_article"]
@@ -58,11 +59,16 @@ def create_app(
     facilitator: Facilitator,
     *,
     render: Renderer = render_article,
-    max_timeout_seconds: int = 120,
+    schemes: Sequence[OfferBuilder] | None = None,
 ) -> FastAPI:
-    """Build the ASGI app selling `catalogue`, priced in `assets`, settled by `facilitator`."""
+    """Build the ASGI app selling `catalogue`, priced in `assets`, settled by `facilitator`.
+
+    `schemes` are the payment schemes offered, in order of the server's preference; by
+    default only "exact".
+    """
     catalogue.check_tokens({asset.symbol: asset.decimals for asset in assets})
-    paywall = Paywall(assets, facilitator, max_timeout_seconds=max_timeout_seconds)
+    paywall = Paywall(assets, facilitator, schemes)
+    payment_header = PaymentHeader(auto_error=False, schemes=paywall.schemes)
     app = FastAPI(title="agent-pay content server", docs_url=None, redoc_url=None)
     app.state.paywall = paywall
     app.state.catalogue = catalogue
@@ -77,15 +83,15 @@ def create_app(
             "tags": list(article.tags),
             "prices": [
                 {
-                    "token": o_symbol,
-                    "amount": str(offer.amount),
-                    "asset": offer.asset,
-                    "network": offer.network,
-                    "price": str(article.prices[o_symbol]),
+                    "token": symbol,
+                    "price": str(article.prices[symbol]),
+                    "amount": str(article.price_atomic(symbol, asset.decimals)),
+                    "asset": asset.address,
+                    "network": asset.network,
+                    "schemes": list(paywall.schemes),
                 }
-                for o_symbol, offer in zip(
-                    sorted(article.prices), paywall.offers(article), strict=True
-                )
+                for symbol in sorted(article.prices)
+                for asset in [assets.by_symbol(symbol)]
             ],
         }
 
@@ -129,7 +135,9 @@ def create_app(
     async def read_article(
         slug: str,
         request: Request,
-        payment: Annotated[PaymentPayload | None, Depends(PaymentHeader(auto_error=False))],
+        # A default rather than Annotated: `payment_header` is local, which string
+        # annotations (this module uses `from __future__ import annotations`) cannot see.
+        payment: PaymentPayload | None = Depends(payment_header),
     ) -> Response:
         article = catalogue.get(slug)
         if article is None:

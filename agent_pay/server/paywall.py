@@ -11,7 +11,7 @@ cannot be produced is never charged, and content is released only after settleme
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -34,10 +34,9 @@ from agent_pay.protocol import (
 from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, decode_header
 from agent_pay.protocol.matching import match_offer
 from agent_pay.server.catalogue import Article
+from agent_pay.server.offers import ExactOffers, OfferBuilder
 
 __all__ = ["Charge", "PaymentHeader", "Paywall"]
-
-DEFAULT_MAX_TIMEOUT_SECONDS = 120
 
 
 class PaymentHeader:
@@ -47,8 +46,11 @@ class PaymentHeader:
     raises PaymentRejectedError when `auto_error` is set, and returns None otherwise.
     """
 
-    def __init__(self, *, auto_error: bool = True) -> None:
+    def __init__(
+        self, *, auto_error: bool = True, schemes: Mapping[str, OfferBuilder] | None = None
+    ) -> None:
         self.auto_error = auto_error
+        self.schemes = dict(schemes or {})
 
     async def __call__(self, request: Request) -> PaymentPayload | None:
         value = request.headers.get(PAYMENT_SIGNATURE_HEADER)
@@ -57,8 +59,9 @@ class PaymentHeader:
                 raise PaymentRejectedError("payment required", Reason.PAYMENT_REQUIRED)
             return None
         payment = decode_header(value, PaymentPayload)
-        if payment.accepted.scheme == "exact":
-            payment.exact_evm()  # a malformed scheme payload is as unreadable as the envelope
+        builder = self.schemes.get(payment.accepted.scheme)
+        if builder is not None:
+            builder.check_payload(payment)  # a malformed payload is as unreadable as the envelope
         return payment
 
 
@@ -83,36 +86,21 @@ class Charge:
 
 
 class Paywall:
-    """Prices articles in the server's tokens and charges for them through a facilitator."""
+    """Prices articles through its offer builders and charges through a facilitator."""
 
     def __init__(
         self,
         assets: AssetRegistry,
         facilitator: Facilitator,
-        *,
-        max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
+        schemes: Sequence[OfferBuilder] | None = None,
     ) -> None:
         self.assets = assets
         self.facilitator = facilitator
-        self.max_timeout_seconds = max_timeout_seconds
+        self.schemes = {b.scheme: b for b in (schemes or [ExactOffers(assets)])}
 
     def offers(self, article: Article) -> list[PaymentRequirements]:
-        """One "exact" offer per token the article is priced in, paying its author."""
-        offers = []
-        for symbol in sorted(article.prices):
-            asset = self.assets.by_symbol(symbol)
-            offers.append(
-                PaymentRequirements(
-                    scheme="exact",
-                    network=asset.network,
-                    amount=article.price_atomic(symbol, asset.decimals),
-                    asset=asset.address,
-                    pay_to=article.author,
-                    max_timeout_seconds=self.max_timeout_seconds,
-                    extra={"name": asset.eip712_name, "version": asset.eip712_version},
-                )
-            )
-        return offers
+        """Every scheme's offers for `article`, in the order the schemes were given."""
+        return [offer for builder in self.schemes.values() for offer in builder.offers(article)]
 
     def payment_required(
         self,

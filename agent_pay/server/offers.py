@@ -1,0 +1,65 @@
+"""What the server offers for an article, one `OfferBuilder` per payment scheme.
+
+Each builder knows its scheme's `PaymentRequirements` and how to check that a payment's
+scheme-specific `payload` is readable at all (an unreadable one is a 400, like a garbled
+header). Whether the payment is acceptable is the facilitator's business.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agent_pay.assets import AssetRegistry
+from agent_pay.protocol import PaymentPayload, PaymentRequirements
+from agent_pay.server.catalogue import Article
+
+__all__ = ["DEFAULT_MAX_TIMEOUT_SECONDS", "ExactOffers", "OfferBuilder"]
+
+DEFAULT_MAX_TIMEOUT_SECONDS = 120
+
+
+class OfferBuilder(Protocol):
+    """Builds one scheme's offers and reads its payloads."""
+
+    @property
+    def scheme(self) -> str: ...
+
+    def offers(self, article: Article) -> list[PaymentRequirements]:
+        """This scheme's offers for `article`, one per token it is priced in."""
+        ...
+
+    def check_payload(self, payment: PaymentPayload) -> None:
+        """Raise MalformedPaymentError if `payment.payload` does not fit this scheme."""
+        ...
+
+
+class ExactOffers:
+    """x402 "exact": an EIP-3009 transfer of the price to the author, per token."""
+
+    scheme = "exact"
+
+    def __init__(
+        self, assets: AssetRegistry, *, max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS
+    ) -> None:
+        self.assets = assets
+        self.max_timeout_seconds = max_timeout_seconds
+
+    def offers(self, article: Article) -> list[PaymentRequirements]:
+        offers = []
+        for symbol in sorted(article.prices):
+            asset = self.assets.by_symbol(symbol)
+            offers.append(
+                PaymentRequirements(
+                    scheme=self.scheme,
+                    network=asset.network,
+                    amount=article.price_atomic(symbol, asset.decimals),
+                    asset=asset.address,
+                    pay_to=article.author,
+                    max_timeout_seconds=self.max_timeout_seconds,
+                    extra={"name": asset.eip712_name, "version": asset.eip712_version},
+                )
+            )
+        return offers
+
+    def check_payload(self, payment: PaymentPayload) -> None:
+        payment.exact_evm()
