@@ -452,7 +452,8 @@ class Attempt:
     def accepting(self, **changes: Any) -> str:
         """A payment signed honestly for an `accepted` offer altered by `changes`."""
         offer = self.offer.model_copy(update=changes)
-        return encode_header(self.agent.auth.sign(offer, self.required))
+        exact = self.agent.auth.schemes["exact"]  # signs whatever scheme the offer names
+        return encode_header(exact.sign(offer, self.required))
 
     def wire(self, edit: Callable[[dict[str, Any]], object]) -> str:
         """A good payment's JSON, edited in place by `edit`, re-encoded."""

@@ -6,8 +6,9 @@ header — so one generator serves `httpx.Client` and `httpx.AsyncClient` alike:
     with httpx.Client(auth=PaymentAuth(signer, policy)) as http:
         article = http.get("http://127.0.0.1:8402/articles/why-402").json()
 
-On a 402 carrying `PAYMENT-REQUIRED` it picks the first offer the policy allows, reserves the
-amount, signs an EIP-3009 authorization and retries once with `PAYMENT-SIGNATURE`. Over policy
+On a 402 carrying `PAYMENT-REQUIRED` it picks the first offer the policy allows (in a scheme it
+has a `ClientScheme` for), reserves the amount, has the scheme sign it and retries once with
+`PAYMENT-SIGNATURE`. Over policy
 it raises `PolicyViolationError` and signs nothing. Every confirmed payment is recorded in
 `payments` and passed to `on_payment`.
 """
@@ -16,16 +17,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import httpx
 
 from agent_pay.client.policy import Spending, SpendingPolicy
+from agent_pay.client.schemes import ClientScheme, ExactClientScheme
 from agent_pay.errors import MalformedPaymentError
 from agent_pay.protocol import (
-    X402_VERSION,
-    ExactEvmPayload,
     PaymentPayload,
     PaymentRequired,
     PaymentRequirements,
@@ -38,19 +38,9 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
-from agent_pay.signing import (
-    Signer,
-    TokenDomain,
-    TransferAuthorization,
-    random_nonce,
-    sign_transfer_authorization,
-)
+from agent_pay.signing import Signer, random_nonce
 
 __all__ = ["Decision", "PaymentAuth", "PaymentRecord"]
-
-CLOCK_SKEW_SECONDS = 600
-"""validAfter is set this far in the past, as stock x402 clients do, so a node whose clock lags
-ours still accepts the authorization at once."""
 
 Decision = Callable[[httpx.Response, PaymentRequired, PaymentRequirements], bool]
 """Called with the 402 (its body holds the free preview), the challenge and the chosen offer;
@@ -90,6 +80,7 @@ class PaymentAuth(httpx.Auth):
         signer: Signer,
         policy: SpendingPolicy | Spending,
         *,
+        schemes: Sequence[ClientScheme] | None = None,
         decide: Decision | None = None,
         on_payment: Callable[[PaymentRecord], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -97,10 +88,12 @@ class PaymentAuth(httpx.Auth):
     ) -> None:
         self.signer = signer
         self.spending = policy if isinstance(policy, Spending) else Spending(policy)
+        if schemes is None:
+            schemes = [ExactClientScheme(signer, clock=clock, nonce_factory=nonce_factory)]
+        self.schemes = {s.scheme: s for s in schemes}
         self._decide = decide
         self._on_payment = on_payment
         self._clock = clock
-        self._nonce_factory = nonce_factory
         self._lock = threading.Lock()
         self.payments: list[PaymentRecord] = []
 
@@ -110,7 +103,8 @@ class PaymentAuth(httpx.Auth):
         if response.status_code != 402 or header is None:
             return
         challenge = decode_header(header, PaymentRequired)
-        offer = self.spending.choose(challenge.accepts)  # raises when over policy: nothing signed
+        # Raises when over policy: nothing is signed.
+        offer = self.spending.choose(challenge.accepts, schemes=list(self.schemes))
         if self._decide is not None and not self._decide(response, challenge, offer):
             return
         self.spending.reserve(offer)
@@ -121,25 +115,7 @@ class PaymentAuth(httpx.Auth):
 
     def sign(self, offer: PaymentRequirements, challenge: PaymentRequired) -> PaymentPayload:
         """Build and sign the `PAYMENT-SIGNATURE` payload for `offer` (no policy check)."""
-        now = int(self._clock())
-        auth = TransferAuthorization(
-            from_=self.signer.address,
-            to=offer.pay_to,
-            value=offer.amount,
-            valid_after=max(0, now - CLOCK_SKEW_SECONDS),
-            valid_before=now + offer.max_timeout_seconds,
-            nonce=self._nonce_factory(),
-        )
-        signature = sign_transfer_authorization(
-            self.signer, TokenDomain.from_requirements(offer), auth
-        )
-        payload = ExactEvmPayload(signature="0x" + signature.hex(), authorization=auth.to_wire())
-        return PaymentPayload(
-            x402_version=X402_VERSION,
-            resource=challenge.resource,
-            accepted=offer,
-            payload=payload.to_wire(),
-        )
+        return self.schemes[offer.scheme].sign(offer, challenge)
 
     def _account(
         self,
@@ -157,6 +133,7 @@ class PaymentAuth(httpx.Auth):
                 return  # unreadable receipt: keep the reservation, never under-count
             if settlement.success:
                 self.spending.commit(offer)
+                self.schemes[offer.scheme].settled(offer, settlement)
                 record = PaymentRecord(
                     str(request.url), offer, settlement, signed_at, self._clock()
                 )
@@ -168,4 +145,15 @@ class PaymentAuth(httpx.Auth):
         if paid.status_code in (400, 402, 404):
             # Refused before or at settlement: the protocol guarantees no charge.
             self.spending.release(offer)
+            self.schemes[offer.scheme].refused(offer, _error_reason(paid))
         # Anything else (5xx, a 2xx without receipt): outcome unknown, keep the reservation.
+
+
+def _error_reason(response: httpx.Response) -> str | None:
+    header = response.headers.get(PAYMENT_REQUIRED_HEADER)
+    if header is None:
+        return None
+    try:
+        return decode_header(header, PaymentRequired).error
+    except MalformedPaymentError:
+        return None

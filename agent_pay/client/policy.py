@@ -20,8 +20,6 @@ from agent_pay.protocol import PaymentRequirements
 
 __all__ = ["AssetLimit", "Spending", "SpendingPolicy"]
 
-SUPPORTED_SCHEMES = frozenset({"exact"})
-
 
 @dataclass(frozen=True, slots=True)
 class AssetLimit:
@@ -104,24 +102,28 @@ class Spending:
             return 0
         return max(0, limit.budget - self.committed_or_reserved(asset))
 
-    def choose(self, offers: Sequence[PaymentRequirements]) -> PaymentRequirements:
-        """Pick the first offer the policy allows, in the policy's token order.
+    def choose(
+        self, offers: Sequence[PaymentRequirements], schemes: Sequence[str] = ("exact",)
+    ) -> PaymentRequirements:
+        """Pick the offer the policy allows that comes first in `schemes` order, then in the
+        policy's token order. Offers in other schemes are ignored.
 
         Raises NoAcceptableOfferError when no offer is in a token we pay with, and
         PolicyViolationError (with every reason) when such offers exist but break the policy.
         """
         reasons: list[str] = []
-        candidates: list[tuple[int, PaymentRequirements]] = []
+        candidates: list[tuple[tuple[int, int], PaymentRequirements]] = []
         order = {lim.asset.key: i for i, lim in enumerate(self.policy.limits)}
         for offer in offers:
             limit = self.policy.limit_for(offer)
-            if offer.scheme not in SUPPORTED_SCHEMES or limit is None:
+            if offer.scheme not in schemes or limit is None:
                 continue
             why = self._why_not(offer, limit)
             if why:
                 reasons.append(why)
             else:
-                candidates.append((order[limit.asset.key], offer))
+                rank = (list(schemes).index(offer.scheme), order[limit.asset.key])
+                candidates.append((rank, offer))
         if candidates:
             return min(candidates, key=lambda c: c[0])[1]
         if reasons:
