@@ -30,7 +30,15 @@ _GAS_MARGIN = 1.25  # estimates are exact for the estimated state; leave room fo
 
 
 def _types(params: Sequence[dict[str, Any]]) -> list[str]:
-    return [p["type"] for p in params]
+    """ABI type strings, structs spelled as tuples: `(address,uint256)[]` for `tuple[]`."""
+    return [_type(p) for p in params]
+
+
+def _type(param: dict[str, Any]) -> str:
+    kind = str(param["type"])
+    if kind.startswith("tuple"):
+        return "(" + ",".join(_types(param["components"])) + ")" + kind[len("tuple") :]
+    return kind
 
 
 @dataclass(frozen=True, slots=True)
