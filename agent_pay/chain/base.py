@@ -10,6 +10,7 @@ deliberately small — what settlement and deployment need, not all of JSON-RPC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -64,6 +65,8 @@ class Log:
     topics: tuple[bytes, ...]
     data: bytes
     log_index: int = 0
+    transaction_hash: bytes = b""  # the transaction that emitted it (b"" if not known)
+    block_number: int = 0  # the block it was mined in
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,4 +139,20 @@ class Chain(Protocol):
 
     def wait_for_receipt(self, tx_hash: bytes, timeout: float = 30.0) -> Receipt:
         """Block until the transaction is mined; raise TimeoutError after `timeout` seconds."""
+        ...
+
+    def get_logs(
+        self,
+        address: str,
+        topics: Sequence[bytes | None] = (),
+        from_block: int = 0,
+        to_block: int | None = None,
+    ) -> list[Log]:
+        """Logs `address` emitted in blocks `from_block`..`to_block` (inclusive; None: the
+        latest), oldest first, as `eth_getLogs` returns them.
+
+        `topics` matches by position: `topics[i]` must equal the log's i-th topic, None matches
+        anything, and a log with fewer topics than given does not match. Every returned `Log`
+        carries its `transaction_hash` and `block_number`.
+        """
         ...

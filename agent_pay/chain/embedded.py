@@ -8,13 +8,19 @@ faster than one block per transaction, while a lone caller still sees its receip
 Block timestamps follow the given clock (wall time by default) and may repeat: a local chain
 mining hundreds of blocks a second must not run ahead of real time, or EIP-3009 validity windows
 (checked against `block.timestamp`) would expire early. That is the one rule relaxed from mainnet.
+
+Two hooks serve tools built on top (the JSON-RPC node in `agent_pay.node`): `on_block` reports
+every mined block, and `replay_block` re-mines a recorded block at its recorded timestamp, so a
+history written down block by block can be restored exactly.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eth.abc import BlockHeaderAPI, SignedTransactionAPI
@@ -36,7 +42,7 @@ from agent_pay.chain.base import (
 )
 from agent_pay.chain.devkeys import dev_accounts
 
-__all__ = ["DEFAULT_CHAIN_ID", "EmbeddedChain"]
+__all__ = ["DEFAULT_CHAIN_ID", "EmbeddedChain", "MinedBlock"]
 
 DEFAULT_CHAIN_ID = 31337  # anvil's and hardhat's: wallets and x402 clients know it as a dev chain
 _GAS_LIMIT = 60_000_000
@@ -54,6 +60,35 @@ class _DevPragueVM(PragueVM):  # type: ignore[misc]
         super().validate_header(header, parent_header)
 
 
+@dataclass(frozen=True, slots=True)
+class MinedBlock:
+    """A block just mined, as `EmbeddedChain(on_block=...)` reports it.
+
+    `block` and `evm_receipts` are py-evm objects (header, transactions; cumulative gas, bloom);
+    `receipts` are ours, in the same order as the block's transactions.
+    """
+
+    block: Any
+    evm_receipts: tuple[Any, ...]
+    receipts: tuple[Receipt, ...]
+
+    @property
+    def number(self) -> int:
+        return int(self.block.header.block_number)
+
+    @property
+    def timestamp(self) -> int:
+        return int(self.block.header.timestamp)
+
+    @property
+    def hash(self) -> bytes:
+        return bytes(self.block.header.hash)
+
+    def raw_transactions(self) -> list[bytes]:
+        """The block's transactions as signed raw bytes (what `replay_block` takes)."""
+        return [bytes(tx.encode()) for tx in self.block.transactions]
+
+
 class EmbeddedChain:
     """A py-evm chain living in this process. Thread-safe; implements `agent_pay.chain.Chain`.
 
@@ -62,6 +97,11 @@ class EmbeddedChain:
         funded: addresses given `funds` wei of native currency at genesis; by default the ten
             throwaway dev accounts of the public test mnemonic.
         clock: source of block timestamps (seconds); pass a fake clock for deterministic tests.
+        genesis_timestamp: the genesis block's timestamp; the clock's reading by default. Pass
+            the recorded one to rebuild a chain identical to an earlier run.
+        on_block: called with every mined block, in order, while the next block waits (keep it
+            short). It runs after the block's state and receipts are visible; if it raises, the
+            block stays mined and the exception reaches whoever triggered the mining.
     """
 
     def __init__(
@@ -71,9 +111,12 @@ class EmbeddedChain:
         funded: Iterable[str] | None = None,
         funds: int = _DEV_FUNDS,
         clock: Callable[[], float] = time.time,
+        genesis_timestamp: int | None = None,
+        on_block: Callable[[MinedBlock], None] | None = None,
     ) -> None:
         self._chain_id = chain_id
         self._clock = clock
+        self._on_block = on_block
         if funded is None:
             funded = [a.address for a in dev_accounts()]
         chain_class = MiningChain.configure(
@@ -88,7 +131,7 @@ class EmbeddedChain:
             "gas_limit": _GAS_LIMIT,
             "mix_hash": POST_MERGE_MIX_HASH,
             "nonce": POST_MERGE_NONCE,
-            "timestamp": int(clock()),
+            "timestamp": int(clock()) if genesis_timestamp is None else genesis_timestamp,
         }
         genesis_state = {
             to_canonical_address(a): {"balance": funds, "nonce": 0, "code": b"", "storage": {}}
@@ -105,6 +148,7 @@ class EmbeddedChain:
         self._pending_hashes: set[bytes] = set()
         self._next_nonce: dict[bytes, int] = {}
         self._receipts: dict[bytes, Receipt] = {}
+        self._logs: dict[str, list[Log]] = {}  # by emitting address, in mining order
         self._dropped: dict[bytes, str] = {}
         self._head = self._chain.get_canonical_head()
 
@@ -164,8 +208,45 @@ class EmbeddedChain:
         base_fee = int(self._chain.header.base_fee_per_gas)
         return 2 * base_fee + _PRIORITY_FEE, _PRIORITY_FEE
 
+    @property
+    def evm(self) -> Any:
+        """The py-evm chain underneath, for tools that need more than `Chain` (the JSON-RPC node
+        reads blocks and historical state through it). Never mine or import through it."""
+        return self._chain
+
+    @property
+    def head(self) -> Any:
+        """The header (py-evm) of the latest mined block: what every read sees."""
+        return self._head
+
     def get_receipt(self, tx_hash: bytes) -> Receipt | None:
         return self._receipts.get(tx_hash)
+
+    def get_logs(
+        self,
+        address: str,
+        topics: Sequence[bytes | None] = (),
+        from_block: int = 0,
+        to_block: int | None = None,
+    ) -> list[Log]:
+        logs = self._logs.get(to_checksum_address(address), [])
+        # Appends happen under the mining lock and only at the end: a slice is a consistent view.
+        start = bisect.bisect_left(logs, from_block, key=lambda log: log.block_number)
+        last = self.block_number() if to_block is None else to_block
+        found = []
+        for log in logs[start:]:
+            if log.block_number > last:
+                break
+            if len(log.topics) >= len(topics) and all(
+                want is None or want == have for want, have in zip(topics, log.topics, strict=False)
+            ):
+                found.append(log)
+        return found
+
+    def is_pending(self, tx_hash: bytes) -> bool:
+        """True while a transaction is accepted and neither mined nor dropped yet."""
+        with self._pool_lock:
+            return tx_hash in self._pending_hashes
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -201,8 +282,10 @@ class EmbeddedChain:
 
     def wait_for_receipt(self, tx_hash: bytes, timeout: float = 30.0) -> Receipt:
         receipt = self._receipts.get(tx_hash)
-        if receipt is None:
-            self.mine()  # group commit: mines ours and everything queued beside it
+        # Group commit: mine ours and everything queued beside it. A block holds at most its gas
+        # limit, so a very long queue takes several blocks: keep mining while ours waits.
+        while receipt is None and tx_hash in self._pending_hashes:
+            self.mine()
             receipt = self._receipts.get(tx_hash)
         if receipt is not None:
             return receipt
@@ -211,20 +294,22 @@ class EmbeddedChain:
         raise ChainError(f"unknown transaction 0x{tx_hash.hex()}")
 
     def mine(self, *, allow_empty: bool = False) -> int:
-        """Mine every pending transaction into one block; return how many were included."""
+        """Mine pending transactions, oldest first and as many as the block's gas limit holds,
+        into one block; return how many were included. The rest stay pending."""
         with self._mine_lock:
             with self._pool_lock:
-                batch, self._pending = self._pending, []
+                batch = _fitting(self._pending, _GAS_LIMIT)
+                self._pending = self._pending[len(batch) :]
             if not batch and not allow_empty:
                 return 0
             mined = batch
             try:
-                self._mine_batch(batch)
+                block = self._mine_batch(batch)
             except EVMValidationError:
                 # One transaction became invalid after it was accepted (its sender ran out of
                 # gas money, say). Find the culprits, drop them, mine the rest.
                 mined = self._drop_invalid(batch)
-                self._mine_batch(mined)
+                block = self._mine_batch(mined)
             except Exception as exc:
                 # Never lose a batch silently: every waiter learns its transaction failed.
                 for tx in batch:
@@ -235,12 +320,45 @@ class EmbeddedChain:
             finally:
                 with self._pool_lock:
                     self._pending_hashes.difference_update(tx.hash for tx in batch)
+            if self._on_block is not None:
+                self._on_block(block)
             return len(mined)
+
+    def replay_block(self, timestamp: int, raw_transactions: Sequence[bytes]) -> MinedBlock:
+        """Mine exactly `raw_transactions`, in order, into one block stamped `timestamp`.
+
+        For restoring a recorded history (the node's data directory): the same transactions
+        at the same timestamps on the same genesis give the same blocks, hash for hash. Every
+        transaction must be valid here; otherwise ChainError and nothing is mined. Only call it
+        while nothing is pending.
+        """
+        try:
+            batch = [self._builder.decode(raw) for raw in raw_transactions]
+        except Exception as exc:
+            raise ChainError(f"cannot decode a recorded transaction: {exc}") from exc
+        with self._mine_lock:
+            with self._pool_lock:
+                if self._pending:
+                    raise ChainError("cannot replay a block while transactions are pending")
+            if timestamp < int(self._head.timestamp):
+                raise ChainError(f"timestamp {timestamp} is before the head's")
+            try:
+                block = self._mine_batch(batch, timestamp=timestamp)
+            except Exception as exc:
+                raise ChainError(f"recorded block does not replay: {exc!r}") from exc
+            with self._pool_lock:
+                self._next_nonce.clear()
+            if self._on_block is not None:
+                self._on_block(block)
+            return block
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _mine_batch(self, batch: list[SignedTransactionAPI]) -> None:
-        timestamp = max(int(self._head.timestamp), int(self._clock()))
+    def _mine_batch(
+        self, batch: list[SignedTransactionAPI], *, timestamp: int | None = None
+    ) -> MinedBlock:
+        if timestamp is None:
+            timestamp = max(int(self._head.timestamp), int(self._clock()))
         self._chain.header = self._chain.header.copy(timestamp=timestamp)
         result, receipts, computations = self._chain.mine_all(
             batch, mix_hash=keccak(self._head.hash)
@@ -249,6 +367,7 @@ class EmbeddedChain:
         header = block.header
         log_index = 0
         cumulative_gas = 0  # py-evm receipts carry cumulative gas; ours carry each tx's own
+        ours: list[Receipt] = []
         for tx, evm_receipt, computation in zip(batch, receipts, computations, strict=True):
             gas_used = int(evm_receipt.gas_used) - cumulative_gas
             cumulative_gas = int(evm_receipt.gas_used)
@@ -260,6 +379,8 @@ class EmbeddedChain:
                         topics=tuple(t.to_bytes(32, "big") for t in entry.topics),
                         data=bytes(entry.data),
                         log_index=log_index,
+                        transaction_hash=bytes(tx.hash),
+                        block_number=int(header.block_number),
                     )
                 )
                 log_index += 1
@@ -267,7 +388,7 @@ class EmbeddedChain:
             if not tx.to:  # a CREATE: the new contract is the message's storage address
                 created = to_checksum_address(computation.msg.storage_address)
             error = computation.error if computation.is_error else None
-            self._receipts[tx.hash] = Receipt(
+            receipt = Receipt(
                 tx_hash=bytes(tx.hash),
                 block_number=int(header.block_number),
                 block_timestamp=int(header.timestamp),
@@ -279,7 +400,12 @@ class EmbeddedChain:
                 logs=tuple(logs),
                 revert_reason=_revert_error(error).reason if error is not None else None,
             )
+            self._receipts[tx.hash] = receipt
+            for log in logs:
+                self._logs.setdefault(log.address, []).append(log)
+            ours.append(receipt)
         self._head = header
+        return MinedBlock(block, tuple(receipts), tuple(ours))
 
     def _drop_invalid(self, batch: list[SignedTransactionAPI]) -> list[SignedTransactionAPI]:
         vm = self._chain.get_vm(self._chain.header)
@@ -312,6 +438,16 @@ class EmbeddedChain:
             data=data,
         )
         return SpoofTransaction(unsigned, from_=from_)
+
+
+def _fitting(pending: list[SignedTransactionAPI], gas_limit: int) -> list[SignedTransactionAPI]:
+    """The longest prefix of `pending` whose gas limits fit in one block."""
+    total = 0
+    for index, tx in enumerate(pending):
+        total += tx.gas
+        if total > gas_limit:
+            return pending[:index]
+    return list(pending)
 
 
 def _calldata_floor(data: bytes) -> int:
