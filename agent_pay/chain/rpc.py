@@ -1,0 +1,428 @@
+"""Any Ethereum JSON-RPC node as a `Chain`: anvil, hardhat, `agent-pay node`, a public network.
+
+A plain httpx client speaks JSON-RPC 2.0; nothing here estimates gas or signs (the `Transactor`
+does that). Errors are mapped onto the chain layer's tree so the facilitator can tell a payment
+problem from node trouble:
+
+    ChainError
+    ├── NodeUnavailableError        unreachable, timed out, not JSON-RPC (the facilitator: 503)
+    ├── RpcError                    the node answered a JSON-RPC error to a read
+    ├── ContractRevertError         eth_call / eth_estimateGas reverted (reason decoded)
+    └── TransactionRejectedError    eth_sendRawTransaction refused, or the node dropped it
+
+Reads that only bound a validity window are cached briefly (`next_timestamp`, `fee_params`): a
+settlement then costs one `eth_sendRawTransaction` plus receipt polls, nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from eth_utils import keccak, to_checksum_address
+
+from agent_pay.chain.base import (
+    ChainError,
+    ContractRevertError,
+    Log,
+    Receipt,
+    TransactionRejectedError,
+    decode_revert_reason,
+)
+
+__all__ = ["JsonRpcChain", "NodeUnavailableError", "RpcError"]
+
+_CACHE_SECONDS = 1.0  # how stale a cached fee or head timestamp may be
+_DROP_CHECK_SECONDS = 0.5  # while waiting for a receipt, ask this often whether the tx still exists
+_DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei, for nodes without eth_maxPriorityFeePerGas
+_REVERT_CODE = 3  # geth / anvil: "execution reverted" with the revert data
+
+
+class NodeUnavailableError(ChainError):
+    """The node could not be reached, did not answer in time, or did not speak JSON-RPC."""
+
+
+class RpcError(ChainError):
+    """The node answered a request with a JSON-RPC error object."""
+
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{method}: {message} (code {code})")
+        self.method = method
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class JsonRpcChain:
+    """A `Chain` over Ethereum JSON-RPC at `url`. Thread-safe.
+
+    Args:
+        url: the node's HTTP endpoint, e.g. "http://127.0.0.1:8545".
+        timeout: seconds for each request (connect, read, write).
+        chain_id: skip asking the node for it (otherwise asked once, on first use).
+        clock: wall clock for `next_timestamp`; injectable for tests.
+        transport: an httpx transport (tests); a pooled HTTP transport by default.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        chain_id: int | None = None,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self._http = httpx.Client(
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            headers={"content-type": "application/json"},
+        )
+        self._ids = itertools.count(1)
+        self._chain_id = chain_id
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._head_ts: tuple[float, int] | None = None  # (read at, latest block timestamp)
+        self._fees: tuple[float, tuple[int, int]] | None = None  # (read at, fee params)
+        self._block_ts: OrderedDict[str, int] = OrderedDict()  # block hash -> timestamp
+
+    def __repr__(self) -> str:
+        return f"JsonRpcChain({self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> JsonRpcChain:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def request(self, method: str, *params: Any) -> Any:
+        """One JSON-RPC call; return its `result`. Raise NodeUnavailableError or RpcError."""
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+        try:
+            response = self._http.post(self.url, json=body)
+        except httpx.TimeoutException as exc:
+            raise NodeUnavailableError(f"{method}: node at {self.url} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise NodeUnavailableError(f"{method}: node at {self.url} unreachable: {exc}") from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
+            raise NodeUnavailableError(
+                f"{method}: {self.url} did not answer JSON-RPC (HTTP {response.status_code})"
+            )
+        error = answer.get("error")
+        if error is not None:
+            if not isinstance(error, dict):
+                raise NodeUnavailableError(f"{method}: malformed error object {error!r}")
+            raise RpcError(
+                method,
+                int(error.get("code", 0)),
+                str(error.get("message", "")),
+                error.get("data"),
+            )
+        return answer["result"]
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = _int(self.request("eth_chainId"))
+        return self._chain_id
+
+    def client_version(self) -> str:
+        """What the node calls itself (`web3_clientVersion`), e.g. "anvil/v1.7.1"."""
+        return str(self.request("web3_clientVersion"))
+
+    def block_number(self) -> int:
+        return _int(self.request("eth_blockNumber"))
+
+    def latest_timestamp(self) -> int:
+        block = self.request("eth_getBlockByNumber", "latest", False)
+        with _parsing("eth_getBlockByNumber"):
+            timestamp = _int(block["timestamp"])
+        with self._lock:
+            self._head_ts = (time.monotonic(), timestamp)
+        return timestamp
+
+    def next_timestamp(self) -> int:
+        # A node mines at its wall clock; blocks may share a second (anvil, our node) but never
+        # go back. A cached head is at most a second stale, and only matters if the chain runs
+        # ahead of the clock.
+        with self._lock:
+            cached = self._head_ts
+        if cached is None or time.monotonic() - cached[0] > _CACHE_SECONDS:
+            head = self.latest_timestamp()
+        else:
+            head = cached[1]
+        return max(head, int(self._clock()))
+
+    def get_balance(self, address: str) -> int:
+        return _int(self.request("eth_getBalance", to_checksum_address(address), "latest"))
+
+    def get_nonce(self, address: str) -> int:
+        return _int(
+            self.request("eth_getTransactionCount", to_checksum_address(address), "pending")
+        )
+
+    def get_code(self, address: str) -> bytes:
+        code = self.request("eth_getCode", to_checksum_address(address), "latest")
+        with _parsing("eth_getCode"):
+            return _bytes(code)
+
+    def call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
+        return self._call(_tx_object(to, data, sender), "latest")
+
+    def estimate_gas(self, to: str | None, data: bytes, sender: str, value: int = 0) -> int:
+        tx = _tx_object(to, data, sender, value=value)
+        try:
+            return _int(self.request("eth_estimateGas", tx))
+        except RpcError as exc:
+            revert = _as_revert(exc)
+            if revert is not None:
+                raise revert from exc
+            raise TransactionRejectedError(exc.message) from exc
+
+    def fee_params(self) -> tuple[int, int]:
+        with self._lock:
+            cached = self._fees
+        if cached is not None and time.monotonic() - cached[0] <= _CACHE_SECONDS:
+            return cached[1]
+        # eth_feeHistory's last base fee is the next block's: exactly what a new tx must pay.
+        history = self.request("eth_feeHistory", "0x1", "latest", [])
+        with _parsing("eth_feeHistory"):
+            base_fee = _int(history["baseFeePerGas"][-1])
+        try:
+            priority = _int(self.request("eth_maxPriorityFeePerGas"))
+        except RpcError:
+            priority = _DEFAULT_PRIORITY_FEE
+        fees = (2 * base_fee + priority, priority)
+        with self._lock:
+            self._fees = (time.monotonic(), fees)
+        return fees
+
+    def get_logs(
+        self,
+        address: str,
+        topics: Sequence[bytes | None] = (),
+        from_block: int = 0,
+        to_block: int | None = None,
+    ) -> list[Log]:
+        query = {
+            "address": to_checksum_address(address),
+            "topics": [None if t is None else _hex(t) for t in topics],
+            "fromBlock": hex(from_block),
+            "toBlock": "latest" if to_block is None else hex(to_block),
+        }
+        found = self.request("eth_getLogs", query)
+        with _parsing("eth_getLogs"):
+            return [_log(entry) for entry in found]
+
+    def get_receipt(self, tx_hash: bytes) -> Receipt | None:
+        raw = self.request("eth_getTransactionReceipt", _hex(tx_hash))
+        with _parsing("eth_getTransactionReceipt"):
+            if raw is None or raw.get("blockNumber") is None:
+                return None
+            return self._receipt(raw)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def send_raw_transaction(self, raw: bytes) -> bytes:
+        try:
+            tx_hash = self.request("eth_sendRawTransaction", _hex(raw))
+        except RpcError as exc:
+            message = exc.message.lower()
+            if "already known" in message or message.startswith("known transaction"):
+                return bytes(keccak(raw))  # resubmission of a transaction the node holds
+            if "fee" in message:
+                with self._lock:
+                    self._fees = None  # our cached fee was too low: ask again next time
+            raise TransactionRejectedError(exc.message) from exc
+        with _parsing("eth_sendRawTransaction"):
+            return _bytes(tx_hash)
+
+    def wait_for_receipt(self, tx_hash: bytes, timeout: float = 30.0) -> Receipt:
+        deadline = time.monotonic() + timeout
+        next_check = time.monotonic() + _DROP_CHECK_SECONDS
+        pause = 0.002
+        while True:
+            receipt = self.get_receipt(tx_hash)
+            if receipt is not None:
+                return receipt
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + _DROP_CHECK_SECONDS
+                if self.request("eth_getTransactionByHash", _hex(tx_hash)) is None:
+                    # Mined between the two reads, or gone from the node's pool: look once more.
+                    receipt = self.get_receipt(tx_hash)
+                    if receipt is not None:
+                        return receipt
+                    raise TransactionRejectedError(
+                        f"the node no longer knows transaction {_hex(tx_hash)}: dropped"
+                    )
+            if now >= deadline:
+                raise TimeoutError(f"transaction {_hex(tx_hash)} not mined after {timeout} s")
+            time.sleep(min(pause, max(0.0, deadline - now)))
+            pause = min(pause * 2, 0.05)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _call(self, tx: dict[str, str], block: str) -> bytes:
+        try:
+            output = self.request("eth_call", tx, block)
+        except RpcError as exc:
+            revert = _as_revert(exc)
+            if revert is not None:
+                raise revert from exc
+            raise
+        with _parsing("eth_call"):
+            return _bytes(output)
+
+    def _receipt(self, raw: dict[str, Any]) -> Receipt:
+        status = _int(raw["status"]) == 1
+        block_number = _int(raw["blockNumber"])
+        timestamp = raw.get("blockTimestamp")
+        block_ts = (
+            _int(timestamp) if timestamp is not None else self._block_timestamp(raw["blockHash"])
+        )
+        logs = tuple(_log(entry) for entry in raw.get("logs") or [])
+        created = raw.get("contractAddress")
+        return Receipt(
+            tx_hash=_bytes(raw["transactionHash"]),
+            block_number=block_number,
+            block_timestamp=block_ts,
+            status=status,
+            gas_used=_int(raw["gasUsed"]),
+            sender=to_checksum_address(raw["from"]),
+            to=to_checksum_address(raw["to"]) if raw.get("to") else None,
+            contract_address=to_checksum_address(created) if created and status else None,
+            logs=logs,
+            revert_reason=None if status else self._revert_reason(raw),
+        )
+
+    def _block_timestamp(self, block_hash: str) -> int:
+        with self._lock:
+            if block_hash in self._block_ts:
+                return self._block_ts[block_hash]
+        block = self.request("eth_getBlockByHash", block_hash, False)
+        timestamp = _int(block["timestamp"])
+        with self._lock:
+            self._block_ts[block_hash] = timestamp
+            while len(self._block_ts) > 256:
+                self._block_ts.popitem(last=False)
+        return timestamp
+
+    def _revert_reason(self, raw: dict[str, Any]) -> str | None:
+        """Why a mined transaction failed: the receipt's `revertReason` where the node gives one
+        (ours, besu), else the transaction re-run as a call on the state after its block."""
+        given = raw.get("revertReason")
+        if isinstance(given, str) and given:
+            if given.startswith("0x"):
+                try:
+                    return decode_revert_reason(_bytes(given)) or given
+                except ValueError:
+                    return given
+            return given
+        try:
+            tx = self.request("eth_getTransactionByHash", raw["transactionHash"])
+            call = {
+                "from": tx["from"],
+                "data": tx.get("input") or tx.get("data") or "0x",
+                "value": tx.get("value", "0x0"),
+                "gas": tx["gas"],
+            }
+            if tx.get("to"):
+                call["to"] = tx["to"]
+            self._call(call, raw["blockNumber"])
+        except ContractRevertError as revert:
+            return revert.reason
+        except ChainError:
+            return None
+        if _int(raw["gasUsed"]) >= _int(tx["gas"]):
+            return "OutOfGas"
+        return None  # succeeds when re-run: the failure depended on its place in the block
+
+
+@contextmanager
+def _parsing(method: str) -> Iterator[None]:
+    """An answer that does not have the shape JSON-RPC promises is the node's fault."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise NodeUnavailableError(f"{method}: malformed answer ({exc!r})") from exc
+
+
+def _log(entry: dict[str, Any]) -> Log:
+    return Log(
+        address=to_checksum_address(entry["address"]),
+        topics=tuple(_bytes(t) for t in entry["topics"]),
+        data=_bytes(entry["data"]),
+        log_index=_int(entry["logIndex"]),
+        transaction_hash=_bytes(entry["transactionHash"]),
+        block_number=_int(entry["blockNumber"]),
+    )
+
+
+def _as_revert(exc: RpcError) -> ContractRevertError | None:
+    """A revert answer as ContractRevertError with the decoded reason; None if it is not one."""
+    message = exc.message
+    if exc.code != _REVERT_CODE and "revert" not in message.lower():
+        return None
+    data = b""
+    raw = exc.data
+    if isinstance(raw, dict):  # some nodes nest it: {"data": "0x..."}
+        raw = raw.get("data")
+    if isinstance(raw, str) and raw.startswith("0x"):
+        try:
+            data = _bytes(raw)
+        except ValueError:
+            data = b""
+    reason = decode_revert_reason(data)
+    if reason is None:
+        _, _, tail = message.partition("execution reverted")
+        reason = tail.lstrip(": ").strip() or None
+    return ContractRevertError(reason, data)
+
+
+def _tx_object(
+    to: str | None, data: bytes, sender: str | None, *, value: int = 0
+) -> dict[str, str]:
+    tx = {"data": _hex(data)}
+    if to:
+        tx["to"] = to_checksum_address(to)
+    if sender:
+        tx["from"] = to_checksum_address(sender)
+    if value:
+        tx["value"] = hex(value)
+    return tx
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _bytes(value: str) -> bytes:
+    return bytes.fromhex(value[2:] if value[:2] in ("0x", "0X") else value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value, 16) if value[:2] in ("0x", "0X") else int(value)
+    raise ChainError(f"expected a quantity, got {value!r}")

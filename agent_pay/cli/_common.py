@@ -1,0 +1,119 @@
+"""What the commands share: flags that map onto `Settings`, the chain and keys they resolve
+to, waiting for Ctrl-C, and printing."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.rpc import JsonRpcChain
+from agent_pay.chain.stablecoin import Stablecoin
+from agent_pay.errors import ConfigurationError
+from agent_pay.node.deployment import DEPLOYER_INDEX, find_stablecoins, is_dev_chain
+from agent_pay.settings import Settings
+from agent_pay.stack import FACILITATOR_INDEX
+
+__all__ = [
+    "FACILITATOR_INDEX",
+    "Command",
+    "add_chain_flags",
+    "connect",
+    "facilitator_account",
+    "owner_account",
+    "say",
+    "tokens_on",
+    "wait_for_shutdown",
+]
+
+Command = Callable[[argparse.Namespace, Settings], int]
+"""What a subcommand runs: the parsed flags and the settings; returns the exit code."""
+
+
+def say(text: str = "", out: TextIO | None = None) -> None:
+    print(text, file=out or sys.stdout, flush=True)
+
+
+def add_chain_flags(parser: argparse.ArgumentParser, *, tokens: bool = True) -> None:
+    parser.add_argument(
+        "--chain",
+        dest="chain_url",
+        metavar="URL",
+        help="JSON-RPC URL of the node (default http://127.0.0.1:8545; AGENT_PAY_CHAIN_URL)",
+    )
+    if tokens:
+        parser.add_argument(
+            "--tokens",
+            metavar="SYMBOL=ADDRESS,...",
+            help="where the stablecoins are (default: the dev-chain addresses; AGENT_PAY_TOKENS)",
+        )
+
+
+def connect(settings: Settings) -> JsonRpcChain:
+    """The node at `chain_url`; fails early and clearly if it does not answer."""
+    chain = JsonRpcChain(settings.chain_url, timeout=settings.rpc_timeout)
+    _ = chain.chain_id  # one round trip now rather than a confusing error later
+    return chain
+
+
+def tokens_on(chain: JsonRpcChain, settings: Settings) -> dict[str, Stablecoin]:
+    return find_stablecoins(chain, settings.tokens)
+
+
+def _account(key: str, what: str) -> LocalAccount:
+    try:
+        account: LocalAccount = Account.from_key(key)
+    except Exception:
+        raise ConfigurationError(f"{what} is not a valid private key") from None
+    return account
+
+
+def facilitator_account(settings: Settings, chain: JsonRpcChain) -> tuple[LocalAccount, str]:
+    """The key that pays settlement gas, and how to describe it."""
+    if settings.facilitator_key is not None:
+        key = settings.facilitator_key.get_secret_value()
+        return _account(key, "AGENT_PAY_FACILITATOR_KEY"), "AGENT_PAY_FACILITATOR_KEY"
+    if is_dev_chain(chain):
+        return dev_account(FACILITATOR_INDEX), f"throwaway dev account #{FACILITATOR_INDEX}"
+    raise ConfigurationError(
+        f"chain {chain.chain_id} is not a dev chain: set AGENT_PAY_FACILITATOR_KEY "
+        f"(the key that pays settlement gas), or use --facilitator-url"
+    )
+
+
+def owner_account(settings: Settings, chain: JsonRpcChain) -> tuple[LocalAccount, str]:
+    """The tokens' owner (deploys, mints), and how to describe it."""
+    if settings.owner_key is not None:
+        key = settings.owner_key.get_secret_value()
+        return _account(key, "AGENT_PAY_OWNER_KEY"), "AGENT_PAY_OWNER_KEY"
+    if is_dev_chain(chain):
+        return dev_account(DEPLOYER_INDEX), f"throwaway dev account #{DEPLOYER_INDEX}"
+    raise ConfigurationError(
+        f"chain {chain.chain_id} is not a dev chain: set AGENT_PAY_OWNER_KEY (the token owner)"
+    )
+
+
+def wait_for_shutdown() -> int:
+    """Block until Ctrl-C or SIGTERM; return the signal number."""
+    received: list[int] = []
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return received[0]

@@ -1,0 +1,154 @@
+"""`agent-pay read URL`: pay for a resource within a spending policy and print it.
+
+What a payment may cost is the user's to say (`--max-price`, `--budget`), in tokens the user
+names. The server's offer names a token by address and network only, and a server could lie
+about anything else, so each token's decimals come from the chain (`--chain`, a node the user
+trusts) for the tokens in the user's token list, never from the offer: a price cap read with
+the wrong decimals could be off by a factor of 10^12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+
+import httpx
+
+from agent_pay.chain.rpc import JsonRpcChain
+from agent_pay.cli._common import add_chain_flags, connect, say, tokens_on
+from agent_pay.client.auth import PaymentAuth, PaymentRecord
+from agent_pay.client.policy import SpendingPolicy
+from agent_pay.errors import (
+    ConfigurationError,
+    NoAcceptableOfferError,
+    PolicyViolationError,
+)
+from agent_pay.protocol import PaymentRequired
+from agent_pay.protocol.codec import PAYMENT_REQUIRED_HEADER, decode_header
+from agent_pay.settings import Settings
+from agent_pay.wallet import signer_from_settings
+
+__all__ = ["register"]
+
+EXIT_REFUSED = 2
+
+
+def _ask(prompt: str) -> str:
+    return getpass.getpass(prompt)
+
+
+def _content(response: httpx.Response) -> str:
+    """An agent-pay article's text; anything else as the server sent it."""
+    if response.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text
+        if isinstance(body, dict) and isinstance(body.get("content"), str):
+            title = body.get("title")
+            return f"# {title}\n\n{body['content']}" if title else body["content"]
+        return json.dumps(body, indent=2)
+    return response.text
+
+
+def _refusal(response: httpx.Response) -> str:
+    """Why a server still says 402 after we paid."""
+    reason = ""
+    header = response.headers.get(PAYMENT_REQUIRED_HEADER)
+    if header:
+        try:
+            reason = decode_header(header, PaymentRequired).error or ""
+        except Exception:  # an unreadable challenge: say what we can
+            reason = ""
+    try:
+        body = response.json()
+        message = body.get("message") or body.get("error") or "" if isinstance(body, dict) else ""
+    except ValueError:
+        message = ""
+    return "; ".join(filter(None, [str(message), reason])) or "no reason given"
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.max_price is None or settings.budget is None:
+        raise ConfigurationError(
+            "say what you will pay: --max-price (per resource) and --budget (in all), "
+            "or AGENT_PAY_MAX_PRICE / AGENT_PAY_BUDGET"
+        )
+    with connect(settings) as chain:
+        return _run(args, settings, chain)
+
+
+def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    assert settings.max_price is not None
+    assert settings.budget is not None
+    signer = signer_from_settings(settings, _ask if sys.stdin.isatty() else None)
+    tokens = tokens_on(chain, settings)
+    chosen = args.token or list(tokens)
+    unknown = [s for s in chosen if s not in tokens]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown token(s) {', '.join(unknown)}; known: {', '.join(tokens)}"
+        )
+    policy = SpendingPolicy.per_token(
+        [tokens[s].asset for s in chosen],
+        max_per_payment=settings.max_price,
+        budget=settings.budget,
+    )
+    assets = {t.asset.key: t.asset for t in tokens.values()}
+    paid: list[PaymentRecord] = []
+    auth = PaymentAuth(signer, policy, on_payment=paid.append)
+    with httpx.Client(auth=auth, timeout=args.timeout) as http:
+        for url in args.urls:
+            before = len(paid)
+            try:
+                response = http.get(url)
+            except (PolicyViolationError, NoAcceptableOfferError) as exc:
+                say(f"agent-pay read: not paying for {url}: {exc.message}", sys.stderr)
+                return EXIT_REFUSED
+            except httpx.HTTPError as exc:
+                raise ConfigurationError(f"cannot fetch {url}: {exc}") from None
+            if response.status_code == 402:
+                say(
+                    f"agent-pay read: {url} refused the payment: {_refusal(response)} "
+                    f"(nothing was charged)",
+                    sys.stderr,
+                )
+                return EXIT_REFUSED
+            if response.status_code >= 400:
+                say(f"agent-pay read: {url} answered HTTP {response.status_code}", sys.stderr)
+                return 1
+            for record in paid[before:]:
+                asset = assets.get((record.offer.network, record.offer.asset))
+                price = asset.format(record.offer.amount) if asset else str(record.offer.amount)
+                say(
+                    f"agent-pay read: paid {price} to {record.offer.pay_to} "
+                    f"(tx {record.transaction})",
+                    sys.stderr,
+                )
+            if len(paid) == before:
+                say(f"agent-pay read: {url} was free", sys.stderr)
+            say(_content(response))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "read", help="pay for and print articles (x402), within a spending policy"
+    )
+    parser.add_argument("urls", nargs="+", metavar="URL", help="what to read")
+    parser.add_argument(
+        "--max-price", help="most to pay for one URL, in token units (AGENT_PAY_MAX_PRICE)"
+    )
+    parser.add_argument("--budget", help="most to pay in all, per token (AGENT_PAY_BUDGET)")
+    parser.add_argument(
+        "--token",
+        action="append",
+        metavar="SYMBOL",
+        help="pay only in this token (repeatable; default: any known one)",
+    )
+    parser.add_argument("--keystore", help="the wallet to pay from (.agent-pay/wallet.json)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
+    add_chain_flags(parser)
+    parser.set_defaults(run=run)

@@ -1,0 +1,121 @@
+"""`agent-pay serve` (the content server) and `agent-pay facilitator` (the facilitator service),
+both against any node."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agent_pay.assets import AssetRegistry, format_amount
+from agent_pay.chain.contract import Transactor
+from agent_pay.chain.rpc import JsonRpcChain
+from agent_pay.cli._common import (
+    add_chain_flags,
+    connect,
+    facilitator_account,
+    say,
+    tokens_on,
+    wait_for_shutdown,
+)
+from agent_pay.facilitator.exact import ExactEvmScheme
+from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
+from agent_pay.facilitator.local import LocalFacilitator
+from agent_pay.server.app import create_app
+from agent_pay.server.catalogue import Catalogue
+from agent_pay.server.offers import ExactOffers
+from agent_pay.settings import Settings
+from agent_pay.stack import Stack, sample_articles_dir, serve_app
+
+__all__ = ["register"]
+
+
+def _gas_warning(chain: JsonRpcChain, address: str) -> None:
+    balance = chain.get_balance(address)
+    if balance < 10**16:
+        say(
+            f"warning     {address} holds {format_amount(balance, 18)} ETH for settlement gas: "
+            f"fund it (agent-pay fund {address} 1 --token ETH)"
+        )
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings) as chain:
+        return _serve(args, settings, chain)
+
+
+def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    tokens = tokens_on(chain, settings)
+    articles = Catalogue.from_directory(settings.articles or sample_articles_dir())
+    if settings.facilitator_url:
+        registry = AssetRegistry(t.asset for t in tokens.values())
+        remote = HttpFacilitatorClient(settings.facilitator_url)
+        schemes = [ExactOffers(registry, max_timeout_seconds=settings.max_timeout_seconds)]
+        app = create_app(articles, registry, remote, schemes=schemes)
+        settles = f"the facilitator at {settings.facilitator_url}"
+    else:
+        account, who = facilitator_account(settings, chain)
+        stack = Stack.connect(
+            chain,
+            tokens,
+            Transactor(chain, account),
+            articles=articles,
+            max_timeout_seconds=settings.max_timeout_seconds,
+        )
+        app = stack.app
+        settles = f"itself, gas paid by {account.address} ({who})"
+    with serve_app(app, settings.host, settings.port) as url:
+        say(f"agent-pay content server on {url}: {len(articles)} articles (GET /articles)")
+        say(f"chain       {chain.chain_id} at {chain.url}")
+        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
+        say(f"settles     through {settles}")
+        if not settings.facilitator_url:
+            _gas_warning(chain, account.address)
+        wait_for_shutdown()
+    return 0
+
+
+def facilitator(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings) as chain:
+        return _facilitator(args, settings, chain)
+
+
+def _facilitator(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    tokens = tokens_on(chain, settings)
+    account, who = facilitator_account(settings, chain)
+    scheme = ExactEvmScheme(tokens.values(), Transactor(chain, account))
+    app = create_facilitator_app(LocalFacilitator(scheme))
+    with serve_app(app, settings.facilitator_host, settings.facilitator_port) as url:
+        say(f"agent-pay facilitator on {url} (POST /verify, POST /settle, GET /supported)")
+        say(f"chain       {chain.chain_id} at {chain.url}; scheme exact on {scheme.network}")
+        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
+        say(f"gas         paid by {account.address} ({who})")
+        _gas_warning(chain, account.address)
+        wait_for_shutdown()
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "serve", help="run the content server against a node (HTTP 402 for paid articles)"
+    )
+    add_chain_flags(parser)
+    parser.add_argument("--host", help="interface to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (8402)")
+    parser.add_argument("--articles", type=Path, help="directory of articles (the samples)")
+    parser.add_argument(
+        "--facilitator-url",
+        metavar="URL",
+        help="settle through this x402 facilitator instead of with our own key",
+    )
+    parser.add_argument(
+        "--max-timeout-seconds", type=int, help="how long a signed payment stays valid (120)"
+    )
+    parser.set_defaults(run=serve)
+
+    parser = commands.add_parser(
+        "facilitator", help="run an x402 facilitator (verify and settle) against a node"
+    )
+    add_chain_flags(parser)
+    parser.add_argument("--host", dest="facilitator_host", help="interface (127.0.0.1)")
+    parser.add_argument("--port", dest="facilitator_port", type=int, help="port (8403)")
+    parser.set_defaults(run=facilitator)

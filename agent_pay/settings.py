@@ -1,0 +1,170 @@
+"""One settings object for every command, read once at the edge.
+
+Sources, strongest first:
+
+1. command-line flags (the CLI passes the ones the user gave);
+2. environment variables `AGENT_PAY_<NAME>` (`AGENT_PAY_CHAIN_URL`, `AGENT_PAY_TOKENS`, ...);
+3. a TOML config file: `--config FILE`, else `$AGENT_PAY_CONFIG`, else `./agent-pay.toml` if it
+   exists; its keys are the field names below (`tokens` is a table);
+4. the defaults below.
+
+Secrets (keys, passwords) have no default, are never accepted as flags (they would show in
+`ps` and in shell history), come only from the environment or the config file, and never
+appear in a message or a repr. Library code never reads the environment: the CLI calls
+`load_settings(..., environ=os.environ)` once and hands the result down.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+
+from agent_pay.errors import ConfigurationError
+
+__all__ = ["ENV_PREFIX", "SECRET_FIELDS", "Settings", "load_settings"]
+
+ENV_PREFIX = "AGENT_PAY_"
+DEFAULT_CONFIG_FILE = Path("agent-pay.toml")
+
+
+class Settings(BaseModel):
+    """Everything the commands can be told. Immutable; build it with `load_settings`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # -- the chain
+    chain_url: str = "http://127.0.0.1:8545"
+    """JSON-RPC endpoint of the node every command but `node` talks to."""
+    chain_id: int = 31337
+    """The chain `agent-pay node` creates (a node found at `chain_url` says its own)."""
+    rpc_timeout: float = 10.0
+    tokens: dict[str, str] = {}
+    """Where the stablecoins are: symbol -> address. Empty: the dev-chain default addresses."""
+
+    # -- agent-pay node
+    data_dir: Path = Path(".agent-pay/node")
+    node_host: str = "127.0.0.1"
+    node_port: int = 8545
+
+    # -- the content server (agent-pay serve) and the facilitator service
+    host: str = "127.0.0.1"
+    port: int = 8402
+    articles: Path | None = None
+    facilitator_url: str | None = None
+    """A remote x402 facilitator for `serve`; otherwise it settles itself."""
+    facilitator_host: str = "127.0.0.1"
+    facilitator_port: int = 8403
+    max_timeout_seconds: int = 120
+
+    # -- the paying side (agent-pay read, wallet)
+    keystore: Path = Path(".agent-pay/wallet.json")
+    max_price: Decimal | None = None
+    """Most `read` pays for one resource, in the token's units; no default: say it."""
+    budget: Decimal | None = None
+    """Most `read` pays in all, per token; no default: say it."""
+
+    # -- secrets: environment or config file only
+    keystore_password: SecretStr | None = None
+    private_key: SecretStr | None = None
+    """A hex key to pay with instead of the keystore."""
+    facilitator_key: SecretStr | None = None
+    """The key that pays settlement gas. Dev chains default to throwaway dev account #1."""
+    owner_key: SecretStr | None = None
+    """The tokens' owner, who deploys and mints. Dev chains default to throwaway account #0."""
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: Any) -> Any:
+        # "USDX=0xabc,CNYX=0xdef" from the environment or a flag.
+        if isinstance(value, str):
+            return _pairs(value, "tokens")
+        if isinstance(value, list):  # repeated --token flags
+            return _pairs(",".join(value), "tokens")
+        return value
+
+    @field_validator("max_price", "budget")
+    @classmethod
+    def _non_negative(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and (not value.is_finite() or value < 0):
+            raise ValueError("must be a non-negative number")
+        return value
+
+
+SECRET_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+)
+
+
+def _pairs(text: str, name: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{name}: expected SYMBOL=ADDRESS, got {item!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    found = {}
+    for name in Settings.model_fields:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            found[name] = value
+    return found
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigurationError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge the sources (flags > environment > config file > defaults) into `Settings`.
+
+    `flags` holds only what the user gave: None values are ignored. Secrets in `flags` are
+    refused. Raises ConfigurationError naming the bad setting, never echoing a secret.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = environ or {}
+    secret_flags = sorted(SECRET_FIELDS & set(flags))
+    if secret_flags:
+        raise ConfigurationError(
+            f"secrets are not taken as flags: set {', '.join(secret_flags)} in the environment"
+        )
+    path = config_file
+    if path is None and environ.get(ENV_PREFIX + "CONFIG"):
+        path = Path(environ[ENV_PREFIX + "CONFIG"])
+    merged: dict[str, Any] = {}
+    if path is not None:
+        merged.update(_from_file(path))
+    elif DEFAULT_CONFIG_FILE.is_file():
+        merged.update(_from_file(DEFAULT_CONFIG_FILE))
+    merged.update(_from_environment(environ))
+    merged.update(flags)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigurationError(f"bad setting: {problems}") from None
