@@ -60,6 +60,25 @@ class Reason(StrEnum):
     # -- settlement (402 / 503)
     TRANSACTION_FAILED = "transaction_failed"
     CHAIN_UNAVAILABLE = "chain_unavailable"
+    PAYMENT_IN_PROGRESS = "payment_in_progress"  # 503: the same payment is being settled
+    LEDGER_UNAVAILABLE = "ledger_unavailable"  # 503: the payment ledger cannot be written
+
+    # -- re-reads of a bought article (agent-pay extension)
+    ENTITLEMENT_INVALID = "entitlement_invalid"  # 402: the proof or the entitlement is missing
+    ENTITLEMENT_MALFORMED = "invalid_entitlement_header"  # 400: the header cannot be read
+    RECEIPT_INVALID = "receipt_invalid"  # a receipt does not verify (offline check)
+
+    # -- the channel scheme (402 unless noted; agent-pay extension, see docs/protocol.md)
+    CHANNEL_UNKNOWN = "channel_unknown"  # no such channel on the channel contract
+    CHANNEL_CLOSED = "channel_closed"  # closed, or its payer asked to close it
+    CHANNEL_PAYEE_MISMATCH = "channel_payee_mismatch"  # the channel pays someone else
+    CHANNEL_ASSET_MISMATCH = "channel_asset_mismatch"  # the channel holds another token
+    CHANNEL_INVALID_SIGNATURE = "channel_invalid_signature"  # not the payer's (or its signer's)
+    CHANNEL_AMOUNT_NOT_INCREASING = "channel_amount_not_increasing"  # pays for a paid range
+    CHANNEL_VOUCHER_USED = "channel_voucher_used"  # this very voucher was already spent
+    CHANNEL_OVER_DEPOSIT = "channel_over_deposit"  # top up, or open a new channel
+    CHANNEL_INVALID_OPEN = "channel_invalid_open"  # the deposit authorization is unusable
+    CHANNEL_DEPOSIT_TOO_SMALL = "channel_deposit_too_small"  # below the offer's minDeposit
 
     # -- the resource
     NOT_FOUND = "not_found"  # 404: no such article

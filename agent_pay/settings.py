@@ -60,9 +60,13 @@ class Settings(BaseModel):
     facilitator_host: str = "127.0.0.1"
     facilitator_port: int = 8403
     max_timeout_seconds: int = 120
+    server_dir: Path = Path(".agent-pay/server")
+    """The content server's own state: its payment ledger and its receipt key."""
 
     # -- the paying side (agent-pay read, wallet)
     keystore: Path = Path(".agent-pay/wallet.json")
+    receipts_dir: Path = Path(".agent-pay/receipts")
+    """Where `read` keeps the receipts that let it re-read what it bought, for free."""
     max_price: Decimal | None = None
     """Most `read` pays for one resource, in the token's units; no default: say it."""
     budget: Decimal | None = None
@@ -75,6 +79,9 @@ class Settings(BaseModel):
     facilitator_key: SecretStr | None = None
     """The key that pays settlement gas. Dev chains default to throwaway dev account #1."""
     owner_key: SecretStr | None = None
+    receipt_key: SecretStr | None = None
+    """The key `serve` signs receipts with; by default one made on first start and kept
+    (mode 0600) in `server_dir`."""
     """The tokens' owner, who deploys and mints. Dev chains default to throwaway account #0."""
 
     @field_validator("tokens", mode="before")

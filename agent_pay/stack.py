@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,13 +27,26 @@ from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import Stablecoin, deploy_stablecoins
-from agent_pay.facilitator.exact import ExactEvmScheme
+from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
+from agent_pay.facilitator.base import SchemeHandler
+from agent_pay.facilitator.channel import ChannelEvmScheme
+from agent_pay.facilitator.exact import ExactEvmScheme, SubmittedHook
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.server.app import Renderer, create_app, render_article
 from agent_pay.server.catalogue import Catalogue
-from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS, ExactOffers
+from agent_pay.server.channel_offers import channel_router
+from agent_pay.server.faults import FaultPlan, FaultPoint
+from agent_pay.server.ledger import Ledger, PaymentKey
+from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS, ExactOffers, OfferBuilder
+from agent_pay.signing import Signer
 
-__all__ = ["DEPLOYER_INDEX", "FACILITATOR_INDEX", "Stack", "sample_articles_dir"]
+__all__ = [
+    "DEPLOYER_INDEX",
+    "FACILITATOR_INDEX",
+    "Stack",
+    "record_submissions",
+    "sample_articles_dir",
+]
 
 DEPLOYER_INDEX = 0  # throwaway dev account that deploys the tokens and is their only minter
 FACILITATOR_INDEX = 1  # throwaway dev account that pays settlement gas
@@ -56,6 +69,7 @@ class Stack:
     facilitator: LocalFacilitator
     catalogue: Catalogue
     app: FastAPI
+    channels: ChannelEvmScheme | None = None  # the "channel" scheme's handler, when offered
     assets: AssetRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -69,20 +83,101 @@ class Stack:
         chain: Chain | None = None,
         render: Renderer = render_article,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
+        ledger: Ledger | None = None,
+        receipt_signer: Signer | None = None,
+        faults: FaultPlan | None = None,
+        schemes: Sequence[str] = ("exact",),
+        channel_options: ChannelOptions | None = None,
     ) -> Stack:
         """Deploy the default stablecoins on `chain` (a fresh embedded one by default) and wire
-        the facilitator and the server to them."""
+        the facilitator and the server to them. The server's payment `ledger` is in memory
+        unless one is given; `receipt_signer` (random by default) signs its receipts.
+
+        `schemes` are offered in that order: "exact", and "channel" (which deploys a channel
+        contract and runs its handler in the background until `close()`)."""
         chain = chain or EmbeddedChain()
         owner = Transactor(chain, dev_account(DEPLOYER_INDEX))
         tokens = deploy_stablecoins(owner)
-        scheme = ExactEvmScheme(tokens.values(), Transactor(chain, dev_account(FACILITATOR_INDEX)))
-        facilitator = LocalFacilitator(scheme)
+        gas_payer = Transactor(chain, dev_account(FACILITATOR_INDEX))
+        scheme = ExactEvmScheme(tokens.values(), gas_payer)
+        if not isinstance(articles, Catalogue):
+            articles = Catalogue.from_directory(articles or sample_articles_dir())
+        registry = AssetRegistry(t.asset for t in tokens.values())
+        handlers: list[SchemeHandler] = [scheme]
+        builders: list[OfferBuilder] = []
+        channels: ChannelEvmScheme | None = None
+        for name in schemes:
+            if name == "exact":
+                builders.append(ExactOffers(registry, max_timeout_seconds=max_timeout_seconds))
+            elif name == "channel":
+                channels = build_channel_scheme(
+                    chain, tokens.values(), owner, gas_payer, channel_options
+                )
+                handlers.append(channels)
+                builders.append(channel_offers(registry, channels, channel_options))
+            else:
+                raise ValueError(f"unknown scheme {name!r}: use exact and/or channel")
+        facilitator = LocalFacilitator(handlers)
+        app = create_app(
+            articles,
+            registry,
+            facilitator,
+            render=render,
+            schemes=builders,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
+        )
+        scheme.on_submitted = record_submissions(app.state.ledger, app.state.faults)
+        if channels is not None:
+            app.include_router(channel_router(channels))
+            channels.start()
+        return cls(chain, tokens, owner, scheme, facilitator, articles, app, channels)
+
+    @classmethod
+    def connect(
+        cls,
+        chain: Chain,
+        tokens: Mapping[str, Stablecoin],
+        facilitator: Transactor,
+        *,
+        owner: Transactor | None = None,
+        articles: Path | Catalogue | None = None,
+        render: Renderer = render_article,
+        max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
+        ledger: Ledger | None = None,
+        receipt_signer: Signer | None = None,
+        faults: FaultPlan | None = None,
+    ) -> Stack:
+        """Wire a facilitator and a server to stablecoins already deployed on `chain` (any
+        node: `JsonRpcChain` on anvil, on `agent-pay node`, ...); nothing is deployed.
+        `ledger`, `receipt_signer` and `faults` are as for `embedded`.
+
+        Args:
+            tokens: the stablecoins to sell in, by symbol (see `agent_pay.node.deployment`).
+            facilitator: the account that pays settlement gas.
+            owner: the tokens' owner, whom `fund` mints with; throwaway dev account
+                #DEPLOYER_INDEX by default, which owns them on a local dev chain only.
+        """
+        owner = owner or Transactor(chain, dev_account(DEPLOYER_INDEX))
+        scheme = ExactEvmScheme(tokens.values(), facilitator)
+        local = LocalFacilitator(scheme)
         if not isinstance(articles, Catalogue):
             articles = Catalogue.from_directory(articles or sample_articles_dir())
         registry = AssetRegistry(t.asset for t in tokens.values())
         schemes = [ExactOffers(registry, max_timeout_seconds=max_timeout_seconds)]
-        app = create_app(articles, registry, facilitator, render=render, schemes=schemes)
-        return cls(chain, tokens, owner, scheme, facilitator, articles, app)
+        app = create_app(
+            articles,
+            registry,
+            local,
+            render=render,
+            schemes=schemes,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
+        )
+        scheme.on_submitted = record_submissions(app.state.ledger, app.state.faults)
+        return cls(chain, dict(tokens), owner, scheme, local, articles, app)
 
     def fund(self, address: str, symbol: str, amount: str | Decimal) -> None:
         """Mint `amount` (human units) of `symbol` to `address`."""
@@ -100,6 +195,24 @@ class Stack:
     def balance(self, address: str, symbol: str = "USDX") -> int:
         return self.tokens[symbol].balance_of(address)
 
+    @property
+    def ledger(self) -> Ledger:
+        """The server's payment ledger."""
+        ledger: Ledger = self.app.state.ledger
+        return ledger
+
+    def close(self) -> None:
+        """Stop the background parts: the channel handler claims what is due and writes its
+        state. (Safe to call more than once.)"""
+        if self.channels is not None:
+            self.channels.close()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     @contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
         """Run the content server on uvicorn in a background thread; yield its base URL."""
@@ -107,10 +220,25 @@ class Stack:
             yield url
 
 
+def record_submissions(ledger: Ledger, faults: FaultPlan | None = None) -> SubmittedHook:
+    """The in-process facilitator's `on_submitted` hook for a server in the same process: the
+    ledger records each "exact" settlement transaction the moment it is sent (and a fault plan
+    may stop the process right there)."""
+
+    def submitted(payer: str, nonce: bytes, tx_hash: str) -> None:
+        ledger.record_submission(PaymentKey("exact", payer, "0x" + nonce.hex()), tx_hash)
+        if faults is not None:
+            faults.hit(FaultPoint.SUBMITTED)
+
+    return submitted
+
+
 @contextmanager
 def serve_app(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve `app` with uvicorn in a daemon thread until the block exits; yield its URL."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    # lifespan "auto": an app with startup work (the content server reconciles its ledger)
+    # gets to do it before the first connection is accepted.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="auto")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="agent-pay-server", daemon=True)
     thread.start()

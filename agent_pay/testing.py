@@ -12,7 +12,7 @@ network hop is skipped (ASGI transport). Standing one up takes a fraction of a s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -22,12 +22,18 @@ from anyio.from_thread import start_blocking_portal
 from fastapi import FastAPI
 
 from agent_pay.chain.embedded import EmbeddedChain
+from agent_pay.channel_setup import ChannelOptions
 from agent_pay.client.auth import Decision, PaymentAuth
+from agent_pay.client.channel_store import ClientChannelStore
+from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
 from agent_pay.client.policy import Spending, SpendingPolicy
+from agent_pay.client.receipts import ReceiptStore
 from agent_pay.server.app import Renderer, render_article
 from agent_pay.server.catalogue import Catalogue
+from agent_pay.server.faults import FaultPlan
+from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
-from agent_pay.signing import LocalSigner
+from agent_pay.signing import LocalSigner, Signer
 from agent_pay.stack import Stack, sample_articles_dir
 
 __all__ = ["SyncASGITransport", "TestAgent", "Testbed", "sample_articles_dir"]
@@ -68,6 +74,7 @@ class TestAgent:
 
     signer: LocalSigner
     auth: PaymentAuth
+    channels: ChannelClientScheme | None = None  # how it pays "channel" offers, if it does
 
     @property
     def address(self) -> str:
@@ -91,13 +98,25 @@ class Testbed(Stack):
         chain: EmbeddedChain | None = None,
         render: Renderer = render_article,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
+        ledger: Ledger | None = None,
+        receipt_signer: Signer | None = None,
+        faults: FaultPlan | None = None,
+        schemes: Sequence[str] = ("exact",),
+        channel_options: ChannelOptions | None = None,
     ) -> Testbed:
-        """Stand everything up on a fresh embedded chain (or the one given)."""
+        """Stand everything up on a fresh embedded chain (or the one given); the server's
+        ledger is in memory unless one is given. `schemes=("exact", "channel")` also offers
+        payment channels (call `close()` at the end: it claims what is due)."""
         stack = Stack.embedded(
             articles=articles,
             chain=chain or EmbeddedChain(),
             render=render,
             max_timeout_seconds=max_timeout_seconds,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
+            schemes=schemes,
+            channel_options=channel_options,
         )
         return cls(
             stack.chain,
@@ -107,6 +126,7 @@ class Testbed(Stack):
             stack.facilitator,
             stack.catalogue,
             stack.app,
+            stack.channels,
         )
 
     # -- agents
@@ -120,9 +140,15 @@ class Testbed(Stack):
         tokens: Iterable[str] | None = None,
         decide: Decision | None = None,
         signer: LocalSigner | None = None,
+        receipts: ReceiptStore | None = None,
+        channel_policy: ChannelPolicy | None = None,
+        channel_store: ClientChannelStore | None = None,
     ) -> TestAgent:
         """A new agent with a random key, `funds` minted to it (default 10 of each token) and a
-        policy allowing `max_per_payment` per read and `budget` in all, per token."""
+        policy allowing `max_per_payment` per read and `budget` in all, per token. Its receipts
+        and pending payments go to `receipts` (in memory by default). With `channel_policy`
+        it pays by channel where that policy says so (its channels kept in `channel_store`,
+        in memory by default), "exact" otherwise."""
         return self.agents(
             1,
             funds=funds,
@@ -131,6 +157,9 @@ class Testbed(Stack):
             tokens=tokens,
             decide=decide,
             signers=[signer] if signer else None,
+            receipts=receipts,
+            channel_policy=channel_policy,
+            channel_stores=[channel_store] if channel_store is not None else None,
         )[0]
 
     def agents(
@@ -143,8 +172,12 @@ class Testbed(Stack):
         tokens: Iterable[str] | None = None,
         decide: Decision | None = None,
         signers: list[LocalSigner] | None = None,
+        receipts: ReceiptStore | None = None,
+        channel_policy: ChannelPolicy | None = None,
+        channel_stores: list[ClientChannelStore] | None = None,
     ) -> list[TestAgent]:
-        """`count` agents, funded with one batch of mints per token (one block)."""
+        """`count` agents, funded with one batch of mints per token (one block); with
+        `channel_policy`, each also pays by channel (see `agent`)."""
         funds = funds if funds is not None else {symbol: "10" for symbol in self.tokens}
         symbols = list(tokens) if tokens is not None else list(self.tokens)
         signers = signers or [LocalSigner.random() for _ in range(count)]
@@ -152,7 +185,17 @@ class Testbed(Stack):
         policy = SpendingPolicy.per_token(
             [self.tokens[s].asset for s in symbols], max_per_payment=max_per_payment, budget=budget
         )
-        return [TestAgent(s, PaymentAuth(s, policy, decide=decide)) for s in signers]
+        if channel_policy is not None:
+            stores = channel_stores or [ClientChannelStore.in_memory() for _ in signers]
+            agents = []
+            for signer, store in zip(signers, stores, strict=True):
+                channels = ChannelClientScheme(signer, policy, store, channel_policy)
+                auth = channels.payment_auth(decide=decide, receipts=receipts)
+                agents.append(TestAgent(signer, auth, channels))
+            return agents
+        return [
+            TestAgent(s, PaymentAuth(s, policy, decide=decide, receipts=receipts)) for s in signers
+        ]
 
     # -- clients
 

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
+
+from agent_pay.node.anvil import AnvilNotFoundError, find_anvil, run_anvil
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests (`@pytest.mark.anyio`) run on asyncio only."""
     return "asyncio"
+
+
+def _require_anvil() -> None:
+    """Skip when anvil is not installed, unless under CI, where a missing anvil is a failure."""
+    try:
+        find_anvil(environ=os.environ)
+    except AnvilNotFoundError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(f"{exc} (under CI=true this is a failure)")
+
+
+@pytest.fixture(scope="module")
+def anvil_url() -> Iterator[str]:
+    """A fresh anvil for the test module (automine, chain id 31337, the public dev accounts)."""
+    _require_anvil()
+    with run_anvil(binary=find_anvil(environ=os.environ)) as url:
+        yield url

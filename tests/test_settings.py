@@ -63,7 +63,13 @@ def test_secrets_come_from_the_environment_and_never_show() -> None:
     assert settings.facilitator_key.get_secret_value() == SECRET
     assert SECRET not in repr(settings)
     assert SECRET not in str(settings.model_dump())
-    assert {"facilitator_key", "owner_key", "private_key", "keystore_password"} == SECRET_FIELDS
+    assert {
+        "facilitator_key",
+        "owner_key",
+        "private_key",
+        "keystore_password",
+        "receipt_key",
+    } == SECRET_FIELDS
 
 
 def test_secrets_are_refused_as_flags() -> None:

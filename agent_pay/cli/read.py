@@ -20,6 +20,7 @@ from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.cli._common import add_chain_flags, connect, say, tokens_on
 from agent_pay.client.auth import PaymentAuth, PaymentRecord
 from agent_pay.client.policy import SpendingPolicy
+from agent_pay.client.receipts import ReceiptStore
 from agent_pay.errors import (
     ConfigurationError,
     NoAcceptableOfferError,
@@ -98,7 +99,8 @@ def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> i
     )
     assets = {t.asset.key: t.asset for t in tokens.values()}
     paid: list[PaymentRecord] = []
-    auth = PaymentAuth(signer, policy, on_payment=paid.append)
+    receipts = ReceiptStore.open(settings.receipts_dir)  # re-reads of bought articles are free
+    auth = PaymentAuth(signer, policy, on_payment=paid.append, receipts=receipts)
     with httpx.Client(auth=auth, timeout=args.timeout) as http:
         for url in args.urls:
             before = len(paid)
@@ -149,6 +151,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="pay only in this token (repeatable; default: any known one)",
     )
     parser.add_argument("--keystore", help="the wallet to pay from (.agent-pay/wallet.json)")
+    parser.add_argument(
+        "--receipts-dir",
+        help="receipts of what was bought, for free re-reads (.agent-pay/receipts)",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
     add_chain_flags(parser)
     parser.set_defaults(run=run)

@@ -20,11 +20,14 @@ from agent_pay.cli._common import (
 from agent_pay.facilitator.exact import ExactEvmScheme
 from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
 from agent_pay.facilitator.local import LocalFacilitator
+from agent_pay.receipts_cli import add_fault_flags, fault_plan
 from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Catalogue
+from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import ExactOffers
 from agent_pay.settings import Settings
 from agent_pay.stack import Stack, sample_articles_dir, serve_app
+from agent_pay.wallet import server_receipt_key
 
 __all__ = ["register"]
 
@@ -46,11 +49,22 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
     tokens = tokens_on(chain, settings)
     articles = Catalogue.from_directory(settings.articles or sample_articles_dir())
+    ledger = Ledger.open(settings.server_dir)  # one server per data directory: it locks it
+    receipt_signer = server_receipt_key(settings)
+    faults = fault_plan(args)
     if settings.facilitator_url:
         registry = AssetRegistry(t.asset for t in tokens.values())
         remote = HttpFacilitatorClient(settings.facilitator_url)
         schemes = [ExactOffers(registry, max_timeout_seconds=settings.max_timeout_seconds)]
-        app = create_app(articles, registry, remote, schemes=schemes)
+        app = create_app(
+            articles,
+            registry,
+            remote,
+            schemes=schemes,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
+        )
         settles = f"the facilitator at {settings.facilitator_url}"
     else:
         account, who = facilitator_account(settings, chain)
@@ -60,6 +74,9 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
             Transactor(chain, account),
             articles=articles,
             max_timeout_seconds=settings.max_timeout_seconds,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
         )
         app = stack.app
         settles = f"itself, gas paid by {account.address} ({who})"
@@ -68,6 +85,7 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
         say(f"chain       {chain.chain_id} at {chain.url}")
         say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
         say(f"settles     through {settles}")
+        say(f"ledger      {ledger.path}; receipts signed by {receipt_signer.address}")
         if not settings.facilitator_url:
             _gas_warning(chain, account.address)
         wait_for_shutdown()
@@ -110,6 +128,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--max-timeout-seconds", type=int, help="how long a signed payment stays valid (120)"
     )
+    parser.add_argument(
+        "--server-dir", type=Path, help="ledger and receipt key (.agent-pay/server)"
+    )
+    add_fault_flags(parser)
     parser.set_defaults(run=serve)
 
     parser = commands.add_parser(

@@ -6,25 +6,40 @@ header — so one generator serves `httpx.Client` and `httpx.AsyncClient` alike:
     with httpx.Client(auth=PaymentAuth(signer, policy)) as http:
         article = http.get("http://127.0.0.1:8402/articles/why-402").json()
 
-On a 402 carrying `PAYMENT-REQUIRED` it picks the first offer the policy allows (in a scheme it
-has a `ClientScheme` for), reserves the amount, has the scheme sign it and retries once with
-`PAYMENT-SIGNATURE`. Over policy
-it raises `PolicyViolationError` and signs nothing. Every confirmed payment is recorded in
-`payments` and passed to `on_payment`.
+On a 402 carrying `PAYMENT-REQUIRED` it tries, in order:
+
+1. **re-read**: if it holds a receipt for this URL (in its `ReceiptStore`) and the 402 carries
+   an agent-pay entitlement challenge, it signs the challenge with the paying key and retries
+   with `AGENT-PAY-ENTITLEMENT`. Nothing is paid and the budget is not touched.
+2. **resume**: if an earlier payment to this URL never got an answer (timeout, dropped
+   connection, crash), it sends that very `PAYMENT-SIGNATURE` again: the server treats it as
+   the same payment, so it is charged at most once.
+3. **pay**: it picks the first offer the policy allows (in a scheme it has a `ClientScheme`
+   for), reserves the amount, has the scheme sign it, writes the header down as pending, and
+   retries once. Over policy it raises `PolicyViolationError` and signs nothing.
+
+Every confirmed payment is recorded in `payments` and passed to `on_payment`; the receipt that
+came with it (checked: signed by the key it names, for this payer, URL, amount and
+transaction) is kept in the store for later re-reads.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import urlsplit
 
 import httpx
+from pydantic import ValidationError
 
 from agent_pay.client.policy import Spending, SpendingPolicy
+from agent_pay.client.receipts import PendingPayment, ReceiptStore
 from agent_pay.client.schemes import ClientScheme, ExactClientScheme
-from agent_pay.errors import MalformedPaymentError
+from agent_pay.errors import MalformedPaymentError, Reason
 from agent_pay.protocol import (
     PaymentPayload,
     PaymentRequired,
@@ -38,9 +53,20 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
+from agent_pay.protocol.extensions import (
+    ENTITLEMENT_EXTENSION,
+    ENTITLEMENT_HEADER,
+    RECEIPT_EXTENSION,
+    EntitlementChallenge,
+    EntitlementProof,
+    SignedReceipt,
+)
 from agent_pay.signing import Signer, random_nonce
+from agent_pay.signing.receipt import recover_receipt_signer, sign_read_proof
 
 __all__ = ["Decision", "PaymentAuth", "PaymentRecord"]
+
+log = logging.getLogger(__name__)
 
 Decision = Callable[[httpx.Response, PaymentRequired, PaymentRequirements], bool]
 """Called with the 402 (its body holds the free preview), the challenge and the chosen offer;
@@ -56,18 +82,27 @@ class PaymentRecord:
     settlement: SettleResponse
     signed_at: float
     confirmed_at: float
+    receipt: SignedReceipt | None = None
 
     @property
     def transaction(self) -> str:
         return self.settlement.transaction
 
 
+class _Outcome(Enum):
+    PAID = "paid"
+    REFUSED = "refused"
+    UNKNOWN = "unknown"
+
+
 class PaymentAuth(httpx.Auth):
     """Pays for HTTP 402 responses with EIP-3009 authorizations signed by `signer`.
 
     Args:
-        signer: signs the authorizations; the key never leaves it.
+        signer: signs the authorizations and re-read proofs; the key never leaves it.
         policy: the spending policy, or a `Spending` to share one budget between clients.
+        receipts: where receipts and pending payments are kept (`ReceiptStore.open(dir)` to
+            survive restarts); in memory by default.
         decide: optional last word before paying (see `Decision`).
         on_payment: called with each confirmed `PaymentRecord`.
         clock / nonce_factory: injectable for deterministic tests.
@@ -81,6 +116,7 @@ class PaymentAuth(httpx.Auth):
         policy: SpendingPolicy | Spending,
         *,
         schemes: Sequence[ClientScheme] | None = None,
+        receipts: ReceiptStore | None = None,
         decide: Decision | None = None,
         on_payment: Callable[[PaymentRecord], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -91,62 +127,176 @@ class PaymentAuth(httpx.Auth):
         if schemes is None:
             schemes = [ExactClientScheme(signer, clock=clock, nonce_factory=nonce_factory)]
         self.schemes = {s.scheme: s for s in schemes}
+        self.receipts = receipts if receipts is not None else ReceiptStore.in_memory()
         self._decide = decide
         self._on_payment = on_payment
         self._clock = clock
         self._lock = threading.Lock()
+        self._reserved: set[str] = set()  # headers whose amount this process reserved
         self.payments: list[PaymentRecord] = []
+        self.rereads: list[str] = []  # URLs read again on a receipt, without paying
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         response = yield request
-        header = response.headers.get(PAYMENT_REQUIRED_HEADER)
-        if response.status_code != 402 or header is None:
+        payer = self.signer.address
+        tried_proof = tried_pending = already_used = False
+        while response.status_code == 402 and PAYMENT_REQUIRED_HEADER in response.headers:
+            challenge = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
+            offer_to_prove = _entitlement_challenge(challenge)
+            if (
+                offer_to_prove is not None
+                and not tried_proof
+                and (already_used or self.receipts.find(request.url, payer) is not None)
+            ):
+                tried_proof = True
+                request.headers.pop(PAYMENT_SIGNATURE_HEADER, None)
+                request.headers[ENTITLEMENT_HEADER] = self._prove(request, offer_to_prove)
+                response = yield request
+                del request.headers[ENTITLEMENT_HEADER]
+                if response.status_code < 400:
+                    with self._lock:
+                        self.rereads.append(str(request.url))
+                    return
+                continue
+            pending = None if tried_pending else self.receipts.pending(request.url, payer)
+            if pending is not None:
+                tried_pending = True
+                request.headers[PAYMENT_SIGNATURE_HEADER] = pending.header
+                response = yield request
+                outcome, reason = self._account(response, request, pending)
+                if outcome is _Outcome.REFUSED:
+                    already_used = already_used or reason == Reason.NONCE_ALREADY_USED
+                    continue
+                return
+            if already_used:
+                # What we paid is spent, and the server will not let us re-read it: hand the
+                # 402 back rather than pay for the same article twice.
+                return
+            # Raises when over policy: nothing is signed.
+            offer = self.spending.choose(challenge.accepts, schemes=list(self.schemes))
+            if self._decide is not None and not self._decide(response, challenge, offer):
+                return
+            self.spending.reserve(offer)
+            header = encode_header(self.sign(offer, challenge))
+            with self._lock:
+                self._reserved.add(header)
+            # Written down before it is sent: if the answer is lost, the next read resends it.
+            self.receipts.add_pending(request.url, payer, header, offer)
+            pending = PendingPayment(str(request.url), payer, header, offer, self._clock())
+            request.headers[PAYMENT_SIGNATURE_HEADER] = header
+            paid = yield request
+            self._account(paid, request, pending)
             return
-        challenge = decode_header(header, PaymentRequired)
-        # Raises when over policy: nothing is signed.
-        offer = self.spending.choose(challenge.accepts, schemes=list(self.schemes))
-        if self._decide is not None and not self._decide(response, challenge, offer):
-            return
-        self.spending.reserve(offer)
-        signed_at = self._clock()
-        request.headers[PAYMENT_SIGNATURE_HEADER] = encode_header(self.sign(offer, challenge))
-        paid = yield request
-        self._account(paid, request, offer, signed_at)
 
     def sign(self, offer: PaymentRequirements, challenge: PaymentRequired) -> PaymentPayload:
         """Build and sign the `PAYMENT-SIGNATURE` payload for `offer` (no policy check)."""
         return self.schemes[offer.scheme].sign(offer, challenge)
 
+    def _prove(self, request: httpx.Request, challenge: EntitlementChallenge) -> str:
+        """The `AGENT-PAY-ENTITLEMENT` header answering `challenge` for this URL."""
+        path = request.url.path
+        nonce = bytes.fromhex(challenge.challenge[2:])
+        signature = sign_read_proof(
+            self.signer, path, nonce, challenge.expires_at, challenge.signer
+        )
+        stored = self.receipts.find(request.url, self.signer.address)
+        proof = EntitlementProof(
+            payer=self.signer.address,
+            resource=path,
+            challenge=challenge.challenge,
+            expires_at=challenge.expires_at,
+            signature="0x" + signature.hex(),
+            receipt=stored.receipt if stored is not None else None,
+        )
+        return encode_header(proof)
+
     def _account(
-        self,
-        paid: httpx.Response,
-        request: httpx.Request,
-        offer: PaymentRequirements,
-        signed_at: float,
-    ) -> None:
-        """Settle the budget reservation from the server's answer."""
-        header = paid.headers.get(PAYMENT_RESPONSE_HEADER)
-        if paid.status_code < 400 and header is not None:
+        self, paid: httpx.Response, request: httpx.Request, pending: PendingPayment
+    ) -> tuple[_Outcome, str | None]:
+        """Settle the budget and the pending record from the server's answer."""
+        offer, header = pending.offer, pending.header
+        with self._lock:
+            reserved = header in self._reserved
+        response_header = paid.headers.get(PAYMENT_RESPONSE_HEADER)
+        if paid.status_code < 400 and response_header is not None:
             try:
-                settlement = decode_header(header, SettleResponse)
+                settlement = decode_header(response_header, SettleResponse)
             except MalformedPaymentError:
-                return  # unreadable receipt: keep the reservation, never under-count
-            if settlement.success:
-                self.spending.commit(offer)
-                self.schemes[offer.scheme].settled(offer, settlement)
-                record = PaymentRecord(
-                    str(request.url), offer, settlement, signed_at, self._clock()
-                )
-                with self._lock:
-                    self.payments.append(record)
-                if self._on_payment is not None:
-                    self._on_payment(record)
-            return
+                return _Outcome.UNKNOWN, None  # unreadable: keep reservation and pending
+            if not settlement.success:
+                return _Outcome.UNKNOWN, None
+            self.spending.commit(offer, reserved=reserved)
+            self.schemes[offer.scheme].settled(offer, settlement)
+            self.receipts.resolve_pending(request.url, pending.payer, header)
+            with self._lock:
+                self._reserved.discard(header)
+            receipt = self._keep_receipt(request, offer, settlement)
+            record = PaymentRecord(
+                str(request.url), offer, settlement, pending.created_at, self._clock(), receipt
+            )
+            with self._lock:
+                self.payments.append(record)
+            if self._on_payment is not None:
+                self._on_payment(record)
+            return _Outcome.PAID, None
         if paid.status_code in (400, 402, 404):
             # Refused before or at settlement: the protocol guarantees no charge.
-            self.spending.release(offer)
-            self.schemes[offer.scheme].refused(offer, _error_reason(paid))
-        # Anything else (5xx, a 2xx without receipt): outcome unknown, keep the reservation.
+            reason = _error_reason(paid)
+            if reserved:
+                self.spending.release(offer)
+            self.schemes[offer.scheme].refused(offer, reason)
+            self.receipts.resolve_pending(request.url, pending.payer, header)
+            with self._lock:
+                self._reserved.discard(header)
+            return _Outcome.REFUSED, reason
+        # Anything else (5xx, a 2xx without receipt): outcome unknown, keep the reservation
+        # and the pending header, which the next read of this URL sends again.
+        return _Outcome.UNKNOWN, None
+
+    def _keep_receipt(
+        self, request: httpx.Request, offer: PaymentRequirements, settlement: SettleResponse
+    ) -> SignedReceipt | None:
+        """The receipt in `settlement`, stored if it checks out; None if absent or wrong."""
+        raw = (settlement.extensions or {}).get(RECEIPT_EXTENSION)
+        if raw is None:
+            return None
+        try:
+            receipt = SignedReceipt.from_wire(raw)
+            signer = recover_receipt_signer(receipt)
+        except (ValidationError, ValueError):
+            log.warning("ignoring an unreadable receipt from %s", request.url)
+            return None
+        expected = (
+            self.signer.address,
+            settlement.transaction,
+            offer.amount,
+            offer.asset,
+            offer.pay_to,
+            request.url.path,
+        )
+        found = (
+            receipt.payer,
+            receipt.transaction,
+            receipt.amount,
+            receipt.asset,
+            receipt.pay_to,
+            urlsplit(receipt.resource).path,
+        )
+        if signer != receipt.signer or found != expected:
+            log.warning("ignoring a receipt from %s that does not match the payment", request.url)
+            return None
+        self.receipts.add(request.url, receipt)
+        return receipt
+
+
+def _entitlement_challenge(required: PaymentRequired) -> EntitlementChallenge | None:
+    raw = (required.extensions or {}).get(ENTITLEMENT_EXTENSION)
+    if raw is None:
+        return None
+    try:
+        return EntitlementChallenge.from_wire(raw)
+    except ValidationError:
+        return None  # a server we cannot re-read from: pay as usual
 
 
 def _error_reason(response: httpx.Response) -> str | None:

@@ -165,11 +165,13 @@ class Spending:
                 )
             self._reserved[limit.asset.key] = self._reserved.get(limit.asset.key, 0) + offer.amount
 
-    def commit(self, offer: PaymentRequirements) -> None:
-        """The server confirmed the payment: move the reservation to spent."""
+    def commit(self, offer: PaymentRequirements, *, reserved: bool = True) -> None:
+        """The server confirmed the payment: move the reservation to spent. `reserved=False`
+        counts a payment signed before this `Spending` existed (resent after a restart)."""
         key = (offer.network, offer.asset)
         with self._lock:
-            self._reserved[key] = self._reserved.get(key, 0) - offer.amount
+            if reserved:
+                self._reserved[key] = self._reserved.get(key, 0) - offer.amount
             self._spent[key] = self._spent.get(key, 0) + offer.amount
 
     def release(self, offer: PaymentRequirements) -> None:

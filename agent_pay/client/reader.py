@@ -9,7 +9,7 @@ is the transparent one the demo uses.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -106,8 +106,14 @@ class Reader:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        retries: int = 2,
+        max_retry_wait: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.auth = auth
+        self.retries = retries
+        self.max_retry_wait = max_retry_wait
+        self._sleep = sleep
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Reader:
@@ -130,14 +136,30 @@ class Reader:
         return self._get(slug, auth=None)
 
     def buy(self, slug: str) -> Page:
-        """The whole article, paying if the server asks (within the auth's policy).
+        """The whole article, paying if the server asks (within the auth's policy), or reading
+        it again for free if this agent bought it before (the auth keeps the receipts).
+
+        A 503 or a lost connection is retried `retries` times, after the server's Retry-After
+        (at most `max_retry_wait` seconds): the auth sends the same payment again, which the
+        server charges at most once.
 
         Raises PolicyViolationError / NoAcceptableOfferError before signing anything when the
         price is not payable, and PaymentRejectedError when the server refused the payment.
         """
         if self.auth is None:
             raise ValueError("this Reader has no PaymentAuth: it cannot pay")
-        page = self._get(slug, auth=self.auth)
+        for attempt in range(self.retries + 1):
+            try:
+                page = self._get(slug, auth=self.auth)
+                break
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 503 or attempt == self.retries:
+                    raise
+                self._sleep(self._retry_after(exc.response))
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                self._sleep(1.0)
         if page.status == 402:
             reason = page.error or Reason.PAYMENT_REFUSED
             raise PaymentRejectedError(
@@ -145,6 +167,13 @@ class Reader:
                 _as_reason(reason),
             )
         return page
+
+    def _retry_after(self, response: httpx.Response) -> float:
+        try:
+            wait = float(response.headers.get("retry-after", "1"))
+        except ValueError:
+            wait = 1.0
+        return min(max(wait, 0.0), self.max_retry_wait)
 
     def _get(self, slug: str, auth: PaymentAuth | None) -> Page:
         start = time.perf_counter()

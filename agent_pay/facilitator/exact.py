@@ -4,16 +4,28 @@ Verification runs the cheap checks first (fields, time window, one signature rec
 chain reads last (nonce state, balance). Settlement submits `transferWithAuthorization` from the
 facilitator's own gas-paying key and confirms the `Transfer` event before reporting success.
 
+Settlement is idempotent. An EIP-3009 signature binds payer, payee, value and nonce, so an
+authorization that is already used on chain can only have made this very transfer: settling it
+again finds the `AuthorizationUsed(payer, nonce)` log, checks that the same transaction moved
+`value` from payer to payee, and reports success with that transaction's hash instead of
+refusing. A cancelled authorization (`AuthorizationCanceled`) has no such log and stays refused.
+So a server that lost track of a settlement (it crashed, the node timed out) simply asks again,
+and two requests settling the same authorization at once share one transaction.
+
 This module is synchronous and blocking; `LocalFacilitator` runs it in worker threads.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
-from agent_pay.chain.base import ChainError, TransactionRejectedError
+from eth_utils import keccak, to_canonical_address
+
+from agent_pay.chain.base import ChainError, Receipt, TransactionRejectedError
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import TRANSFER_WITH_AUTHORIZATION_GAS, Stablecoin
 from agent_pay.errors import (
@@ -28,7 +40,17 @@ from agent_pay.protocol.matching import match_offer
 from agent_pay.protocol.networks import caip2
 from agent_pay.signing import TokenDomain, TransferAuthorization, recover_transfer_authorizer
 
-__all__ = ["SCHEME", "ExactEvmScheme"]
+__all__ = ["AUTHORIZATION_USED_TOPIC", "SCHEME", "ExactEvmScheme", "SubmittedHook"]
+
+log = logging.getLogger(__name__)
+
+AUTHORIZATION_USED_TOPIC = keccak(text="AuthorizationUsed(address,bytes32)")
+"""topic0 of EIP-3009's `AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)`."""
+
+SubmittedHook = Callable[[str, bytes, str], None]
+"""Called with (payer, nonce, transaction hash) once a settlement is sent, before it is mined."""
+
+_CHAIN_TROUBLE = (ChainError, OSError, TimeoutError)
 
 SCHEME = "exact"
 VALIDITY_MARGIN = 6
@@ -59,6 +81,12 @@ class ExactEvmScheme:
         tokens: the stablecoins this facilitator will settle (all on one chain).
         transactor: the facilitator's gas-paying account.
         receipt_timeout: seconds to wait for a settlement to be mined.
+        clock: the time validity windows are checked against (the chain's next block by
+            default).
+        on_submitted: told each settlement transaction's hash as soon as it is sent (a server
+            records it; fault-injection tests stop the process there). Its errors are logged.
+        log_lookback_blocks: how far back to look for an earlier settlement of the same
+            authorization (None: from genesis; set it for public nodes that cap log ranges).
     """
 
     def __init__(
@@ -68,14 +96,18 @@ class ExactEvmScheme:
         *,
         receipt_timeout: float = 30.0,
         clock: Callable[[], int] | None = None,
+        on_submitted: SubmittedHook | None = None,
+        log_lookback_blocks: int | None = None,
     ) -> None:
         self.chain = transactor.chain
         self.network = caip2(self.chain.chain_id)
         self._tokens = {t.address: t for t in tokens}
         self._transactor = transactor
-        self._receipt_timeout = receipt_timeout
+        self.receipt_timeout = receipt_timeout
         self._clock = clock or self.chain.next_timestamp
-        self._in_flight: set[tuple[str, bytes]] = set()
+        self.on_submitted = on_submitted
+        self._lookback = log_lookback_blocks
+        self._in_flight: dict[tuple[str, bytes], Future[Settlement]] = {}
         self._lock = threading.Lock()
 
     scheme = SCHEME
@@ -99,9 +131,15 @@ class ExactEvmScheme:
         Raises PaymentRejectedError (or MalformedPaymentError for an unreadable payload)
         with the reason, ChainUnavailableError when the chain cannot be asked.
         """
-        return self._verify(payment, requirements).auth.from_
+        verified = self._check_payment(payment, requirements)
+        self._check_window(verified.auth)
+        self._check_chain_state(verified.token, verified.auth)
+        return verified.auth.from_
 
-    def _verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> _Verified:
+    def _check_payment(
+        self, payment: PaymentPayload, requirements: PaymentRequirements
+    ) -> _Verified:
+        """Everything but time and chain state: offer, token, fields, signature."""
         if requirements.scheme != SCHEME:
             raise PaymentRejectedError(
                 f"this facilitator settles scheme {SCHEME!r} only", Reason.UNSUPPORTED_SCHEME
@@ -136,6 +174,19 @@ class ExactEvmScheme:
                 f"authorization value {auth.value} is not the price {requirements.amount}",
                 Reason.AMOUNT_MISMATCH,
             )
+        signature = bytes.fromhex(exact.signature[2:])
+        try:
+            signer = recover_transfer_authorizer(domain, auth, signature)
+        except ValueError as exc:
+            raise PaymentRejectedError(f"bad signature: {exc}", Reason.INVALID_SIGNATURE) from None
+        if signer != auth.from_:
+            raise PaymentRejectedError(
+                "signature is not from the payer (signed by another key, or over other fields)",
+                Reason.INVALID_SIGNATURE,
+            )
+        return _Verified(token, auth, signature)
+
+    def _check_window(self, auth: TransferAuthorization) -> None:
         now = self._chain_now()
         if auth.valid_after >= now:
             raise PaymentRejectedError(
@@ -147,31 +198,19 @@ class ExactEvmScheme:
                 f"authorization expires at {auth.valid_before}, too soon to settle (now {now})",
                 Reason.VALID_BEFORE_EXPIRED,
             )
-        signature = bytes.fromhex(exact.signature[2:])
-        try:
-            signer = recover_transfer_authorizer(domain, auth, signature)
-        except ValueError as exc:
-            raise PaymentRejectedError(f"bad signature: {exc}", Reason.INVALID_SIGNATURE) from None
-        if signer != auth.from_:
-            raise PaymentRejectedError(
-                "signature is not from the payer (signed by another key, or over other fields)",
-                Reason.INVALID_SIGNATURE,
-            )
-        self._check_chain_state(token, auth)
-        return _Verified(token, auth, signature)
 
-    def _check_chain_state(self, token: Stablecoin, auth: TransferAuthorization) -> None:
-        try:
-            used = token.authorization_state(auth.from_, auth.nonce)
-            balance = token.balance_of(auth.from_)
-        except ChainError as exc:
-            raise ChainUnavailableError(f"cannot read the chain: {exc}") from exc
-        except OSError as exc:
-            raise ChainUnavailableError(f"node unreachable: {exc}") from exc
-        if used:
+    def _check_chain_state(
+        self, token: Stablecoin, auth: TransferAuthorization, *, unused: bool = False
+    ) -> None:
+        """Nonce unused (skipped when the caller just read it: `unused`), balance enough."""
+        if not unused and self._is_used(token, auth):
             raise PaymentRejectedError(
                 "this authorization was already used or cancelled", Reason.NONCE_ALREADY_USED
             )
+        try:
+            balance = token.balance_of(auth.from_)
+        except _CHAIN_TROUBLE as exc:
+            raise ChainUnavailableError(f"cannot read the chain: {exc}") from exc
         if balance < auth.value:
             raise PaymentRejectedError(
                 f"payer holds {token.asset.format(balance)}, "
@@ -179,33 +218,89 @@ class ExactEvmScheme:
                 Reason.INSUFFICIENT_BALANCE,
             )
 
+    def _is_used(self, token: Stablecoin, auth: TransferAuthorization) -> bool:
+        try:
+            return token.authorization_state(auth.from_, auth.nonce)
+        except _CHAIN_TROUBLE as exc:
+            raise ChainUnavailableError(f"cannot read the chain: {exc}") from exc
+
     def _chain_now(self) -> int:
         try:
             return self._clock()
-        except (ChainError, OSError) as exc:
+        except _CHAIN_TROUBLE as exc:
             raise ChainUnavailableError(f"node unreachable: {exc}") from exc
 
     # -- settle --------------------------------------------------------------------------------
 
     def settle(self, payment: PaymentPayload, requirements: PaymentRequirements) -> Settlement:
-        """Verify again, submit the transfer, wait for it, confirm the Transfer event.
+        """Settle `payment`, exactly once however often it is asked.
+
+        If the authorization is already used by a transfer of exactly this payment, returns
+        that transfer (even after the authorization expired). Otherwise verifies again, submits,
+        waits for it, and confirms the Transfer event. A call for an authorization that another
+        thread is settling right now waits for that settlement and returns its outcome.
 
         Raises PaymentRejectedError (nothing submitted), SettlementFailedError (the transfer
-        reverted: nothing was charged), ChainUnavailableError (node trouble).
+        reverted: nothing was charged), ChainUnavailableError (node trouble: the outcome may be
+        unknown; asking again is safe).
         """
-        verified = self._verify(payment, requirements)
+        verified = self._check_payment(payment, requirements)
         key = (verified.auth.from_, verified.auth.nonce)
         with self._lock:
-            if key in self._in_flight:
-                raise PaymentRejectedError(
-                    "this authorization is already being settled", Reason.NONCE_ALREADY_USED
-                )
-            self._in_flight.add(key)
+            flight = self._in_flight.get(key)
+            owner = flight is None
+            if flight is None:
+                flight = self._in_flight[key] = Future()
+        if not owner:
+            try:
+                return flight.result(timeout=self.receipt_timeout + 5)
+            except TimeoutError as exc:
+                raise ChainUnavailableError("the same settlement is still under way") from exc
         try:
-            return self._submit(verified)
+            settlement = self._settle_once(verified)
+        except BaseException as exc:
+            flight.set_exception(exc)
+            raise
+        else:
+            flight.set_result(settlement)
+            return settlement
         finally:
             with self._lock:
-                self._in_flight.discard(key)
+                del self._in_flight[key]
+            # Nobody may be waiting: retrieve the exception so it is not reported as lost.
+            if flight.done() and not flight.cancelled():
+                flight.exception()
+
+    def _settle_once(self, verified: _Verified) -> Settlement:
+        token, auth = verified.token, verified.auth
+        if self._is_used(token, auth):
+            earlier = self.find_settlement(token, auth)
+            if earlier is not None:
+                return earlier
+            raise PaymentRejectedError(
+                "this authorization was already used or cancelled", Reason.NONCE_ALREADY_USED
+            )
+        self._check_window(auth)
+        self._check_chain_state(token, auth, unused=True)
+        return self._submit(verified)
+
+    def find_settlement(self, token: Stablecoin, auth: TransferAuthorization) -> Settlement | None:
+        """The on-chain transfer that used `auth`, or None if none did (unused, cancelled, or
+        used by a transaction that did not pay `auth.value` from payer to payee)."""
+        topics = [AUTHORIZATION_USED_TOPIC, to_canonical_address(auth.from_).rjust(32, b"\0")]
+        topics.append(auth.nonce)
+        try:
+            start = 0
+            if self._lookback is not None:
+                start = max(0, self.chain.block_number() - self._lookback)
+            logs = self.chain.get_logs(token.address, topics, from_block=start)
+            for entry in reversed(logs):
+                receipt = self.chain.get_receipt(entry.transaction_hash)
+                if receipt is not None and receipt.status and _pays(token, receipt, auth):
+                    return _settlement(auth, receipt)
+        except _CHAIN_TROUBLE as exc:
+            raise ChainUnavailableError(f"cannot read the chain's logs: {exc}") from exc
+        return None
 
     def _submit(self, verified: _Verified) -> Settlement:
         token, auth = verified.token, verified.auth
@@ -222,29 +317,49 @@ class ExactEvmScheme:
             tx_hash = self._transactor.send(
                 token.address, data, gas=TRANSFER_WITH_AUTHORIZATION_GAS
             )
-            receipt = self.chain.wait_for_receipt(tx_hash, self._receipt_timeout)
+            self._announce(auth, tx_hash)
+            receipt = self.chain.wait_for_receipt(tx_hash, self.receipt_timeout)
         except TransactionRejectedError as exc:
             raise ChainUnavailableError(f"the node refused the settlement: {exc}") from exc
-        except (ChainError, OSError, TimeoutError) as exc:
+        except _CHAIN_TROUBLE as exc:
             raise ChainUnavailableError(f"settlement not confirmed: {exc}") from exc
         if not receipt.status:
-            raise SettlementFailedError(
-                f"transfer reverted: {receipt.revert_reason}", _revert_reason(receipt.revert_reason)
-            )
-        moved = [
-            t
-            for t in token.transfers(receipt)
-            if (t["sender"], t["receiver"], t["value"]) == (auth.from_, auth.to, auth.value)
-        ]
-        if not moved:
+            reason = _revert_reason(receipt.revert_reason)
+            if reason is Reason.NONCE_ALREADY_USED:
+                # Someone (a front-runner, or our own earlier attempt) used it first in the same
+                # block: if that was this very transfer, the payment is made.
+                earlier = self.find_settlement(token, auth)
+                if earlier is not None:
+                    return earlier
+            raise SettlementFailedError(f"transfer reverted: {receipt.revert_reason}", reason)
+        if not _pays(token, receipt, auth):
             raise SettlementFailedError("no matching Transfer event in the receipt")
-        return Settlement(
-            payer=auth.from_,
-            transaction=receipt.tx_hash_hex,
-            amount=auth.value,
-            gas_used=receipt.gas_used,
-            block_number=receipt.block_number,
-        )
+        return _settlement(auth, receipt)
+
+    def _announce(self, auth: TransferAuthorization, tx_hash: bytes) -> None:
+        if self.on_submitted is None:
+            return
+        try:
+            self.on_submitted(auth.from_, auth.nonce, "0x" + tx_hash.hex())
+        except Exception:
+            log.exception("on_submitted hook failed (the settlement goes on)")
+
+
+def _pays(token: Stablecoin, receipt: Receipt, auth: TransferAuthorization) -> bool:
+    return any(
+        (t["sender"], t["receiver"], t["value"]) == (auth.from_, auth.to, auth.value)
+        for t in token.transfers(receipt)
+    )
+
+
+def _settlement(auth: TransferAuthorization, receipt: Receipt) -> Settlement:
+    return Settlement(
+        payer=auth.from_,
+        transaction=receipt.tx_hash_hex,
+        amount=auth.value,
+        gas_used=receipt.gas_used,
+        block_number=receipt.block_number,
+    )
 
 
 def _domain(token: Stablecoin) -> TokenDomain:

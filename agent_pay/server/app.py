@@ -1,21 +1,27 @@
 """The content server: free previews, HTTP 402 for the rest, the whole article once paid.
 
-    GET /articles            the catalogue: slugs, titles, authors, prices
-    GET /articles/{slug}     402 + first third + PAYMENT-REQUIRED, or 200 + whole + PAYMENT-RESPONSE
+    GET /articles                the catalogue: slugs, titles, authors, prices
+    GET /articles/{slug}         402 + first third + PAYMENT-REQUIRED, or 200 + whole article
+    GET /.well-known/agent-pay   the receipt signer's address and the extension names
 
-The server never touches the chain; it asks its `Facilitator`. A read is charged only after its
-content was produced, and the content is released only after settlement succeeded.
+A paid read goes: verify → record (ledger) → produce the content → record "settling" →
+settle → record "settled" → respond with PAYMENT-RESPONSE and a signed receipt. The server
+never touches the chain (it asks its `Facilitator`), never charges for content it could not
+produce, and charges each payment once however often it is sent (`agent_pay.server.checkout`).
+A payer who bought an article re-reads it by answering the 402's challenge with its key
+(`AGENT-PAY-ENTITLEMENT`), without paying again.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from agent_pay.assets import AssetRegistry
 from agent_pay.errors import (
@@ -33,16 +39,34 @@ from agent_pay.protocol.codec import (
     PAYMENT_RESPONSE_HEADER,
     encode_header,
 )
+from agent_pay.protocol.extensions import (
+    ENTITLEMENT_EXTENSION,
+    RECEIPT_HEADER,
+    EntitlementProof,
+)
 from agent_pay.server.catalogue import Article, Catalogue
+from agent_pay.server.checkout import DEFAULT_REPLAY_WINDOW, Checkout, Purchase
+from agent_pay.server.entitlements import (
+    EntitlementHeader,
+    Entitlements,
+    ReceiptIssuer,
+    discovery_document,
+)
+from agent_pay.server.faults import FaultPlan, FaultPoint
+from agent_pay.server.inline import InlineCharge
+from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import OfferBuilder
 from agent_pay.server.paywall import PaymentHeader, Paywall
+from agent_pay.signing import LocalSigner, Signer
 
 __all__ = ["Renderer", "create_app", "render_article"]
+
+log = logging.getLogger(__name__)
 
 Renderer = Callable[[Article], str]
 """Produces the full text of a paid article. If it raises, the read is not charged."""
 
-_EXPOSED = ", ".join([PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER])
+_EXPOSED = ", ".join([PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, RECEIPT_HEADER])
 
 
 def render_article(article: Article) -> str:
@@ -53,6 +77,10 @@ def _error(exc: AgentPayError, headers: dict[str, str] | None = None) -> JSONRes
     return JSONResponse({"error": exc.reason, "message": exc.message}, exc.status_code, headers)
 
 
+def _unavailable(exc: ChainUnavailableError) -> JSONResponse:
+    return _error(exc, {"Retry-After": str(exc.retry_after)})
+
+
 def create_app(
     catalogue: Catalogue,
     assets: AssetRegistry,
@@ -60,18 +88,51 @@ def create_app(
     *,
     render: Renderer = render_article,
     schemes: Sequence[OfferBuilder] | None = None,
+    ledger: Ledger | None = None,
+    receipt_signer: Signer | None = None,
+    entitlement_secret: bytes | None = None,
+    faults: FaultPlan | None = None,
+    replay_window: float = DEFAULT_REPLAY_WINDOW,
 ) -> FastAPI:
     """Build the ASGI app selling `catalogue`, priced in `assets`, settled by `facilitator`.
 
-    `schemes` are the payment schemes offered, in order of the server's preference; by
-    default only "exact".
+    Args:
+        schemes: the payment schemes offered, in order of the server's preference; by
+            default only "exact".
+        ledger: the payment ledger. A server must pass a file (`Ledger.open(data_dir)`); the
+            default, in memory, forgets every payment when the process ends.
+        receipt_signer: signs receipts; its address is published. A fresh random key by
+            default, so receipts from a restarted default server verify under a new address.
+        entitlement_secret: HMAC key of re-read challenges (random by default).
+        faults: where to inject a crash (fault-injection tests only).
+        replay_window: seconds after settlement the same payment header reads again.
     """
     catalogue.check_tokens({asset.symbol: asset.decimals for asset in assets})
     paywall = Paywall(assets, facilitator, schemes)
+    ledger = ledger if ledger is not None else Ledger.in_memory()
+    issuer = ReceiptIssuer(receipt_signer or LocalSigner.random())
+    entitlements = Entitlements(ledger, issuer.address, secret=entitlement_secret)
+    faults = faults or FaultPlan()
+    checkout = Checkout(ledger, facilitator, issuer, faults=faults, replay_window=replay_window)
     payment_header = PaymentHeader(auto_error=False, schemes=paywall.schemes)
-    app = FastAPI(title="agent-pay content server", docs_url=None, redoc_url=None)
+    entitlement_header = EntitlementHeader()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Resolve what a crash left in flight before the first request is accepted.
+        await checkout.ensure_reconciled()
+        yield
+
+    app = FastAPI(
+        title="agent-pay content server", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.state.paywall = paywall
     app.state.catalogue = catalogue
+    app.state.ledger = ledger
+    app.state.checkout = checkout
+    app.state.entitlements = entitlements
+    app.state.receipt_signer = issuer.address
+    app.state.faults = faults
 
     def summary(article: Article) -> dict[str, Any]:
         return {
@@ -100,11 +161,16 @@ def create_app(
 
     def refuse(
         article: Article,
-        url: str,
+        request: Request,
         offers: Sequence[PaymentRequirements],
         exc: AgentPayError | None = None,
     ) -> JSONResponse:
-        required = paywall.payment_required(article, url, offers, exc.reason if exc else None)
+        challenge = entitlements.challenge(request.url.path)
+        extensions = {ENTITLEMENT_EXTENSION: challenge.to_wire()}
+        extensions.update(getattr(exc, "extensions", None) or {})  # a scheme's own (channel)
+        required = paywall.payment_required(
+            article, str(request.url), offers, exc.reason if exc else None, extensions=extensions
+        )
         body = page(article, article.preview, complete=False)
         body["error"] = exc.reason if exc else Reason.PAYMENT_REQUIRED
         body["message"] = exc.message if exc else "pay to read the rest of this article"
@@ -115,17 +181,29 @@ def create_app(
         }
         return JSONResponse(body, 402, headers)
 
+    def produce(article: Article) -> Callable[[], str]:
+        return lambda: render(article)
+
     @app.exception_handler(MalformedPaymentError)
     async def malformed(_: Request, exc: MalformedPaymentError) -> Response:
         return _error(exc)
 
     @app.exception_handler(ChainUnavailableError)
     async def unavailable(_: Request, exc: ChainUnavailableError) -> Response:
-        return _error(exc, {"Retry-After": str(exc.retry_after)})
+        return _unavailable(exc)
 
     @app.get("/")
     async def index() -> dict[str, Any]:
-        return {"service": "agent-pay", "articles": "/articles", "x402Version": 2}
+        return {
+            "service": "agent-pay",
+            "articles": "/articles",
+            "x402Version": 2,
+            "discovery": "/.well-known/agent-pay",
+        }
+
+    @app.get("/.well-known/agent-pay")
+    async def discovery() -> dict[str, Any]:
+        return discovery_document(issuer.address, sorted({a.network for a in assets}))
 
     @app.get("/articles")
     async def list_articles() -> dict[str, Any]:
@@ -135,66 +213,128 @@ def create_app(
     async def read_article(
         slug: str,
         request: Request,
-        # A default rather than Annotated: `payment_header` is local, which string
+        # Defaults rather than Annotated: the dependencies are local, which string
         # annotations (this module uses `from __future__ import annotations`) cannot see.
         payment: PaymentPayload | None = Depends(payment_header),
+        proof: EntitlementProof | None = Depends(entitlement_header),
     ) -> Response:
         article = catalogue.get(slug)
         if article is None:
             return _error(_NotFound(f"no article {slug!r}"))
+        # Without a lifespan (an ASGI test client), the first request runs the reconciliation.
+        await checkout.ensure_reconciled()
         offers = paywall.offers(article)
-        url = str(request.url)
+        if proof is not None:
+            try:
+                return reread(article, request, proof)
+            except PaymentRejectedError as exc:
+                if payment is None:
+                    return refuse(article, request, offers, exc)
         if payment is None:
-            return refuse(article, url, offers)
-        timer = _Timer()
+            return refuse(article, request, offers)
         try:
-            with timer("verify"):
-                charge = await paywall.verify(payment, offers, request.url.path)
-        except PaymentRejectedError as exc:
-            return refuse(article, url, offers, exc)
-        try:
-            with timer("render"):
-                content = render(article)
+            return await buy(article, request, offers, payment)
+        except (PaymentRejectedError, SettlementFailedError) as exc:
+            return refuse(article, request, offers, exc)
+        except ChainUnavailableError as exc:
+            return _unavailable(exc)
         except Exception:
-            # Verified but not settled: nothing was charged. The client may retry.
-            problem = ChainUnavailableError(
-                "the article could not be produced; nothing was charged",
-                Reason.CONTENT_UNAVAILABLE,
-                retry_after=1,
-            )
-            return _error(problem, {"Retry-After": str(problem.retry_after)})
+            # Never a 500 on the paid path: whatever it was, the ledger keeps the payment and
+            # a retry of the same header resolves it.
+            log.exception("unexpected error on the paid path")
+            return _unavailable(ChainUnavailableError("unexpected server error; retry"))
+
+    def reread(article: Article, request: Request, proof: EntitlementProof) -> Response:
+        entry = entitlements.check(proof, request.url.path)
         try:
-            with timer("settle"):
-                settled = await charge.settle()
-        except SettlementFailedError as exc:
-            return refuse(article, url, offers, exc)
+            content = render(article)
+        except Exception:
+            log.exception("producing the content failed")
+            return _unavailable(
+                ChainUnavailableError(
+                    "the article could not be produced", Reason.CONTENT_UNAVAILABLE, 1
+                )
+            )
         headers = {
-            PAYMENT_RESPONSE_HEADER: encode_header(settled),
-            "Access-Control-Expose-Headers": _EXPOSED + ", Server-Timing",
+            "Access-Control-Expose-Headers": _EXPOSED,
             "Cache-Control": "private, no-store",
-            "Server-Timing": timer.header(),
         }
+        receipt = entry.receipt
+        if receipt is not None:
+            headers[RECEIPT_HEADER] = encode_header(receipt)
         return JSONResponse(page(article, content, complete=True), 200, headers)
 
+    async def buy(
+        article: Article,
+        request: Request,
+        offers: Sequence[PaymentRequirements],
+        payment: PaymentPayload,
+    ) -> Response:
+        path = request.url.path
+        requirements = paywall.match(payment, offers, path)
+        # A scheme that can charge this payment at once, without the ledger (see
+        # agent_pay.server.inline), is asked first: a channel voucher costs no I/O.
+        charge_inline = getattr(paywall.schemes.get(requirements.scheme), "charge_inline", None)
+        if charge_inline is not None:
+            charge: InlineCharge | None = charge_inline(payment, requirements, path)
+            if charge is not None:
+                return serve_charged(article, charge)
+        purchase = Purchase(
+            paywall.payment_key(payment), payment, requirements, path, str(request.url)
+        )
+        timings: dict[str, float] = {}
+        paid = await checkout.pay(purchase, produce(article), timings=timings)
+        body = page(article, paid.content, complete=True)
+        headers = {
+            PAYMENT_RESPONSE_HEADER: encode_header(paid.settle_response()),
+            "Access-Control-Expose-Headers": _EXPOSED + ", Server-Timing",
+            "Cache-Control": "private, no-store",
+            "Server-Timing": _server_timing(timings),
+        }
+        faults.hit(FaultPoint.RESPONDING)
+        delivered = BackgroundTask(checkout.delivered, purchase.key)
+        return JSONResponse(body, 200, headers, background=delivered)
+
+    def serve_charged(article: Article, charge: InlineCharge) -> Response:
+        """A read charged inline: produce it, or undo the charge."""
+        try:
+            content = render(article)
+        except Exception:
+            charge.release()
+            log.exception("producing the content failed")
+            return _unavailable(
+                ChainUnavailableError(
+                    "the article could not be produced; nothing was charged",
+                    Reason.CONTENT_UNAVAILABLE,
+                    1,
+                )
+            )
+        headers = {
+            PAYMENT_RESPONSE_HEADER: charge.response_header(),
+            "Access-Control-Expose-Headers": _EXPOSED,
+            "Cache-Control": "private, no-store",
+        }
+        # The whole page is the same for every reader: encode it once per (article, content).
+        key = (article.slug, content)
+        body = paid_pages.get(key)
+        if body is None:
+            if len(paid_pages) >= _PAID_PAGES:
+                paid_pages.clear()
+            body = paid_pages[key] = bytes(JSONResponse(page(article, content, complete=True)).body)
+        return Response(body, 200, headers, media_type="application/json")
+
+    paid_pages: dict[tuple[str, str], bytes] = {}
     return app
 
 
-class _Timer:
-    """Collects step durations for the `Server-Timing` header (what the demo prints)."""
+_STEPS = ("verify", "render", "settle")
+_PAID_PAGES = 256  # encoded paid pages kept for inline-charged reads
 
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, float]] = []
 
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.steps.append((name, (time.perf_counter() - start) * 1000))
-
-    def header(self) -> str:
-        return ", ".join(f"{name};dur={ms:.2f}" for name, ms in self.steps)
+def _server_timing(timings: dict[str, float]) -> str:
+    """The steps of a paid read that did them, in order. (The ledger's own time, also in
+    `timings`, is left out: the demo prints these three, and the benchmark measures it.)"""
+    return ", ".join(f"{step};dur={timings[step]:.2f}" for step in _STEPS if step in timings)
 
 
 class _NotFound(AgentPayError):

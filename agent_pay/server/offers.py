@@ -1,8 +1,9 @@
 """What the server offers for an article, one `OfferBuilder` per payment scheme.
 
-Each builder knows its scheme's `PaymentRequirements` and how to check that a payment's
+Each builder knows its scheme's `PaymentRequirements`, how to check that a payment's
 scheme-specific `payload` is readable at all (an unreadable one is a 400, like a garbled
-header). Whether the payment is acceptable is the facilitator's business.
+header), and which `PaymentKey` identifies a payment across retries (the ledger's key). Whether
+the payment is acceptable is the facilitator's business.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Protocol
 from agent_pay.assets import AssetRegistry
 from agent_pay.protocol import PaymentPayload, PaymentRequirements
 from agent_pay.server.catalogue import Article
+from agent_pay.server.ledger import PaymentKey
 
 __all__ = ["DEFAULT_MAX_TIMEOUT_SECONDS", "ExactOffers", "OfferBuilder"]
 
@@ -30,6 +32,13 @@ class OfferBuilder(Protocol):
 
     def check_payload(self, payment: PaymentPayload) -> None:
         """Raise MalformedPaymentError if `payment.payload` does not fit this scheme."""
+        ...
+
+    def payment_key(self, payment: PaymentPayload) -> PaymentKey:
+        """The ledger key of `payment` (a readable payload): the same for every retry of one
+        payment, different for any two payments that could both be charged. The payer is the
+        one the payload claims; verification checks the claim before anything is charged.
+        Raise MalformedPaymentError if the payload does not fit this scheme."""
         ...
 
 
@@ -63,3 +72,8 @@ class ExactOffers:
 
     def check_payload(self, payment: PaymentPayload) -> None:
         payment.exact_evm()
+
+    def payment_key(self, payment: PaymentPayload) -> PaymentKey:
+        """(exact, payer, EIP-3009 nonce): the token accepts each (payer, nonce) once."""
+        authorization = payment.exact_evm().authorization
+        return PaymentKey(self.scheme, authorization.from_, authorization.nonce)

@@ -4,39 +4,35 @@
 that reads `PAYMENT-SIGNATURE`, with an `auto_error` switch. With `auto_error=False` a request
 without payment gets None, which is how the free preview is served.
 
-`Paywall.verify` checks a payment against the offers for one resource and returns a `Charge`;
-the route produces the content and only then calls `Charge.settle()`. So a read whose content
-cannot be produced is never charged, and content is released only after settlement succeeded.
+`Paywall.match` finds the offer a payment accepted among those for one resource, and
+`Paywall.payment_key` names the payment for the ledger; charging it exactly once is the
+`Checkout`'s job (`agent_pay.server.checkout`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
 
 from agent_pay.assets import AssetRegistry
-from agent_pay.errors import (
-    PaymentRejectedError,
-    Reason,
-    SettlementFailedError,
-)
+from agent_pay.errors import PaymentRejectedError, Reason
 from agent_pay.facilitator.base import Facilitator
 from agent_pay.protocol import (
     PaymentPayload,
     PaymentRequired,
     PaymentRequirements,
     ResourceInfo,
-    SettleResponse,
 )
 from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, decode_header
 from agent_pay.protocol.matching import match_offer
 from agent_pay.server.catalogue import Article
+from agent_pay.server.ledger import PaymentKey
 from agent_pay.server.offers import ExactOffers, OfferBuilder
 
-__all__ = ["Charge", "PaymentHeader", "Paywall"]
+__all__ = ["PaymentHeader", "Paywall"]
 
 
 class PaymentHeader:
@@ -65,28 +61,8 @@ class PaymentHeader:
         return payment
 
 
-@dataclass
-class Charge:
-    """A verified payment for one resource, not yet settled."""
-
-    payment: PaymentPayload
-    requirements: PaymentRequirements
-    payer: str | None
-    _facilitator: Facilitator
-
-    async def settle(self) -> SettleResponse:
-        """Move the money. Raises SettlementFailedError if the chain refused (nothing charged)."""
-        response = await self._facilitator.settle(self.payment, self.requirements)
-        if not response.success:
-            raise SettlementFailedError(
-                response.error_message or "settlement failed",
-                _reason(response.error_reason, Reason.TRANSACTION_FAILED),
-            )
-        return response
-
-
 class Paywall:
-    """Prices articles through its offer builders and charges through a facilitator."""
+    """Prices articles through its offer builders and reads payments against the offers."""
 
     def __init__(
         self,
@@ -108,18 +84,21 @@ class Paywall:
         url: str,
         offers: Sequence[PaymentRequirements],
         error: str | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> PaymentRequired:
         """The `PAYMENT-REQUIRED` body for `article`; `error` names why a payment was refused."""
         resource = ResourceInfo(url=url, description=article.title, mime_type="application/json")
-        return PaymentRequired(error=error, resource=resource, accepts=list(offers))
+        return PaymentRequired(
+            error=error, resource=resource, accepts=list(offers), extensions=extensions
+        )
 
-    async def verify(
+    def match(
         self, payment: PaymentPayload, offers: Sequence[PaymentRequirements], path: str
-    ) -> Charge:
-        """Match `payment` to one of `offers` for the resource at `path` and have the
-        facilitator verify it.
+    ) -> PaymentRequirements:
+        """The offer among `offers` (for the resource at `path`) that `payment` accepted.
 
-        Raises PaymentRejectedError (402) with the reason when it would not settle.
+        Raises PaymentRejectedError (402) with the reason when it names another resource or
+        none of the offers.
         """
         if payment.resource is not None and urlsplit(payment.resource.url).path != path:
             # Two articles with the same author and price have identical offers: without this
@@ -127,20 +106,13 @@ class Paywall:
             raise PaymentRejectedError(
                 f"this payment was made for {payment.resource.url}", Reason.RESOURCE_MISMATCH
             )
-        requirements = match_offer(payment.accepted, offers)
-        verdict = await self.facilitator.verify(payment, requirements)
-        if not verdict.is_valid:
+        return match_offer(payment.accepted, offers)
+
+    def payment_key(self, payment: PaymentPayload) -> PaymentKey:
+        """The ledger key of a payment in one of our schemes (see `OfferBuilder.payment_key`)."""
+        builder = self.schemes.get(payment.accepted.scheme)
+        if builder is None:
             raise PaymentRejectedError(
-                verdict.invalid_message or "payment is not valid",
-                _reason(verdict.invalid_reason, Reason.INVALID_PAYLOAD),
+                f"scheme {payment.accepted.scheme!r} is not offered", Reason.UNSUPPORTED_SCHEME
             )
-        return Charge(payment, requirements, verdict.payer, self.facilitator)
-
-
-def _reason(code: str | None, default: Reason) -> Reason:
-    """A facilitator's reason string as our enum; unknown codes (a stock facilitator's) fold
-    into `default` rather than being passed through unchecked."""
-    try:
-        return Reason(code) if code else default
-    except ValueError:
-        return default
+        return builder.payment_key(payment)

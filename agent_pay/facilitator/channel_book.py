@@ -1,0 +1,403 @@
+"""What a payee knows about one channel, and the rule that decides whether a voucher pays a read.
+
+The rule. The payer owes a running total; each voucher signs a new total `C`, and a read priced
+`p` paid with it is paid by the *slice* (C - p, C] of that total. A read is served iff its slice
+lies in ranges no read has paid for yet:
+
+- above `highest` (the highest voucher accepted): the common case, C = highest + p;
+- or inside an *unpaid range* below it: a range some voucher skipped over, because vouchers of
+  concurrent reads arrive out of order (C = highest + 2p, then C = highest + p), or because a
+  read's request was lost on the way and its voucher is sent again later.
+
+Then `highest = max(highest, C)` and `served += p`, under the channel's lock. So
+
+- concurrent reads on one channel are all served, in whatever order they arrive;
+- a voucher sent again (replayed, or an old one) pays for nothing: its slice is paid. The one
+  exception is the same voucher for the same resource within `replay_window` seconds, which
+  is the client retrying a read whose answer it lost: it is served again, charged nothing;
+- the payee can claim `highest`, and `highest - served` (the unpaid ranges) is exactly what the
+  payer signed for reads it has not had; it shrinks again as later vouchers pay into those
+  ranges, so a payer loses nothing to a lost request, and never pays beyond what it signed.
+
+The issue's "cumulative amount = last accepted + price" is this rule when reads come one at a
+time. Where a channel stands is reported to the payer (`ChannelStatement`) so that a client that
+lost track resumes from it.
+
+The account also caches the channel's on-chain terms (payer, payee, token, deposit, status),
+refreshed in the background (`agent_pay.facilitator.channel_view`): checking a voucher reads no
+chain. Pure and thread-safe: no I/O here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from eth_utils import to_canonical_address
+
+from agent_pay.chain.channel import ChannelState, ChannelStatus
+from agent_pay.errors import PaymentRejectedError, Reason
+from agent_pay.protocol.channel import CHANNEL_EXTENSION
+
+__all__ = [
+    "MAX_RECENT",
+    "MAX_UNPAID_RANGES",
+    "Acceptance",
+    "ChannelAccount",
+    "ChannelRefusedError",
+]
+
+MAX_UNPAID_RANGES: Final = 256
+"""Unpaid ranges kept per channel; beyond it the lowest is given up (see `ChannelAccount`)."""
+MAX_RECENT: Final = 64
+"""Accepted vouchers remembered per channel, for replays and retries."""
+
+_STATUS_WORDS: Final = {
+    ChannelStatus.OPEN: "open",
+    ChannelStatus.CLOSING: "closing",
+    ChannelStatus.CLOSED: "closed",
+    ChannelStatus.NONE: "closed",
+}
+
+
+class ChannelRefusedError(PaymentRejectedError):
+    """A voucher refused (402), with where its channel stands, for the 402's extensions."""
+
+    def __init__(
+        self, message: str, reason: Reason, statement: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, reason)
+        self.statement = statement
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """`PAYMENT-REQUIRED` extensions: the channel statement, when the channel is known."""
+        if self.statement is None:
+            return {}
+        return {CHANNEL_EXTENSION: self.statement}
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """A read paid by a voucher: `price` more served (nothing more when `replayed`)."""
+
+    channel_id: bytes
+    payer: str
+    cumulative_amount: int
+    price: int
+    replayed: bool
+    statement: dict[str, Any]  # the wire's `ChannelStatement`
+
+
+@dataclass(slots=True)
+class _Recent:
+    signature: bytes
+    resource: str
+    at: float
+    price: int
+
+
+@dataclass(slots=True, eq=False)
+class ChannelAccount:
+    """One channel as the payee's server sees it: its on-chain terms (cached) and the vouchers
+    accepted on it. Every field is guarded by `lock`.
+
+    `unpaid` holds the (start, end] ranges below `highest` no read has paid for, sorted and
+    disjoint; at most `MAX_UNPAID_RANGES`. Beyond that the lowest range is dropped (`forfeited`):
+    the payer signed it and may be claimed for it, but no read will pay into it any more. Only a
+    payer creating holes on purpose gets there.
+    """
+
+    channel_id: bytes
+    payer: str
+    payee: str
+    token: str
+    signer: str | None
+    deposit: int
+    claimed: int  # redeemed on chain, as last seen
+    status: ChannelStatus
+    closes_at: int = 0
+    highest: int = 0
+    signature: bytes = b""  # of the `highest` voucher
+    served: int = 0
+    unpaid: list[list[int]] = field(default_factory=list)
+    forfeited: int = 0
+    stopping: bool = False  # the payee is closing it: no more reads
+    version: int = 0  # bumped on every change, so the store writes what changed
+    recent: dict[int, _Recent] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _signers: tuple[bytes, ...] = field(default=(), repr=False)
+    _channel_hex: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        self._update_signers()
+        self._channel_hex = "0x" + self.channel_id.hex()
+
+    @classmethod
+    def from_chain(cls, channel_id: bytes, state: ChannelState) -> ChannelAccount:
+        return cls(
+            channel_id,
+            state.payer,
+            state.payee,
+            state.token,
+            state.signer,
+            state.deposit,
+            state.claimed,
+            state.status,
+            state.closes_at,
+        )
+
+    def _update_signers(self) -> None:
+        signers = [to_canonical_address(self.payer)]
+        if self.signer is not None:
+            signers.append(to_canonical_address(self.signer))
+        self._signers = tuple(signers)
+
+    # -- on-chain terms
+
+    def refresh(self, state: ChannelState) -> bool:
+        """Take the chain's latest view of this channel; True if anything changed."""
+        with self.lock:
+            before = (self.deposit, self.claimed, self.status, self.closes_at)
+            # Deposits and claims only grow; a stale read must not shrink them.
+            self.deposit = max(self.deposit, state.deposit)
+            self.claimed = max(self.claimed, state.claimed)
+            if state.status > self.status:
+                self.status = state.status
+                self.closes_at = state.closes_at
+            changed = before != (self.deposit, self.claimed, self.status, self.closes_at)
+            if changed:
+                self.version += 1
+            return changed
+
+    @property
+    def signers(self) -> tuple[bytes, ...]:
+        """The 20-byte addresses whose vouchers the channel takes: the payer, and its signer."""
+        return self._signers
+
+    def accepts_signer(self, address: bytes) -> bool:
+        """Whether vouchers recovered to the 20-byte `address` are the payer's or its signer's."""
+        return address in self._signers
+
+    @property
+    def live(self) -> bool:
+        """Open, no close requested, and not being closed by the payee."""
+        return self.status is ChannelStatus.OPEN and not self.stopping
+
+    # -- the rule
+
+    def accept(
+        self,
+        cumulative_amount: int,
+        price: int,
+        signature: bytes,
+        *,
+        resource: str,
+        now: float,
+        replay_window: float,
+    ) -> Acceptance:
+        """Apply the rule to a voucher whose signature was checked (it is the payer's or the
+        signer's, for this channel): serve one read priced `price`, or raise
+        `ChannelRefusedError`. See the module docstring."""
+        with self.lock:
+            return self._accept(cumulative_amount, price, signature, resource, now, replay_window)
+
+    def check(self, cumulative_amount: int, price: int, signature: bytes, resource: str) -> None:
+        """Raise `ChannelRefusedError` if `accept` would refuse the voucher now (a replay of an
+        accepted voucher counts as acceptable); change nothing."""
+        with self.lock:
+            self._refusal(cumulative_amount, price, signature, resource)
+
+    def _accept(
+        self,
+        cumulative: int,
+        price: int,
+        signature: bytes,
+        resource: str,
+        now: float,
+        replay_window: float,
+    ) -> Acceptance:
+        recent = self.recent.get(cumulative)
+        if recent is not None and recent.signature == signature:
+            if recent.resource == resource and now - recent.at <= replay_window:
+                return self._acceptance(cumulative, recent.price, replayed=True)
+            raise self._refused(
+                "this voucher was already spent on a read; sign the next amount",
+                Reason.CHANNEL_VOUCHER_USED,
+            )
+        self._refusal(cumulative, price, signature, resource)
+        low, highest = cumulative - price, self.highest
+        if low >= highest:
+            if low > highest:  # skipped over: a concurrent read's voucher will pay in here
+                self.unpaid.append([highest, low])
+        else:
+            self._take(low, min(cumulative, highest))
+        if cumulative > highest:
+            self.highest, self.signature = cumulative, signature
+        self.served += price
+        self.version += 1
+        self.recent[cumulative] = _Recent(signature, resource, now, price)
+        if len(self.recent) > MAX_RECENT:
+            del self.recent[next(iter(self.recent))]
+        if len(self.unpaid) > MAX_UNPAID_RANGES:
+            start, end = self.unpaid.pop(0)
+            self.forfeited += end - start
+        return self._acceptance(cumulative, price, replayed=False)
+
+    def _refusal(self, cumulative: int, price: int, signature: bytes, resource: str) -> None:
+        if self.status is not ChannelStatus.OPEN or self.stopping:
+            why = "closed" if self.status is ChannelStatus.CLOSED else "closing"
+            raise self._refused(
+                f"this channel is {why}: open a new channel or pay another way",
+                Reason.CHANNEL_CLOSED,
+            )
+        recent = self.recent.get(cumulative)
+        if recent is not None and recent.signature == signature:
+            if recent.resource == resource:
+                return  # a retry of a paid read (accept decides on the replay window)
+            raise self._refused(
+                "this voucher was already spent on a read; sign the next amount",
+                Reason.CHANNEL_VOUCHER_USED,
+            )
+        if cumulative > self.deposit:
+            raise self._refused(
+                f"the voucher's {cumulative} exceeds the channel's deposit of {self.deposit}: "
+                "top up the channel or open a new one",
+                Reason.CHANNEL_OVER_DEPOSIT,
+            )
+        low = cumulative - price
+        if low < 0 or (low < self.highest and self._hole(low, min(cumulative, self.highest)) < 0):
+            raise self._refused(
+                f"the voucher's {cumulative} pays for a range already paid for (the server "
+                f"accepted up to {self.highest} and served {self.served}): sign "
+                f"{self.highest + price} for this read",
+                Reason.CHANNEL_AMOUNT_NOT_INCREASING,
+            )
+
+    def release(self, cumulative: int, price: int) -> None:
+        """Undo the acceptance of voucher `cumulative` (its read could not be served): its
+        slice is unpaid again, so sending the same voucher again pays for the read."""
+        with self.lock:
+            recent = self.recent.get(cumulative)
+            if recent is None or recent.price != price:
+                return
+            del self.recent[cumulative]
+            self.served -= price
+            self._give_back(cumulative - price, cumulative)
+            self.version += 1
+
+    def _give_back(self, start: int, end: int) -> None:
+        ranges = [*self.unpaid, [start, end]]
+        ranges.sort()
+        merged: list[list[int]] = []
+        for low, high in ranges:
+            if merged and low <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        self.unpaid = merged
+
+    def _hole(self, start: int, end: int) -> int:
+        """The index of the unpaid range holding (start, end], or -1."""
+        for index, (low, high) in enumerate(self.unpaid):
+            if low <= start and end <= high:
+                return index
+        return -1
+
+    def _take(self, start: int, end: int) -> None:
+        index = self._hole(start, end)
+        low, high = self.unpaid[index]
+        pieces = [[a, b] for a, b in ((low, start), (end, high)) if b > a]
+        self.unpaid[index : index + 1] = pieces
+
+    # -- what the payee tells the payer
+
+    def _acceptance(self, cumulative: int, price: int, *, replayed: bool) -> Acceptance:
+        return Acceptance(
+            self.channel_id, self.payer, cumulative, price, replayed, self._statement()
+        )
+
+    def _refused(self, message: str, reason: Reason) -> ChannelRefusedError:
+        return ChannelRefusedError(message, reason, self._statement(full=True))
+
+    def statement(self) -> dict[str, Any]:
+        """Where the channel stands, as the wire's `ChannelStatement` (a JSON-ready dict)."""
+        with self.lock:
+            return self._statement(full=True)
+
+    def _statement(self, *, full: bool = False) -> dict[str, Any]:
+        # Built as a plain dict, not a model: it goes out with every paid read (short: what
+        # the payer does not know already).
+        status = _STATUS_WORDS[self.status]
+        if status == "open" and self.stopping:
+            status = "closing"
+        statement: dict[str, Any] = {
+            "channelId": self._channel_hex,
+            "deposit": str(self.deposit),
+            "highest": str(self.highest),
+            "served": str(self.served),
+            "status": status,
+        }
+        if full:
+            statement.update(
+                payer=self.payer, payee=self.payee, asset=self.token, claimed=str(self.claimed)
+            )
+        if self.unpaid:
+            statement["unpaid"] = [[str(a), str(b)] for a, b in self.unpaid]
+        return statement
+
+    # -- persistence (see channel_store)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state to persist, as JSON-ready values (caller holds no lock)."""
+        with self.lock:
+            return {
+                "channel_id": "0x" + self.channel_id.hex(),
+                "payer": self.payer,
+                "payee": self.payee,
+                "token": self.token,
+                "signer": self.signer,
+                "deposit": str(self.deposit),
+                "claimed": str(self.claimed),
+                "status": int(self.status),
+                "closes_at": self.closes_at,
+                "highest": str(self.highest),
+                "signature": "0x" + self.signature.hex(),
+                "served": str(self.served),
+                "unpaid": [[str(a), str(b)] for a, b in self.unpaid],
+                "forfeited": str(self.forfeited),
+                "stopping": self.stopping,
+                "recent": [
+                    [str(c), "0x" + r.signature.hex(), r.resource, r.at, str(r.price)]
+                    for c, r in self.recent.items()
+                ],
+                "version": self.version,
+            }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> ChannelAccount:
+        """The inverse of `snapshot`."""
+        account = cls(
+            bytes.fromhex(data["channel_id"][2:]),
+            data["payer"],
+            data["payee"],
+            data["token"],
+            data["signer"],
+            int(data["deposit"]),
+            int(data["claimed"]),
+            ChannelStatus(data["status"]),
+            int(data["closes_at"]),
+            int(data["highest"]),
+            bytes.fromhex(data["signature"][2:]),
+            int(data["served"]),
+            [[int(a), int(b)] for a, b in data["unpaid"]],
+            int(data["forfeited"]),
+            bool(data["stopping"]),
+            int(data["version"]),
+        )
+        account.recent = {
+            int(c): _Recent(bytes.fromhex(sig[2:]), resource, float(at), int(price))
+            for c, sig, resource, at, price in data["recent"]
+        }
+        return account

@@ -1,0 +1,542 @@
+"""Checkout: one paid read, exactly once, through the ledger.
+
+`Checkout.pay` takes a matched payment for one resource and ends in one of three ways: the
+read is paid (`Paid`, and the content), the payment is refused (PaymentRejectedError /
+SettlementFailedError: 402, nothing charged), or the outcome must wait (ChainUnavailableError:
+503 with Retry-After, the payment kept in the ledger). It never returns content unpaid and
+never settles a payment twice:
+
+- The ledger row for the payment's key is written before anything is submitted, and every
+  transition is a compare-and-set; in this process, one request per key owns the payment
+  (a "flight") and identical requests arriving meanwhile wait for its outcome and share it.
+- A payment already paid is served again ("the same header returns the article") while it
+  was never delivered, and for `replay_window` seconds after settlement; after that a re-read
+  goes through the entitlement proof. (On a public chain the signed authorization becomes
+  public once settled, so honouring it forever would let anyone read for free.)
+- The content is produced after verification and before settlement: if it cannot be
+  produced, the payment is marked failed and nothing is charged.
+- A payment left `settling` by a node outage or a crash is finished by asking the
+  facilitator to settle it again, which is idempotent; `reconcile()` does this for every
+  unresolved entry when the server starts, before the first request is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, Generic, TypeVar
+
+import anyio
+from anyio import to_thread
+
+from agent_pay.errors import (
+    AgentPayError,
+    ChainUnavailableError,
+    PaymentRejectedError,
+    Reason,
+    SettlementFailedError,
+)
+from agent_pay.facilitator.base import Facilitator
+from agent_pay.protocol import (
+    PaymentPayload,
+    PaymentRequirements,
+    SettleResponse,
+    VerifyResponse,
+)
+from agent_pay.protocol.extensions import RECEIPT_EXTENSION
+from agent_pay.server.entitlements import ReceiptIssuer
+from agent_pay.server.faults import FaultPlan, FaultPoint
+from agent_pay.server.ledger import (
+    Entry,
+    Ledger,
+    PaymentKey,
+    PaymentState,
+    fingerprint,
+)
+
+__all__ = [
+    "DEFAULT_REPLAY_WINDOW",
+    "RECONCILE_INTERVAL",
+    "Checkout",
+    "Paid",
+    "Purchase",
+    "ReconcileReport",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_REPLAY_WINDOW: Final = 300.0
+"""Seconds after settlement during which the same payment header is served again."""
+
+_ABANDONED = "payment_abandoned"  # failed-row reason: the server stopped before settling
+# Step durations (ms) of the request being served, for its Server-Timing header.
+_timings: ContextVar[dict[str, float] | None] = ContextVar("agent_pay_timings", default=None)
+
+
+@contextmanager
+def _timed(step: str) -> Iterator[None]:
+    timings = _timings.get()
+    if timings is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = (time.perf_counter() - start) * 1000
+        timings[step] = timings.get(step, 0.0) + elapsed
+
+
+RECONCILE_INTERVAL: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    """A payment matched to one of the offers for one resource."""
+
+    key: PaymentKey
+    payment: PaymentPayload
+    requirements: PaymentRequirements
+    resource: str  # the URL path: what the payment is bound to
+    resource_url: str  # the URL as sold: what the receipt names
+
+
+@dataclass(frozen=True, slots=True)
+class Paid(Generic[T]):
+    """A paid read: the ledger entry (settled or delivered), and the content produced."""
+
+    entry: Entry
+    content: T
+    replayed: bool  # True when this request did not settle anything itself
+
+    def settle_response(self) -> SettleResponse:
+        """The `PAYMENT-RESPONSE` body: the settlement, with the signed receipt attached."""
+        receipt = self.entry.receipt
+        extensions = {RECEIPT_EXTENSION: receipt.to_wire()} if receipt is not None else None
+        return SettleResponse(
+            success=True,
+            payer=self.entry.key.payer,
+            transaction=self.entry.tx_hash or "",
+            network=self.entry.network,
+            amount=self.entry.amount,
+            extensions=extensions,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    """What a reconciliation pass did with the entries it found unresolved."""
+
+    settled: int = 0
+    failed: int = 0
+    unresolved: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.settled + self.failed + self.unresolved
+
+
+@dataclass(slots=True)
+class _Flight:
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[AgentPayError | None]
+
+
+class _Again(Exception):
+    """The ledger changed under us: look at the entry again."""
+
+
+class Checkout:
+    """Runs paid reads through the ledger and the facilitator (see the module docstring).
+
+    Args:
+        ledger: the payment ledger.
+        facilitator: verifies and settles (idempotently, for recovery to work).
+        receipts: signs a receipt for every settled payment.
+        faults: where to inject a crash (tests); none by default.
+        replay_window: seconds after settlement the same payment header is served again.
+        wait_timeout: how long an identical request waits for the one settling (then 503).
+        reconcile_interval: while a pass left entries unresolved (the chain was unreachable),
+            seconds between further passes, each started in the background by a request.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        facilitator: Facilitator,
+        receipts: ReceiptIssuer,
+        *,
+        faults: FaultPlan | None = None,
+        replay_window: float = DEFAULT_REPLAY_WINDOW,
+        wait_timeout: float = 60.0,
+        reconcile_interval: float = RECONCILE_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.facilitator = facilitator
+        self.receipts = receipts
+        self.faults = faults or FaultPlan()
+        self.replay_window = replay_window
+        self.wait_timeout = wait_timeout
+        self.reconcile_interval = reconcile_interval
+        self._clock = clock
+        self._flights: dict[PaymentKey, _Flight] = {}
+        self._reconciled = False
+        self._reconciling = False
+        self._next_reconcile = 0.0
+        self._background: set[asyncio.Task[ReconcileReport]] = set()
+
+    # -- one paid read -------------------------------------------------------------------------
+
+    async def pay(
+        self,
+        purchase: Purchase,
+        produce: Callable[[], T],
+        *,
+        timings: dict[str, float] | None = None,
+    ) -> Paid[T]:
+        """Charge `purchase` at most once and produce the content it pays for.
+
+        `produce` is called after verification and before settlement (if it raises, nothing
+        is charged: 503 `content_unavailable`), and again for each replay of a paid payment.
+        `timings`, if given, receives each step's total milliseconds (verify, ledger, render,
+        settle, wait).
+        """
+        if timings is not None:
+            _timings.set(timings)
+        await self.ensure_reconciled()
+        for _ in range(8):
+            entry = self._get(purchase.key)
+            if entry is not None:
+                self._check_same(entry, purchase)
+                if entry.paid:
+                    self._check_replayable(entry)
+                    return Paid(entry, _produce(produce), replayed=True)
+            flight = self._flights.get(purchase.key)
+            if flight is not None:
+                with _timed("wait"):
+                    await self._wait(purchase.key, flight)
+                continue
+            try:
+                return await self._own(purchase, entry, produce)
+            except _Again:
+                continue
+        raise ChainUnavailableError(
+            "the payment is changing state too fast; retry", Reason.PAYMENT_IN_PROGRESS
+        )
+
+    async def delivered(self, key: PaymentKey) -> None:
+        """Record that the paid response left (best effort: a settled entry is as good)."""
+        try:
+            await self._write(self.ledger.delivered, key)
+        except ChainUnavailableError:
+            log.warning("could not record delivery of %s", key)
+
+    def _check_same(self, entry: Entry, purchase: Purchase) -> None:
+        if entry.resource != purchase.resource:
+            raise PaymentRejectedError(
+                "this authorization was already used for another resource",
+                Reason.NONCE_ALREADY_USED,
+            )
+        if entry.fingerprint != fingerprint(purchase.payment) and entry.state is not (
+            PaymentState.FAILED
+        ):
+            raise PaymentRejectedError(
+                "this authorization is already used by another payment", Reason.NONCE_ALREADY_USED
+            )
+
+    def _check_replayable(self, entry: Entry) -> None:
+        if entry.state is PaymentState.SETTLED:
+            return  # paid and never delivered: always deliver
+        if entry.settled_at is not None and self._clock() <= entry.settled_at + self.replay_window:
+            return
+        raise PaymentRejectedError(
+            "this payment was already used and its article delivered; to read it again, prove "
+            "the paying key with the AGENT-PAY-ENTITLEMENT header",
+            Reason.NONCE_ALREADY_USED,
+        )
+
+    async def _wait(self, key: PaymentKey, flight: _Flight) -> None:
+        """Wait for the request settling `key`; re-raise its refusal, if it was refused."""
+        try:
+            with anyio.fail_after(self.wait_timeout):
+                if flight.loop is asyncio.get_running_loop():
+                    outcome = await asyncio.shield(flight.done)
+                else:  # another event loop (a second test client): poll
+                    while self._flights.get(key) is flight:
+                        await anyio.sleep(0.01)
+                    return
+        except TimeoutError:
+            raise ChainUnavailableError(
+                "the same payment is being settled by another request", Reason.PAYMENT_IN_PROGRESS
+            ) from None
+        if outcome is not None and outcome.reason is not Reason.CONTENT_UNAVAILABLE:
+            raise copy.copy(outcome)
+
+    async def _own(
+        self, purchase: Purchase, entry: Entry | None, produce: Callable[[], T]
+    ) -> Paid[T]:
+        with self._flight(purchase.key):
+            return await self._settle_flow(purchase, entry, produce)
+
+    @contextmanager
+    def _flight(self, key: PaymentKey) -> Iterator[None]:
+        """This task owns `key` until the block ends; others wait and share its outcome."""
+        loop = asyncio.get_running_loop()
+        flight = _Flight(loop, loop.create_future())
+        self._flights[key] = flight
+        outcome: AgentPayError | None = None
+        try:
+            yield
+        except AgentPayError as exc:
+            outcome = exc
+            if isinstance(exc, ChainUnavailableError):
+                # The payment may be left in flight: look again soon, even if nobody retries.
+                self._next_reconcile = min(
+                    self._next_reconcile, self._clock() + self.reconcile_interval
+                )
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set_result(outcome)
+
+    async def _settle_flow(
+        self, purchase: Purchase, entry: Entry | None, produce: Callable[[], T]
+    ) -> Paid[T]:
+        key = purchase.key
+        state = entry.state if entry is not None else None
+        if state in (None, PaymentState.FAILED):
+            state = await self._begin(purchase)
+        try:
+            content = _produce(produce)
+        except ChainUnavailableError:
+            if state is PaymentState.VERIFIED:
+                await self._write(
+                    self.ledger.failed,
+                    key,
+                    Reason.CONTENT_UNAVAILABLE,
+                    "the content could not be produced",
+                    from_states=(PaymentState.VERIFIED,),
+                )
+            raise
+        if state is PaymentState.VERIFIED:
+            if not await self._write(self.ledger.settling, key):
+                raise _Again
+            self.faults.hit(FaultPoint.SETTLING)
+        # From here the payment may move: see it through even if this request is cancelled.
+        with anyio.CancelScope(shield=True):
+            settled = await self._settle(key, purchase.payment, purchase.requirements)
+        return Paid(settled, content, replayed=False)
+
+    async def _begin(self, purchase: Purchase) -> PaymentState:
+        """Verify a payment the ledger does not hold (or holds as failed) and record it."""
+        verdict = await self._verify(purchase.payment, purchase.requirements)
+        state = PaymentState.VERIFIED
+        if not verdict.is_valid:
+            if verdict.invalid_reason != Reason.NONCE_ALREADY_USED:
+                raise _rejection(verdict)
+            # Used on chain already: if by exactly this payment (a crash lost our record, or
+            # someone else submitted it), settling again finds it and charges nothing more.
+            state = PaymentState.SETTLING
+        self.faults.hit(FaultPoint.VERIFY)
+        began = await self._write(
+            self.ledger.begin,
+            purchase.key,
+            resource=purchase.resource,
+            resource_url=purchase.resource_url,
+            requirements=purchase.requirements,
+            payment=purchase.payment,
+            state=state,
+        )
+        if not began:
+            raise _Again
+        if state is PaymentState.VERIFIED:
+            self.faults.hit(FaultPoint.VERIFIED)
+        return state
+
+    async def _settle(
+        self, key: PaymentKey, payment: PaymentPayload, requirements: PaymentRequirements
+    ) -> Entry:
+        """Settle an entry in `settling`; record the outcome; return the settled entry."""
+        response = await self._facilitate(self.facilitator.settle, payment, requirements)
+        if not response.success:
+            reason = _reason(response.error_reason, Reason.TRANSACTION_FAILED)
+            message = response.error_message or "settlement failed"
+            await self._write(self.ledger.failed, key, reason, message)
+            raise SettlementFailedError(message, reason)
+        self.faults.hit(FaultPoint.CONFIRMED)
+        entry = self._get(key)
+        if entry is None:  # pragma: no cover - the row was written before settling
+            raise ChainUnavailableError("the ledger lost a payment", Reason.LEDGER_UNAVAILABLE)
+        if not entry.paid:
+            receipt = self.receipts.issue(entry, response.transaction)
+            await self._write(self.ledger.settled, key, response.transaction, receipt)
+            entry = self._get(key) or entry
+        self.faults.hit(FaultPoint.SETTLED)
+        return entry
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    async def ensure_reconciled(self) -> None:
+        """Reconcile once before the first request is served (and again, every few seconds,
+        while entries remain unresolved because the chain could not be reached)."""
+        if self._reconciled and self._clock() < self._next_reconcile:
+            return
+        if self._reconciled:  # a later pass for leftovers: do not hold the request up
+            if not self._reconciling:
+                self._next_reconcile = self._clock() + self.reconcile_interval
+                task = asyncio.get_running_loop().create_task(self.reconcile())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            return
+        while self._reconciling:
+            await anyio.sleep(0.01)
+        if not self._reconciled:
+            await self.reconcile()
+
+    async def reconcile(self) -> ReconcileReport:
+        """Resolve every entry left verified or settling (by a crash or a node outage).
+
+        settling: ask the facilitator to settle again (idempotent: it reports the earlier
+        transaction if there was one) → settled, or failed if the payment cannot settle.
+        verified: nothing was submitted; the read was never confirmed as producible, so it is
+        not charged now → failed (a retry of the same header starts over), unless the
+        authorization was already used by exactly this payment → settled.
+        Entries the chain cannot answer for stay as they are and are counted unresolved.
+        """
+        self._reconciling = True
+        settled = failed = unresolved = 0
+        try:
+            for entry in self._in_flight():
+                if entry.key in self._flights:
+                    continue  # a live request owns it
+                try:
+                    with self._flight(entry.key):
+                        state = await self._resolve(entry)
+                except ChainUnavailableError as exc:
+                    log.warning("reconcile %s: %s", entry.key, exc)
+                    unresolved += 1
+                    continue
+                if state is PaymentState.SETTLED:
+                    settled += 1
+                else:
+                    failed += 1
+        finally:
+            self._reconciling = False
+            self._reconciled = True
+            self._next_reconcile = self._clock() + (self.reconcile_interval if unresolved else 1e18)
+        report = ReconcileReport(settled, failed, unresolved)
+        if report.total:
+            log.info("reconciled the ledger: %s", report)
+        return report
+
+    async def _resolve(self, entry: Entry) -> PaymentState:
+        payment, requirements = entry.payment, entry.requirements
+        if entry.state is PaymentState.VERIFIED:
+            verdict = await self._verify(payment, requirements)
+            if verdict.is_valid:
+                message = "the server stopped before settling; nothing was charged"
+                await self._write(self.ledger.failed, entry.key, _ABANDONED, message)
+                return PaymentState.FAILED
+            if verdict.invalid_reason != Reason.NONCE_ALREADY_USED:
+                reason = verdict.invalid_reason or Reason.INVALID_PAYLOAD
+                message = verdict.invalid_message or "payment is not valid"
+                await self._write(self.ledger.failed, entry.key, reason, message)
+                return PaymentState.FAILED
+        try:
+            await self._settle(entry.key, payment, requirements)
+        except SettlementFailedError:
+            return PaymentState.FAILED
+        return PaymentState.SETTLED
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _verify(
+        self, payment: PaymentPayload, requirements: PaymentRequirements
+    ) -> VerifyResponse:
+        return await self._facilitate(self.facilitator.verify, payment, requirements)
+
+    async def _facilitate(
+        self,
+        call: Callable[[PaymentPayload, PaymentRequirements], Awaitable[R]],
+        payment: PaymentPayload,
+        requirements: PaymentRequirements,
+    ) -> R:
+        """A facilitator call; anything but a payment outcome becomes a 503, never a 500."""
+        try:
+            with _timed(getattr(call, "__name__", "facilitator")):
+                return await call(payment, requirements)
+        except AgentPayError as exc:
+            if exc.status_code >= 500 and not isinstance(exc, ChainUnavailableError):
+                raise ChainUnavailableError(exc.message) from exc
+            raise
+        except Exception as exc:
+            log.exception("facilitator failed")
+            raise ChainUnavailableError(f"the facilitator failed: {type(exc).__name__}") from exc
+
+    def _get(self, key: PaymentKey) -> Entry | None:
+        try:
+            return self.ledger.get(key)
+        except sqlite3.Error as exc:
+            raise _ledger_down(exc) from exc
+
+    def _in_flight(self) -> list[Entry]:
+        try:
+            return self.ledger.in_flight()
+        except sqlite3.Error as exc:
+            raise _ledger_down(exc) from exc
+
+    async def _write(self, method: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+        # Writes commit with fsync: off the event loop, so one slow disk stalls one request.
+        try:
+            with _timed("ledger"):
+                return await to_thread.run_sync(partial(method, *args, **kwargs))
+        except sqlite3.Error as exc:
+            raise _ledger_down(exc) from exc
+
+
+def _produce(produce: Callable[[], T]) -> T:
+    try:
+        with _timed("render"):
+            return produce()
+    except Exception as exc:
+        log.exception("producing the content failed")
+        raise ChainUnavailableError(
+            "the article could not be produced; nothing was charged",
+            Reason.CONTENT_UNAVAILABLE,
+            retry_after=1,
+        ) from exc
+
+
+def _rejection(verdict: VerifyResponse) -> PaymentRejectedError:
+    return PaymentRejectedError(
+        verdict.invalid_message or "payment is not valid",
+        _reason(verdict.invalid_reason, Reason.INVALID_PAYLOAD),
+    )
+
+
+def _reason(code: str | None, default: Reason) -> Reason:
+    """A facilitator's reason string as our enum; unknown codes (a stock facilitator's) fold
+    into `default` rather than being passed through unchecked."""
+    try:
+        return Reason(code) if code else default
+    except ValueError:
+        return default
+
+
+def _ledger_down(exc: Exception) -> ChainUnavailableError:
+    log.error("ledger error: %s", exc)
+    return ChainUnavailableError(
+        f"the payment ledger is unavailable: {exc}", Reason.LEDGER_UNAVAILABLE
+    )

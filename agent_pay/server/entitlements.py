@@ -1,0 +1,192 @@
+"""Receipts and re-reads on the server: sign what was paid for, let the payer read it again.
+
+`ReceiptIssuer` signs a `Receipt` for every settled payment with the server's receipt key;
+the address of that key is published at `GET /.well-known/agent-pay`.
+
+`Entitlements` issues the stateless challenges carried in every 402 and checks the proofs sent
+back in `AGENT-PAY-ENTITLEMENT`. A challenge is an HMAC, under a secret only this server
+holds, of (resource, expiry, receipt address): the server keeps nothing per challenge, and a
+challenge made for one article or by another server does not verify. A proof is the payer's
+EIP-712 signature over (resource, challenge, expiry, server). What grants the read is the
+server's own ledger — a paid entry for (payer, resource) — and possession of the payer's key;
+a receipt alone, copied or not, grants nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from fastapi import Request
+
+from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
+from agent_pay.protocol.codec import decode_header
+from agent_pay.protocol.extensions import (
+    ENTITLEMENT_EXTENSION,
+    ENTITLEMENT_HEADER,
+    NO_TRANSACTION,
+    RECEIPT_EXTENSION,
+    RECEIPT_HEADER,
+    EntitlementChallenge,
+    EntitlementProof,
+    ReceiptClaims,
+    SignedReceipt,
+)
+from agent_pay.server.ledger import Entry, Ledger
+from agent_pay.signing import Signer
+from agent_pay.signing.receipt import (
+    PROOF_DOMAIN,
+    RECEIPT_DOMAIN,
+    recover_read_proof_signer,
+    sign_receipt,
+)
+
+__all__ = [
+    "CHALLENGE_TTL_SECONDS",
+    "EntitlementHeader",
+    "Entitlements",
+    "ReceiptIssuer",
+    "discovery_document",
+]
+
+CHALLENGE_TTL_SECONDS: Final = 300
+"""How long a challenge from a 402 may be answered."""
+
+
+class ReceiptIssuer:
+    """Signs receipts with the server's receipt key."""
+
+    def __init__(self, signer: Signer, *, clock: Callable[[], float] = time.time) -> None:
+        self.signer = signer
+        self._clock = clock
+
+    @property
+    def address(self) -> str:
+        return self.signer.address
+
+    def issue(self, entry: Entry, transaction: str) -> SignedReceipt:
+        """The receipt for `entry`, settled in `transaction` ("" when none was needed)."""
+        claims = ReceiptClaims(
+            scheme=entry.key.scheme,
+            payer=entry.key.payer,
+            pay_to=entry.pay_to,
+            resource=entry.resource_url,
+            amount=entry.amount,
+            asset=entry.asset,
+            network=entry.network,
+            transaction=transaction or NO_TRANSACTION,
+            issued_at=int(self._clock()),
+        )
+        return sign_receipt(self.signer, claims)
+
+
+class Entitlements:
+    """Challenges for re-reads, and the check of a proof against the ledger.
+
+    Args:
+        ledger: where paid entries (the entitlements) are looked up.
+        server: the server's receipt address; proofs are bound to it.
+        secret: the HMAC key for challenges (random by default: challenges then die with the
+            process, which only costs a client one more round trip).
+        ttl: seconds a challenge stays valid.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        server: str,
+        *,
+        secret: bytes | None = None,
+        ttl: int = CHALLENGE_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.server = server
+        self._secret = secret or secrets.token_bytes(32)
+        self.ttl = ttl
+        self._clock = clock
+
+    def challenge(self, resource: str) -> EntitlementChallenge:
+        """A fresh challenge for `resource` (a URL path)."""
+        expires_at = int(self._clock()) + self.ttl
+        return EntitlementChallenge(
+            challenge="0x" + self._mac(resource, expires_at).hex(),
+            expires_at=expires_at,
+            signer=self.server,
+        )
+
+    def check(self, proof: EntitlementProof, resource: str) -> Entry:
+        """The paid ledger entry that entitles the prover to `resource`.
+
+        Raises:
+            PaymentRejectedError: with `Reason.ENTITLEMENT_INVALID`, saying why.
+        """
+        now = int(self._clock())
+        if proof.resource != resource:
+            raise _invalid(f"the proof is for {proof.resource[:100]!r}, not {resource!r}")
+        if not now < proof.expires_at <= now + self.ttl:
+            raise _invalid("the challenge has expired; answer the one in this 402")
+        challenge = bytes.fromhex(proof.challenge[2:])
+        if not hmac.compare_digest(challenge, self._mac(resource, proof.expires_at)):
+            raise _invalid("the challenge was not issued by this server for this resource")
+        try:
+            signer = recover_read_proof_signer(
+                resource,
+                challenge,
+                proof.expires_at,
+                self.server,
+                bytes.fromhex(proof.signature[2:]),
+            )
+        except ValueError as exc:
+            raise _invalid(f"bad proof signature: {exc}") from None
+        if signer != proof.payer:
+            raise _invalid("the proof is not signed by the payer's key")
+        entry = self.ledger.entitlement(proof.payer, resource)
+        if entry is None:
+            raise _invalid(f"{proof.payer} has not bought {resource}")
+        return entry
+
+    def _mac(self, resource: str, expires_at: int) -> bytes:
+        message = f"{resource}\n{expires_at}\n{self.server}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
+
+
+class EntitlementHeader:
+    """Dependency: the decoded `AGENT-PAY-ENTITLEMENT` header, or None without one.
+
+    Raises MalformedPaymentError (400) for a header that cannot be read.
+    """
+
+    async def __call__(self, request: Request) -> EntitlementProof | None:
+        value = request.headers.get(ENTITLEMENT_HEADER)
+        if value is None:
+            return None
+        try:
+            return decode_header(value, EntitlementProof)
+        except MalformedPaymentError as exc:
+            raise MalformedPaymentError(
+                f"{ENTITLEMENT_HEADER}: {exc.message}", Reason.ENTITLEMENT_MALFORMED
+            ) from None
+
+
+def discovery_document(receipt_signer: str, network: list[str]) -> dict[str, Any]:
+    """`GET /.well-known/agent-pay`: what a client needs to check receipts and re-read."""
+    return {
+        "x402Version": 2,
+        "networks": network,
+        "receiptSigner": receipt_signer,
+        "receiptDomain": dict(RECEIPT_DOMAIN),
+        "proofDomain": dict(PROOF_DOMAIN),
+        "receiptExtension": RECEIPT_EXTENSION,
+        "entitlementExtension": ENTITLEMENT_EXTENSION,
+        "entitlementHeader": ENTITLEMENT_HEADER,
+        "receiptHeader": RECEIPT_HEADER,
+    }
+
+
+def _invalid(message: str) -> PaymentRejectedError:
+    return PaymentRejectedError(message, Reason.ENTITLEMENT_INVALID)

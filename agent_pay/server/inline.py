@@ -1,0 +1,46 @@
+"""Payments a content server can charge at once, on the event loop, without its ledger.
+
+Most payments go verify → ledger → settle in a worker thread → ledger, because settling moves
+money on chain and must happen exactly once across crashes. Some need none of that: a channel
+voucher is checked with one signature recovery against cached state and recorded by its own
+scheme's store. An `OfferBuilder` that can charge such payments also implements
+`InlinePayments`; the server asks it first and takes the ordinary path when it answers None.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from agent_pay.protocol import PaymentPayload, PaymentRequirements, SettleResponse
+
+__all__ = ["InlineCharge", "InlinePayments"]
+
+
+class InlineCharge(Protocol):
+    """A read charged inline: paid already, or undone with `release`."""
+
+    def settle_response(self) -> SettleResponse:
+        """The `PAYMENT-RESPONSE` body."""
+        ...
+
+    def response_header(self) -> str:
+        """`settle_response()` encoded as the `PAYMENT-RESPONSE` header value (a scheme may
+        build it faster than the model serialises)."""
+        ...
+
+    def release(self) -> None:
+        """The read could not be served: undo the charge."""
+        ...
+
+
+@runtime_checkable
+class InlinePayments(Protocol):
+    """An `OfferBuilder` whose payments can often be charged at once, without I/O."""
+
+    def charge_inline(
+        self, payment: PaymentPayload, requirements: PaymentRequirements, resource: str
+    ) -> InlineCharge | None:
+        """Charge one read of `resource` (a URL path) now, on the event loop (pure CPU, no
+        I/O); None when the payment must take the ordinary verify-and-settle path. Raises
+        PaymentRejectedError (402) or MalformedPaymentError (400)."""
+        ...

@@ -1,0 +1,264 @@
+"""Chain trouble: a node that is down, slow or reverting gives 503 with Retry-After — never a
+500, never free content, never a lost payment — and the service recovers when it comes back.
+
+The chain is the real embedded one behind `FlakyChain`, a switchable wrapper (the one fake in
+this suite: node failures cannot be produced on demand any other way in one process). A real
+node that is stopped and restarted is in tests/test_fault_injection.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+import pytest
+
+from agent_pay.chain.base import ChainError, ContractRevertError, Log, Receipt
+from agent_pay.chain.embedded import EmbeddedChain
+from agent_pay.client.reader import Reader
+from agent_pay.errors import Reason
+from agent_pay.protocol import PaymentRequired
+from agent_pay.protocol.codec import (
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_RESPONSE_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
+    decode_header,
+    encode_header,
+)
+from agent_pay.server.catalogue import Article
+from agent_pay.server.ledger import PaymentState
+from agent_pay.testing import SyncASGITransport, TestAgent, Testbed
+from tests._money import assert_ledger_matches_chain, books, delta
+
+SLUG = "why-micropayments-failed"
+PRICE = 100_000
+BASE = "http://testserver"
+
+
+class NodeDown(ChainError):
+    """What the JSON-RPC backend raises when the node cannot be reached."""
+
+
+class FlakyChain:
+    """An `EmbeddedChain` behind a switch: "up", "down" (every call fails), "slow" (sending
+    works, but no receipt arrives in time), "reverting" (every read reverts), "garbage" (every
+    read raises something no chain layer should)."""
+
+    def __init__(self) -> None:
+        self.inner = EmbeddedChain()
+        self.mode = "up"
+
+    def _gate(self) -> None:
+        if self.mode == "down":
+            raise NodeDown("connection refused")
+
+    @property
+    def chain_id(self) -> int:
+        return self.inner.chain_id
+
+    def __getattr__(self, name: str) -> Any:
+        # Reads that settlement does not use pass through (block_number, get_code, ...).
+        target = getattr(self.inner, name)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._gate()
+            return target(*args, **kwargs)
+
+        return call
+
+    def next_timestamp(self) -> int:
+        self._gate()
+        return self.inner.next_timestamp()
+
+    def call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
+        self._gate()
+        if self.mode == "reverting":
+            raise ContractRevertError("execution reverted")
+        if self.mode == "garbage":
+            raise KeyError("result")
+        return self.inner.call(to, data, sender)
+
+    def send_raw_transaction(self, raw: bytes) -> bytes:
+        self._gate()
+        return self.inner.send_raw_transaction(raw)
+
+    def wait_for_receipt(self, tx_hash: bytes, timeout: float = 30.0) -> Receipt:
+        self._gate()
+        if self.mode == "slow":
+            raise TimeoutError(f"no receipt after {timeout} s")
+        return self.inner.wait_for_receipt(tx_hash, timeout)
+
+    def get_receipt(self, tx_hash: bytes) -> Receipt | None:
+        self._gate()
+        return self.inner.get_receipt(tx_hash)
+
+    def get_logs(
+        self,
+        address: str,
+        topics: Sequence[bytes | None] = (),
+        from_block: int = 0,
+        to_block: int | None = None,
+    ) -> list[Log]:
+        self._gate()
+        return self.inner.get_logs(address, topics, from_block, to_block)
+
+
+class OnRender:
+    """Renders articles, running `action` (once) while the content is being produced: the
+    moment between verification and settlement."""
+
+    def __init__(self) -> None:
+        self.action: Callable[[], None] | None = None
+
+    def __call__(self, article: Article) -> str:
+        action, self.action = self.action, None
+        if action is not None:
+            action()
+        return article.body
+
+
+@pytest.fixture
+def chain() -> FlakyChain:
+    return FlakyChain()
+
+
+@pytest.fixture
+def render() -> OnRender:
+    return OnRender()
+
+
+@pytest.fixture
+def bed(chain: FlakyChain, render: OnRender) -> Testbed:
+    bed = Testbed.create(chain=chain, render=render)  # type: ignore[arg-type]
+    bed.app.state.checkout.reconcile_interval = 0.0
+    return bed
+
+
+def header_for(client: httpx.Client, agent: TestAgent) -> str:
+    response = client.get(f"/articles/{SLUG}")
+    required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
+    return encode_header(agent.auth.sign(required.accepts[0], required))
+
+
+def paid_read(client: httpx.Client, header: str) -> httpx.Response:
+    return client.get(f"/articles/{SLUG}", headers={PAYMENT_SIGNATURE_HEADER: header})
+
+
+def assert_unavailable(bed: Testbed, response: httpx.Response, reason: str) -> None:
+    article = bed.catalogue.get(SLUG)
+    assert article is not None
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.json()["error"] == reason
+    assert set(response.json()) == {"error", "message"}  # no content, not even the preview
+    assert PAYMENT_RESPONSE_HEADER not in response.headers
+
+
+def everyone(bed: Testbed, agent: TestAgent) -> list[str]:
+    return [agent.address, *sorted({a.author for a in bed.catalogue})]
+
+
+def one_debit(bed: Testbed, agent: TestAgent) -> dict[tuple[str, str], int]:
+    article = bed.catalogue.get(SLUG)
+    assert article is not None
+    return {(agent.address, "USDX"): -PRICE, (article.author, "USDX"): PRICE}
+
+
+@pytest.mark.parametrize("mode", ["down", "reverting", "garbage"])
+def test_a_node_in_trouble_at_verification_is_503_and_nothing_is_recorded(
+    bed: Testbed, chain: FlakyChain, mode: str
+) -> None:
+    agent = bed.agent(funds={"USDX": "1"})
+    before = books(bed.tokens, everyone(bed, agent))
+    with bed.client() as client:
+        header = header_for(client, agent)
+        chain.mode = mode
+        assert_unavailable(bed, paid_read(client, header), Reason.CHAIN_UNAVAILABLE)
+        assert bed.ledger.entries() == []
+        chain.mode = "up"
+        assert paid_read(client, header).status_code == 200
+    assert delta(before, books(bed.tokens, everyone(bed, agent))) == one_debit(bed, agent)
+    assert_ledger_matches_chain(bed.ledger, bed.chain, bed.tokens)
+
+
+@pytest.mark.parametrize("mode", ["down", "slow"])
+def test_a_node_lost_during_settlement_keeps_the_payment_and_the_retry_delivers_once(
+    bed: Testbed, chain: FlakyChain, render: OnRender, mode: str
+) -> None:
+    agent = bed.agent(funds={"USDX": "1"})
+    before = books(bed.tokens, everyone(bed, agent))
+    with bed.client() as client:
+        header = header_for(client, agent)
+        render.action = lambda: setattr(chain, "mode", mode)
+        assert_unavailable(bed, paid_read(client, header), Reason.CHAIN_UNAVAILABLE)
+        [entry] = bed.ledger.entries()
+        assert entry.state is PaymentState.SETTLING  # kept: nothing lost, nothing assumed
+        if mode == "slow":
+            assert entry.tx_hash is not None  # sent: the ledger heard the hash at once
+        # While the node is in trouble, retries keep answering 503 and charge nothing new.
+        assert_unavailable(bed, paid_read(client, header), Reason.CHAIN_UNAVAILABLE)
+        chain.mode = "up"
+        response = paid_read(client, header)
+    assert response.status_code == 200
+    assert delta(before, books(bed.tokens, everyone(bed, agent))) == one_debit(bed, agent)
+    counts = assert_ledger_matches_chain(bed.ledger, bed.chain, bed.tokens)
+    assert counts[PaymentState.DELIVERED] == 1
+
+
+def test_the_service_settles_a_stranded_payment_by_itself_when_the_node_returns(
+    bed: Testbed, chain: FlakyChain, render: OnRender
+) -> None:
+    """Nobody retries: the next request (any request) finds the node back and settles what
+    was left in flight, in the background."""
+    stranded = bed.agent(funds={"USDX": "1"})
+    later = bed.agent(funds={"USDX": "1"})
+    with bed.client() as client:
+        header = header_for(client, stranded)
+        render.action = lambda: setattr(chain, "mode", "down")
+        assert paid_read(client, header).status_code == 503
+        chain.mode = "up"
+        assert client.get(f"/articles/{SLUG}", auth=later.auth).status_code == 200
+        deadline = time.monotonic() + 5
+        while bed.ledger.in_flight() and time.monotonic() < deadline:
+            client.get("/articles")
+            time.sleep(0.02)
+    states = {e.key.payer: e.state for e in bed.ledger.entries()}
+    assert states[stranded.address] is PaymentState.SETTLED
+    assert states[later.address] is PaymentState.DELIVERED
+    assert_ledger_matches_chain(bed.ledger, bed.chain, bed.tokens)
+
+
+def test_a_broken_ledger_is_503_and_charges_nothing(bed: Testbed) -> None:
+    agent = bed.agent(funds={"USDX": "1"})
+    before = books(bed.tokens, everyone(bed, agent))
+    with bed.client() as client:
+        header = header_for(client, agent)
+        bed.ledger.close()  # the disk went away
+        assert_unavailable(bed, paid_read(client, header), Reason.LEDGER_UNAVAILABLE)
+    assert delta(before, books(bed.tokens, everyone(bed, agent))) == {}
+
+
+def test_the_reader_retries_by_itself_and_pays_once(
+    bed: Testbed, chain: FlakyChain, render: OnRender
+) -> None:
+    """The node drops out mid-settlement: the Reader waits out the Retry-After (here: the node
+    comes back while it waits) and retries; the auth resends the same payment."""
+    agent = bed.agent(funds={"USDX": "1"})
+    before = books(bed.tokens, everyone(bed, agent))
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        chain.mode = "up"
+
+    render.action = lambda: setattr(chain, "mode", "down")
+    with Reader(BASE, agent.auth, transport=SyncASGITransport(bed.app), sleep=wait) as reader:
+        page = reader.buy(SLUG)
+    assert page.complete
+    assert waits == [2.0]  # the server's Retry-After
+    assert len(agent.auth.payments) == 1
+    assert delta(before, books(bed.tokens, everyone(bed, agent))) == one_debit(bed, agent)
