@@ -1,0 +1,455 @@
+"""Paying by channel: deposit once with a payee, then one signed voucher per read.
+
+    channels = ChannelClientScheme(signer, policy, ClientChannelStore(data_dir / "channels"))
+    auth = channels.payment_auth()            # PaymentAuth: channel first, "exact" otherwise
+    with httpx.Client(auth=auth) as http:
+        http.get(url)                          # 1st read from this payee: deposit + voucher
+        http.get(other_url_same_payee)         # later reads: a voucher each, no transaction
+
+**When a channel is opened** (`ChannelPolicy`): only when the agent expects several reads from
+that payee — at least `min_expected_reads`, from `expect(payee, reads)` or, by default, once it
+has already paid that payee `min_expected_reads - 1` times — and a deposit of `deposit_reads`
+reads (clipped to what the budget has left, never below the offer's `minDeposit`) fits the
+budget. Otherwise the read is paid "exact".
+
+**Budget accounting** (`ChannelSpending`, the policy's `Spending` for channel clients): a
+deposit leaves the wallet when the channel opens, so from then on the part of it not yet spent
+on confirmed reads is *locked*: it counts against the budget as reserved until it is refunded
+by a close. A read on the channel moves its price from locked to spent (no new budget needed),
+so `spent + reserved + locked` is what the agent has parted with or may still lose.
+
+**Vouchers.** Each read signs a new cumulative total `C` and pays with the slice
+(C - price, C]. Totals are allocated under a lock, so concurrent reads on one channel get
+distinct slices; the highest total ever signed is written to disk before the voucher leaves
+(`ClientChannelStore`). A slice that was refused, or that the server reports unpaid (a request
+lost on the way), is reused by a later read, so the agent never pays twice for a read it had.
+After a restart, `resume(http)` refreshes each channel from the server's `GET /channels/{id}`
+and the agent continues from the server's last accepted voucher.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import ValidationError
+
+from agent_pay.client.auth import PaymentAuth
+from agent_pay.client.channel_policy import ChannelPolicy, ChannelSpending
+from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
+from agent_pay.client.policy import SpendingPolicy
+from agent_pay.client.schemes import CLOCK_SKEW_SECONDS, ClientScheme, ExactClientScheme
+from agent_pay.errors import Reason
+from agent_pay.protocol import (
+    X402_VERSION,
+    PaymentPayload,
+    PaymentRequired,
+    PaymentRequirements,
+    SettleResponse,
+)
+from agent_pay.protocol.base import normalize_address
+from agent_pay.protocol.channel import (
+    CHANNEL_EXTENSION,
+    CHANNEL_SCHEME,
+    ChannelOfferExtra,
+    ChannelOpen,
+    ChannelPayload,
+    ChannelStatement,
+)
+from agent_pay.protocol.networks import parse_caip2
+from agent_pay.signing import Signer, TokenDomain, receive_with_authorization_typed_data
+from agent_pay.signing.voucher import (
+    Voucher,
+    channel_id,
+    open_authorization,
+    sign_voucher,
+    voucher_domain,
+)
+
+__all__ = ["ChannelClientScheme", "ChannelPolicy", "ChannelSpending"]
+
+_USABLE: Final = ("opening", "open")
+_HOLDING: Final = ("opening", "open", "exhausted", "stale", "closing")  # deposit not refunded
+_OPEN_FAILED: Final = {
+    Reason.CHANNEL_INVALID_OPEN,
+    Reason.CHANNEL_DEPOSIT_TOO_SMALL,
+    Reason.INSUFFICIENT_BALANCE,
+    Reason.VALID_AFTER_FUTURE,
+    Reason.VALID_BEFORE_EXPIRED,
+    Reason.NONCE_ALREADY_USED,
+    Reason.TRANSACTION_FAILED,
+}
+# The voucher this request signed, so that the answer's callbacks know which one it was.
+_current: ContextVar[tuple[str, int, int] | None] = ContextVar("agent_pay_voucher", default=None)
+
+
+class ChannelClientScheme:
+    """Pays "channel" offers (a `ClientScheme`). Thread-safe; one per agent key.
+
+    Args:
+        signer: signs deposits and vouchers.
+        policy: the spending policy (a `ChannelSpending` is built on it: see `spending`).
+        store: the agent's channels (`ClientChannelStore(directory)` to survive restarts).
+        channel_policy: when to open channels (see `ChannelPolicy`).
+        clock / salt_factory: injectable for deterministic tests.
+    """
+
+    scheme = CHANNEL_SCHEME
+
+    def __init__(
+        self,
+        signer: Signer,
+        policy: SpendingPolicy,
+        store: ClientChannelStore | None = None,
+        channel_policy: ChannelPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        salt_factory: Callable[[], bytes] = lambda: secrets.token_bytes(32),
+    ) -> None:
+        self.signer = signer
+        self.store = store if store is not None else ClientChannelStore.in_memory()
+        self.channel_policy = channel_policy or ChannelPolicy()
+        self.spending = ChannelSpending(policy, self)
+        self._clock = clock
+        self._salt_factory = salt_factory
+        self._lock = threading.RLock()
+        self._inflight: dict[str, dict[int, int]] = {}  # channel id -> {cumulative: price}
+        self._expected = {
+            normalize_address(p): n for p, n in self.channel_policy.expected_reads.items()
+        }
+
+    def payment_auth(self, *, exact: bool = True, **options: Any) -> PaymentAuth:
+        """A `PaymentAuth` paying by channel first and, if `exact`, "exact" otherwise."""
+        schemes: list[ClientScheme] = [self]
+        if exact:
+            schemes.append(ExactClientScheme(self.signer, clock=self._clock))
+        return PaymentAuth(self.signer, self.spending, schemes=schemes, **options)
+
+    def expect(self, payee: str, reads: int) -> None:
+        """Plan `reads` reads from `payee`: a channel opens when that is enough."""
+        with self._lock:
+            self._expected[normalize_address(payee)] = reads
+
+    # -- the policy's questions ------------------------------------------------------------------
+
+    def locked(self, asset_key: tuple[str, str]) -> int:
+        """Deposit in `asset_key`'s (network, token) not yet spent on confirmed reads nor
+        refunded."""
+        return sum(
+            max(0, r.deposit - r.confirmed)
+            for r in self.store
+            if (r.network, r.asset) == asset_key
+            and r.status in _HOLDING
+            and r.payer == self.signer.address
+        )
+
+    def channels(self) -> list[ChannelRecord]:
+        """This agent's channels."""
+        return [r for r in self.store if r.payer == self.signer.address]
+
+    def usable(self, offer: PaymentRequirements) -> ChannelRecord | None:
+        """The channel that can pay `offer` now, if there is one."""
+        manager = _manager(offer)
+        for record in self.store:
+            if (
+                record.status in _USABLE
+                and record.key == (offer.network, manager, offer.pay_to, offer.asset)
+                and record.payer == self.signer.address
+                and (record.remaining >= offer.amount or _fits(record.unpaid, offer.amount))
+            ):
+                return record
+        return None
+
+    def why_not(self, offer: PaymentRequirements, budget_left: int) -> str | None:
+        """Why this offer should not be paid by channel (None: it should)."""
+        try:
+            extra = ChannelOfferExtra.from_wire(offer.extra)
+        except ValidationError:
+            return "the channel offer's extra is not one we understand"
+        if self.usable(offer) is not None:
+            return None
+        policy = self.channel_policy
+        expected = max(self._expected.get(offer.pay_to, 0), self.spending.paid_to(offer.pay_to) + 1)
+        if expected < policy.min_expected_reads:
+            return f"a channel opens after {policy.min_expected_reads} expected reads"
+        deposit = self._deposit(offer, extra, budget_left)
+        if deposit is None:
+            return "a channel deposit does not fit the remaining budget"
+        return None
+
+    def _deposit(
+        self, offer: PaymentRequirements, extra: ChannelOfferExtra, budget_left: int
+    ) -> int | None:
+        policy = self.channel_policy
+        floor = max(extra.min_deposit, offer.amount * policy.min_expected_reads, offer.amount)
+        deposit = min(offer.amount * policy.deposit_reads, budget_left)
+        return deposit if deposit >= floor else None
+
+    # -- ClientScheme ------------------------------------------------------------------------
+
+    def sign(self, offer: PaymentRequirements, challenge: PaymentRequired) -> PaymentPayload:
+        """A voucher for one read (and the deposit when the channel is new)."""
+        with self._lock:
+            record = self.usable(offer) or self._new_channel(offer, challenge)
+            cumulative = self._allocate(record, offer.amount)
+            self._inflight.setdefault(record.channel_id, {})[cumulative] = offer.amount
+            opening = record.open_payload if record.status == "opening" else None
+            if opening is not None and self._expired(opening):
+                opening = record.open_payload = self._sign_open(record, offer)
+            self.store.save(record)  # before the voucher leaves: `top` never goes back
+        _current.set((record.channel_id, cumulative, offer.amount))
+        domain = voucher_domain(parse_caip2(offer.network), record.manager)
+        channel = bytes.fromhex(record.channel_id[2:])
+        signature = sign_voucher(self.signer, domain, Voucher(channel, cumulative))
+        payload: dict[str, Any] = {
+            "channelId": record.channel_id,
+            "cumulativeAmount": str(cumulative),
+            "signature": "0x" + signature.hex(),
+        }
+        if opening is not None:
+            payload["open"] = opening
+        return PaymentPayload(
+            x402_version=X402_VERSION,
+            resource=challenge.resource,
+            accepted=offer,
+            payload=ChannelPayload.from_wire(payload).to_wire(),
+        )
+
+    def settled(self, offer: PaymentRequirements, settlement: SettleResponse) -> None:
+        statement = _statement(settlement.extensions)
+        with self._lock:
+            record = self._answered(offer, statement)
+            if record is None:
+                return
+            voucher = self._take_current(record)
+            if record.status == "opening":
+                record.status, record.open_payload = "open", None
+            record.confirmed += voucher[2] if voucher is not None else offer.amount
+            record.reads += 1
+            if statement is not None:
+                self._adopt(record, statement)
+            spent = record.remaining < offer.amount and not _fits(record.unpaid, offer.amount)
+            if record.status == "open" and spent:
+                record.status = "exhausted"
+            self.store.save(record)
+
+    def refused(self, offer: PaymentRequirements, reason: str | None) -> None:
+        with self._lock:
+            record = self._answered(offer, None)
+            if record is None:
+                return
+            voucher = self._take_current(record)
+            refill = voucher is not None and voucher[1] <= record.top
+            if record.status == "opening" and reason in _OPEN_FAILED:
+                record.status = "failed"
+            elif reason in (Reason.CHANNEL_CLOSED, Reason.CHANNEL_UNKNOWN):
+                record.status = "closed" if record.status != "opening" else "failed"
+            elif reason == Reason.CHANNEL_OVER_DEPOSIT:
+                record.status = "exhausted"
+            elif reason in (Reason.CHANNEL_AMOUNT_NOT_INCREASING, Reason.CHANNEL_VOUCHER_USED):
+                refill = False
+                if voucher is not None and voucher[1] == record.top:
+                    record.status = "stale"  # the server is ahead of us: resume() from it
+                else:
+                    record.unpaid = []  # a range we thought unpaid was not
+            elif reason == Reason.CHANNEL_INVALID_SIGNATURE:
+                record.status, refill = "stale", False
+            if refill and voucher is not None:
+                _, cumulative, price = voucher
+                record.unpaid = _merge([*record.unpaid, [cumulative - price, cumulative]])
+            self.store.save(record)
+
+    # -- resuming from the server ------------------------------------------------------------
+
+    def resume(self, http: httpx.Client, *, origin: str | None = None) -> int:
+        """Refresh every channel not closed from its server (`GET /channels/{id}`); return how
+        many were refreshed. Call it after a restart, or when a channel went stale."""
+        refreshed = 0
+        for record in self._resumable(origin):
+            response = http.get(f"{origin or record.origin}/channels/{record.channel_id}")
+            refreshed += self._resumed(record, response)
+        return refreshed
+
+    async def aresume(self, http: httpx.AsyncClient, *, origin: str | None = None) -> int:
+        """`resume` for an async client."""
+        refreshed = 0
+        for record in self._resumable(origin):
+            response = await http.get(f"{origin or record.origin}/channels/{record.channel_id}")
+            refreshed += self._resumed(record, response)
+        return refreshed
+
+    def _resumable(self, origin: str | None) -> list[ChannelRecord]:
+        return [
+            r
+            for r in self.channels()
+            if r.status in ("open", "opening", "stale", "exhausted")
+            and (origin is None or r.origin == origin)
+        ]
+
+    def _resumed(self, record: ChannelRecord, response: httpx.Response) -> int:
+        if response.status_code == 404 and record.status == "opening":
+            return 0  # not opened yet: the deposit goes with the next read
+        try:
+            statement = ChannelStatement.from_wire(response.json())
+        except (ValueError, ValidationError):
+            return 0
+        with self._lock:
+            self._adopt(record, statement)
+            if record.status in ("opening", "stale"):
+                record.status, record.open_payload = "open", None
+            if statement.status != "open":
+                record.status = "closing" if statement.status == "closing" else "closed"
+            self.store.save(record)
+        return 1
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _new_channel(self, offer: PaymentRequirements, challenge: PaymentRequired) -> ChannelRecord:
+        extra = ChannelOfferExtra.from_wire(offer.extra)
+        deposit = self._deposit(offer, extra, self.spending.remaining_for(offer))
+        if deposit is None:
+            raise ValueError("no channel can be opened for this offer within the budget")
+        salt = self._salt_factory()
+        payer = self.signer.address
+        chain_id = parse_caip2(offer.network)
+        channel = channel_id(
+            payer, offer.pay_to, offer.asset, salt, manager=extra.channel_manager, chain_id=chain_id
+        )
+        origin = ""
+        if challenge.resource is not None:
+            parts = urlsplit(challenge.resource.url)
+            origin = f"{parts.scheme}://{parts.netloc}"
+        record = ChannelRecord(
+            channel_id="0x" + channel.hex(),
+            network=offer.network,
+            manager=extra.channel_manager,
+            payee=offer.pay_to,
+            asset=offer.asset,
+            payer=payer,
+            salt="0x" + salt.hex(),
+            deposit=deposit,
+            origin=origin,
+            created_at=self._clock(),
+        )
+        record.open_payload = self._sign_open(record, offer)
+        return record
+
+    def _sign_open(self, record: ChannelRecord, offer: PaymentRequirements) -> dict[str, Any]:
+        now = int(self._clock())
+        auth = open_authorization(
+            payer=record.payer,
+            payee=record.payee,
+            token=record.asset,
+            amount=record.deposit,
+            salt=bytes.fromhex(record.salt[2:]),
+            signer=None,
+            valid_after=max(0, now - CLOCK_SKEW_SECONDS),
+            valid_before=now + self.channel_policy.open_validity,
+            manager=record.manager,
+            chain_id=parse_caip2(record.network),
+        )
+        domain = TokenDomain.from_requirements(offer)
+        signature = self.signer.sign_typed_data(receive_with_authorization_typed_data(domain, auth))
+        opening = ChannelOpen(
+            salt=record.salt, authorization=auth.to_wire(), signature="0x" + signature.hex()
+        )
+        return opening.to_wire()
+
+    def _expired(self, opening: dict[str, Any]) -> bool:
+        valid_before = int(opening["authorization"]["validBefore"])
+        return valid_before <= self._clock() + 60
+
+    def _allocate(self, record: ChannelRecord, price: int) -> int:
+        """A fresh total for one read: in an unpaid range if one fits, else on top."""
+        for index, (low, high) in enumerate(record.unpaid):
+            if high - low >= price:
+                record.unpaid[index] = [low + price, high]
+                record.unpaid = [r for r in record.unpaid if r[1] > r[0]]
+                return low + price
+        record.top += price
+        return record.top
+
+    def _answered(
+        self, offer: PaymentRequirements, statement: ChannelStatement | None
+    ) -> ChannelRecord | None:
+        current = _current.get()
+        if statement is not None:
+            return self.store.get(statement.channel_id)
+        if current is not None:
+            return self.store.get(current[0])
+        return self.usable(offer)
+
+    def _take_current(self, record: ChannelRecord) -> tuple[str, int, int] | None:
+        current = _current.get()
+        if current is None or current[0] != record.channel_id:
+            return None
+        _current.set(None)
+        self._inflight.get(record.channel_id, {}).pop(current[1], None)
+        return current
+
+    def _adopt(self, record: ChannelRecord, statement: ChannelStatement) -> None:
+        """Take the server's view: its highest and served, and its unpaid ranges (less what
+        we have in flight), keeping ranges of ours above its highest."""
+        record.highest = max(record.highest, statement.highest)
+        record.served = max(record.served, statement.served)
+        record.claimed = max(record.claimed, statement.claimed or 0)
+        record.deposit = max(record.deposit, statement.deposit)
+        record.top = max(record.top, statement.highest)
+        inflight = self._inflight.get(record.channel_id, {})
+        ranges = [[a, b] for a, b in statement.unpaid]
+        ranges += [r for r in record.unpaid if r[0] >= statement.highest]
+        busy = [(c - p, c) for c, p in inflight.items()]
+        record.unpaid = _merge(_subtract(ranges, busy))
+
+
+def _manager(offer: PaymentRequirements) -> str:
+    raw = offer.extra.get("channelManager")
+    return str(raw) if isinstance(raw, str) else ""
+
+
+def _statement(extensions: dict[str, Any] | None) -> ChannelStatement | None:
+    raw = (extensions or {}).get(CHANNEL_EXTENSION)
+    if raw is None:
+        return None
+    try:
+        return ChannelStatement.from_wire(raw)
+    except ValidationError:
+        return None
+
+
+def _fits(ranges: Iterable[Sequence[int]], price: int) -> bool:
+    return any(high - low >= price for low, high in ranges)
+
+
+def _merge(ranges: Iterable[Sequence[int]]) -> list[list[int]]:
+    merged: list[list[int]] = []
+    for low, high in sorted([int(a), int(b)] for a, b in ranges):
+        if high <= low:
+            continue
+        if merged and low <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return merged
+
+
+def _subtract(ranges: Iterable[Sequence[int]], cuts: Iterable[tuple[int, int]]) -> list[list[int]]:
+    out = [[int(a), int(b)] for a, b in ranges]
+    for cut_low, cut_high in cuts:
+        pieces: list[list[int]] = []
+        for low, high in out:
+            if cut_high <= low or high <= cut_low:
+                pieces.append([low, high])
+                continue
+            if low < cut_low:
+                pieces.append([low, cut_low])
+            if cut_high < high:
+                pieces.append([cut_high, high])
+        out = pieces
+    return out
