@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent_pay.chain.base import ChainError
+from agent_pay.channel_cli import register as channels_register
 from agent_pay.cli import chain as chain_commands
 from agent_pay.cli import demo, node, read, serve, wallet
 from agent_pay.errors import AgentPayError
 from agent_pay.node.datadir import DataDirError
-from agent_pay.channel_cli import register as channels_register
 from agent_pay.receipts_cli import register as receipts_register
 from agent_pay.settings import Settings, load_settings
 
