@@ -43,7 +43,8 @@ __all__ = [
     "withdraw",
 ]
 
-DEFAULT_CHANNELS_DIR = Path(".agent-pay/channels")
+DEFAULT_CHANNELS_DIR: Path = Settings.model_fields["channels_dir"].default
+"""Where `read --channel-deposit` and these commands keep the payer's channels."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +127,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action.add_argument(
             "--channels-dir",
             type=Path,
-            default=DEFAULT_CHANNELS_DIR,
-            help=f"where the channels are kept (default {DEFAULT_CHANNELS_DIR})",
+            help=f"where the channels are kept (default {DEFAULT_CHANNELS_DIR}; "
+            "AGENT_PAY_CHANNELS_DIR)",
         )
         if name != "list":
             action.add_argument("channel_id", metavar="CHANNEL_ID", help="0x-hex channel id")
@@ -147,7 +148,7 @@ def _signer(settings: Settings) -> LocalSigner:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    store = ClientChannelStore(args.channels_dir)
+    store = ClientChannelStore(settings.channels_dir)
     with _chain(settings) as chain:
         views = describe(chain, store)
     for view in views:
@@ -169,7 +170,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _close(args: argparse.Namespace, settings: Settings) -> int:
-    store = ClientChannelStore(args.channels_dir)
+    store = ClientChannelStore(settings.channels_dir)
     payer = payer_account(_signer(settings))
     with _chain(settings) as chain:
         closes_at = request_close(chain, payer, store, args.channel_id)
@@ -178,7 +179,7 @@ def _close(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _withdraw(args: argparse.Namespace, settings: Settings) -> int:
-    store = ClientChannelStore(args.channels_dir)
+    store = ClientChannelStore(settings.channels_dir)
     payer = payer_account(_signer(settings))
     with _chain(settings) as chain:
         refund = withdraw(chain, payer, store, args.channel_id)

@@ -1,8 +1,8 @@
 """Standing up the "channel" scheme next to "exact": the contract, the handler, the offers.
 
-`Stack.embedded(schemes=("exact", "channel"))` calls `build_channel_scheme` and
-`channel_offers`; anything else that assembles a server by hand (the benchmark, a node
-deployment) can do the same:
+`Stack.embedded(schemes=("exact", "channel"))` and `Stack.connect(..., schemes=("exact",
+"channel"), channel_manager=...)` call `build_channel_scheme` and `channel_offers`; anything
+else that assembles a server by hand (the benchmark, say) can do the same:
 
     handler = build_channel_scheme(chain, tokens, owner, facilitator_transactor)
     facilitator = LocalFacilitator([exact_handler, handler])
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agent_pay.assets import AssetRegistry
 from agent_pay.chain.base import Chain
-from agent_pay.chain.channel import ChannelManager
+from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.facilitator.channel import DEFAULT_REPLAY_WINDOW, ChannelEvmScheme
@@ -37,15 +37,12 @@ from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
 
 __all__ = ["DEFAULT_GRACE_PERIOD", "ChannelOptions", "build_channel_scheme", "channel_offers"]
 
-DEFAULT_GRACE_PERIOD = 3600
-"""Seconds a payer waits between asking to close and withdrawing: the payee's time to claim."""
-
 
 @dataclass(frozen=True)
 class ChannelOptions:
     """How the channel scheme runs. `manager`: attach to this channel contract instead of
-    deploying one (with `grace_period`); `data_dir`: where channel state persists (in memory
-    when None)."""
+    deploying one (with `grace_period`); `data_dir`: where the payee's channel state persists
+    (`<data_dir>/channels.sqlite`; in memory when None)."""
 
     manager: str | None = None
     grace_period: int = DEFAULT_GRACE_PERIOD
@@ -66,13 +63,16 @@ def build_channel_scheme(
     deployer: Transactor,
     transactor: Transactor,
     options: ChannelOptions | None = None,
+    *,
+    manager: ChannelManager | None = None,
 ) -> ChannelEvmScheme:
-    """The channel handler on `chain`: deploys the channel contract from `deployer` (unless
-    `options.manager` names one); `transactor` pays for opens and claims. Not started."""
+    """The channel handler on `chain`, on `manager` if given, else on the contract
+    `options.manager` names, else on one it deploys from `deployer` (with
+    `options.grace_period`); `transactor` pays for opens and claims. Not started."""
     options = options or ChannelOptions()
-    if options.manager is not None:
+    if manager is None and options.manager is not None:
         manager = ChannelManager.at(chain, options.manager)
-    else:
+    elif manager is None:
         manager = ChannelManager.deploy(deployer, options.grace_period)
     store = (
         ChannelStore.open(options.data_dir, flush_interval=options.flush_interval)

@@ -26,9 +26,12 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_va
 
 from agent_pay.errors import ConfigurationError
 
-__all__ = ["ENV_PREFIX", "SECRET_FIELDS", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "SCHEMES", "SECRET_FIELDS", "Settings", "load_settings"]
 
 ENV_PREFIX = "AGENT_PAY_"
+SCHEMES = ("exact", "channel")
+"""The payment schemes `serve` can offer."""
+MAX_GRACE_PERIOD = 365 * 86_400  # the channel contract's limit
 DEFAULT_CONFIG_FILE = Path("agent-pay.toml")
 
 
@@ -61,7 +64,19 @@ class Settings(BaseModel):
     facilitator_port: int = 8403
     max_timeout_seconds: int = 120
     server_dir: Path = Path(".agent-pay/server")
-    """The content server's own state: its payment ledger and its receipt key."""
+    """The content server's own state: its payment ledger, its receipt key, and the channels
+    paid to it (`<server_dir>/channels`)."""
+    schemes: tuple[str, ...] = ()
+    """What `serve` offers, in order ("exact", "channel"). Empty: both if the chain has a
+    channel contract (and `serve` settles itself), else "exact"."""
+
+    # -- the channel scheme
+    channel_manager: str | None = None
+    """Where the channel contract is. None: on a dev chain, the default address, if one is
+    deployed there; elsewhere the channel scheme is off."""
+    channel_grace_period: int = 86_400
+    """Seconds a payer waits between asking to close a channel and withdrawing (the payee's
+    time to claim); fixed when `node` or `deploy` deploys the channel contract."""
 
     # -- the paying side (agent-pay read, wallet)
     keystore: Path = Path(".agent-pay/wallet.json")
@@ -71,6 +86,11 @@ class Settings(BaseModel):
     """Most `read` pays for one resource, in the token's units; no default: say it."""
     budget: Decimal | None = None
     """Most `read` pays in all, per token; no default: say it."""
+    channel_deposit: Decimal | None = None
+    """`read` pays by channel, opening one with this deposit (in the token's units) to a payee
+    it has none with; it counts against `budget` until the channel is closed. None: "exact"."""
+    channels_dir: Path = Path(".agent-pay/channels")
+    """Where `read` and `channels` keep the payer's channels."""
 
     # -- secrets: environment or config file only
     keystore_password: SecretStr | None = None
@@ -79,10 +99,10 @@ class Settings(BaseModel):
     facilitator_key: SecretStr | None = None
     """The key that pays settlement gas. Dev chains default to throwaway dev account #1."""
     owner_key: SecretStr | None = None
+    """The tokens' owner, who deploys and mints. Dev chains default to throwaway account #0."""
     receipt_key: SecretStr | None = None
     """The key `serve` signs receipts with; by default one made on first start and kept
     (mode 0600) in `server_dir`."""
-    """The tokens' owner, who deploys and mints. Dev chains default to throwaway account #0."""
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -94,11 +114,32 @@ class Settings(BaseModel):
             return _pairs(",".join(value), "tokens")
         return value
 
-    @field_validator("max_price", "budget")
+    @field_validator("schemes", mode="before")
+    @classmethod
+    def _parse_schemes(cls, value: Any) -> Any:
+        # "exact,channel" from the environment or a flag.
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            unknown = sorted(set(value) - set(SCHEMES))
+            if unknown:
+                raise ValueError(f"unknown scheme(s) {', '.join(unknown)}: use exact, channel")
+            if len(set(value)) != len(value):
+                raise ValueError("a scheme is named twice")
+        return value
+
+    @field_validator("max_price", "budget", "channel_deposit")
     @classmethod
     def _non_negative(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and (not value.is_finite() or value < 0):
             raise ValueError("must be a non-negative number")
+        return value
+
+    @field_validator("channel_grace_period")
+    @classmethod
+    def _grace_in_range(cls, value: int) -> int:
+        if not 0 < value <= MAX_GRACE_PERIOD:
+            raise ValueError(f"must be between 1 and {MAX_GRACE_PERIOD} seconds (a year)")
         return value
 
 

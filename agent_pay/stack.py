@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from agent_pay.assets import AssetRegistry
 from agent_pay.chain.base import Chain
+from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.embedded import EmbeddedChain
@@ -94,11 +95,118 @@ class Stack:
         unless one is given; `receipt_signer` (random by default) signs its receipts.
 
         `schemes` are offered in that order: "exact", and "channel" (which deploys a channel
-        contract and runs its handler in the background until `close()`)."""
+        contract, unless `channel_options.manager` names one, and runs its handler in the
+        background until `close()`)."""
+        _check_schemes(schemes)
         chain = chain or EmbeddedChain()
         owner = Transactor(chain, dev_account(DEPLOYER_INDEX))
         tokens = deploy_stablecoins(owner)
-        gas_payer = Transactor(chain, dev_account(FACILITATOR_INDEX))
+        manager: ChannelManager | None = None
+        if "channel" in schemes:
+            options = channel_options or ChannelOptions()
+            if options.manager is not None:
+                manager = ChannelManager.at(chain, options.manager)
+            else:
+                manager = ChannelManager.deploy(owner, options.grace_period)
+        return cls._assemble(
+            chain,
+            tokens,
+            owner,
+            Transactor(chain, dev_account(FACILITATOR_INDEX)),
+            articles=articles,
+            render=render,
+            max_timeout_seconds=max_timeout_seconds,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
+            schemes=schemes,
+            manager=manager,
+            channel_options=channel_options,
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        chain: Chain,
+        tokens: Mapping[str, Stablecoin],
+        facilitator: Transactor,
+        *,
+        owner: Transactor | None = None,
+        articles: Path | Catalogue | None = None,
+        render: Renderer = render_article,
+        max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
+        ledger: Ledger | None = None,
+        receipt_signer: Signer | None = None,
+        faults: FaultPlan | None = None,
+        schemes: Sequence[str] = ("exact",),
+        channel_manager: ChannelManager | str | None = None,
+        channel_options: ChannelOptions | None = None,
+    ) -> Stack:
+        """Wire a facilitator and a server to contracts already deployed on `chain` (any
+        node: `JsonRpcChain` on anvil, on `agent-pay node`, ...); nothing is deployed.
+        `ledger`, `receipt_signer`, `faults` and `schemes` are as for `embedded`; with
+        "channel", call `close()` at the end (it claims what is due).
+
+        Args:
+            tokens: the stablecoins to sell in, by symbol (see `agent_pay.node.deployment`).
+            facilitator: the account that pays settlement gas (and the channel claims').
+            owner: the tokens' owner, whom `fund` mints with; throwaway dev account
+                #DEPLOYER_INDEX by default, which owns them on a local dev chain only.
+            channel_manager: the channel contract (or its address), for "channel"; else
+                `channel_options.manager`.
+
+        Raises:
+            ValueError: an unknown scheme, or "channel" without a channel contract.
+        """
+        _check_schemes(schemes)
+        manager: ChannelManager | None = None
+        if "channel" in schemes:
+            address = channel_options.manager if channel_options is not None else None
+            if isinstance(channel_manager, ChannelManager):
+                manager = channel_manager
+            elif channel_manager is not None or address is not None:
+                manager = ChannelManager.at(chain, channel_manager or address or "")
+            else:
+                raise ValueError(
+                    'the "channel" scheme needs a channel contract: pass channel_manager '
+                    "(connect deploys nothing)"
+                )
+        return cls._assemble(
+            chain,
+            dict(tokens),
+            owner or Transactor(chain, dev_account(DEPLOYER_INDEX)),
+            facilitator,
+            articles=articles,
+            render=render,
+            max_timeout_seconds=max_timeout_seconds,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
+            schemes=schemes,
+            manager=manager,
+            channel_options=channel_options,
+        )
+
+    @classmethod
+    def _assemble(
+        cls,
+        chain: Chain,
+        tokens: dict[str, Stablecoin],
+        owner: Transactor,
+        gas_payer: Transactor,
+        *,
+        articles: Path | Catalogue | None,
+        render: Renderer,
+        max_timeout_seconds: int,
+        ledger: Ledger | None,
+        receipt_signer: Signer | None,
+        faults: FaultPlan | None,
+        schemes: Sequence[str],
+        manager: ChannelManager | None,
+        channel_options: ChannelOptions | None,
+    ) -> Stack:
+        """The facilitator's handlers, the server's offers in `schemes` order, the app; the
+        channel handler (on `manager`) is started."""
         scheme = ExactEvmScheme(tokens.values(), gas_payer)
         if not isinstance(articles, Catalogue):
             articles = Catalogue.from_directory(articles or sample_articles_dir())
@@ -109,14 +217,12 @@ class Stack:
         for name in schemes:
             if name == "exact":
                 builders.append(ExactOffers(registry, max_timeout_seconds=max_timeout_seconds))
-            elif name == "channel":
+            else:
                 channels = build_channel_scheme(
-                    chain, tokens.values(), owner, gas_payer, channel_options
+                    chain, tokens.values(), owner, gas_payer, channel_options, manager=manager
                 )
                 handlers.append(channels)
                 builders.append(channel_offers(registry, channels, channel_options))
-            else:
-                raise ValueError(f"unknown scheme {name!r}: use exact and/or channel")
         facilitator = LocalFacilitator(handlers)
         app = create_app(
             articles,
@@ -133,51 +239,6 @@ class Stack:
             app.include_router(channel_router(channels))
             channels.start()
         return cls(chain, tokens, owner, scheme, facilitator, articles, app, channels)
-
-    @classmethod
-    def connect(
-        cls,
-        chain: Chain,
-        tokens: Mapping[str, Stablecoin],
-        facilitator: Transactor,
-        *,
-        owner: Transactor | None = None,
-        articles: Path | Catalogue | None = None,
-        render: Renderer = render_article,
-        max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
-        ledger: Ledger | None = None,
-        receipt_signer: Signer | None = None,
-        faults: FaultPlan | None = None,
-    ) -> Stack:
-        """Wire a facilitator and a server to stablecoins already deployed on `chain` (any
-        node: `JsonRpcChain` on anvil, on `agent-pay node`, ...); nothing is deployed.
-        `ledger`, `receipt_signer` and `faults` are as for `embedded`.
-
-        Args:
-            tokens: the stablecoins to sell in, by symbol (see `agent_pay.node.deployment`).
-            facilitator: the account that pays settlement gas.
-            owner: the tokens' owner, whom `fund` mints with; throwaway dev account
-                #DEPLOYER_INDEX by default, which owns them on a local dev chain only.
-        """
-        owner = owner or Transactor(chain, dev_account(DEPLOYER_INDEX))
-        scheme = ExactEvmScheme(tokens.values(), facilitator)
-        local = LocalFacilitator(scheme)
-        if not isinstance(articles, Catalogue):
-            articles = Catalogue.from_directory(articles or sample_articles_dir())
-        registry = AssetRegistry(t.asset for t in tokens.values())
-        schemes = [ExactOffers(registry, max_timeout_seconds=max_timeout_seconds)]
-        app = create_app(
-            articles,
-            registry,
-            local,
-            render=render,
-            schemes=schemes,
-            ledger=ledger,
-            receipt_signer=receipt_signer,
-            faults=faults,
-        )
-        scheme.on_submitted = record_submissions(app.state.ledger, app.state.faults)
-        return cls(chain, dict(tokens), owner, scheme, local, articles, app)
 
     def fund(self, address: str, symbol: str, amount: str | Decimal) -> None:
         """Mint `amount` (human units) of `symbol` to `address`."""
@@ -202,8 +263,9 @@ class Stack:
         return ledger
 
     def close(self) -> None:
-        """Stop the background parts: the channel handler claims what is due and writes its
-        state. (Safe to call more than once.)"""
+        """Stop the background parts: the channel handler claims every voucher still due (one
+        last round, waiting for its transactions) and writes its state. Call it after the
+        server stopped taking requests. (Safe to call more than once.)"""
         if self.channels is not None:
             self.channels.close()
 
@@ -218,6 +280,12 @@ class Stack:
         """Run the content server on uvicorn in a background thread; yield its base URL."""
         with serve_app(self.app, host, port) as url:
             yield url
+
+
+def _check_schemes(schemes: Sequence[str]) -> None:
+    for name in schemes:
+        if name not in ("exact", "channel"):
+            raise ValueError(f"unknown scheme {name!r}: use exact and/or channel")
 
 
 def record_submissions(ledger: Ledger, faults: FaultPlan | None = None) -> SubmittedHook:

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from eth_account import Account
 
@@ -17,8 +23,12 @@ from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.cli import main
-from agent_pay.node.anvil import free_port
-from agent_pay.node.deployment import DEV_TOKEN_ADDRESSES, find_stablecoins
+from agent_pay.node.anvil import free_port, stop_process
+from agent_pay.node.deployment import (
+    DEV_CHANNEL_MANAGER_ADDRESS,
+    DEV_TOKEN_ADDRESSES,
+    find_stablecoins,
+)
 from agent_pay.node.node import Node
 from agent_pay.signing import LocalSigner
 from agent_pay.stack import FACILITATOR_INDEX, Stack
@@ -92,9 +102,13 @@ def test_deploy_on_a_fresh_anvil_then_again(
     assert "deployed on chain 31337" in out
     for symbol, address in DEV_TOKEN_ADDRESSES.items():
         assert f"{symbol} {address}" in out
+    assert f"channels {DEV_CHANNEL_MANAGER_ADDRESS} (grace period 1 day)" in out
+    assert "not at the default" not in out
 
     assert main(["deploy", "--chain", anvil_url]) == 0
-    assert "already deployed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stablecoins already deployed" in out
+    assert f"channels {DEV_CHANNEL_MANAGER_ADDRESS} (grace period 1 day), already" in out
 
 
 def test_fund_mints_and_sends_gas_money(
@@ -260,3 +274,98 @@ def test_read_needs_limits_a_key_and_a_node(
     dead = f"http://127.0.0.1:{free_port()}"
     assert main(["read", target, "--max-price", "1", "--budget", "1", "--chain", dead]) == 1
     assert "unreachable" in capsys.readouterr().err
+
+
+# -- serve and read by payment channel -------------------------------------------------------
+
+SERVER_GAS_INDEX = 6  # the subprocess server's own gas payer: no nonce shared with `world`
+
+
+def test_serve_offers_only_what_it_can_settle(
+    world: World, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--schemes", "exact,bogus"]) == 1
+    assert "unknown scheme(s) bogus" in capsys.readouterr().err
+    remote = ["serve", "--schemes", "channel", "--facilitator-url", "http://127.0.0.1:1"]
+    assert main(remote) == 1
+    assert "settles in this process" in capsys.readouterr().err
+    not_channels = ["--channel-manager", DEV_TOKEN_ADDRESSES["USDX"]]
+    assert main(["serve", "--schemes", "channel", *not_channels]) == 1
+    assert "not an agent-pay channel contract" in capsys.readouterr().err
+
+
+def test_read_pays_by_channel_and_serve_claims_on_sigterm(
+    world: World, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wallet(world, env, usdx="2")
+    first, second = (
+        world.stack.catalogue.get(s)
+        for s in ("http-status-codes-nobody-uses", "pricing-content-for-machine-readers")
+    )
+    assert first is not None
+    assert second is not None
+    payee, price = first.author, first.price_atomic("USDX", 6)
+    assert (second.author, second.price_atomic("USDX", 6)) == (payee, price)
+    port = free_port()
+    server_url = f"http://127.0.0.1:{port}"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_PAY_")}
+    gas_key = "0x" + bytes(dev_account(SERVER_GAS_INDEX).key).hex()
+    serve = ["serve", "--chain", world.node_url, "--port", str(port), "--schemes", "exact,channel"]
+    server = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "agent_pay.cli", *serve],
+        cwd=env,
+        env={**environ, "AGENT_PAY_FACILITATOR_KEY": gas_key},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_for_http(f"{server_url}/articles", server)
+        before = world.stack.balance(payee)
+        read = ["--max-price", "0.2", "--budget", "1", "--channel-deposit", "1"]
+
+        assert main(["read", f"{server_url}/articles/{first.slug}", *read]) == 0
+        first_err = capsys.readouterr().err
+        opened = re.search(
+            r"voucher on channel (0x[0-9a-f]{64}), opened by deposit tx 0x", first_err
+        )
+        assert opened is not None
+        with JsonRpcChain(world.node_url) as chain:
+            block = chain.block_number()
+            assert main(["read", f"{server_url}/articles/{second.slug}", *read]) == 0
+            assert chain.block_number() == block  # a voucher: no transaction
+        out, err = capsys.readouterr()
+        assert f"paid 0.1 USDX to {payee} (voucher on channel {opened[1]}, no transaction)" in err
+        assert second.title in out
+        assert world.stack.balance(payee) == before  # nothing claimed yet
+
+        server.send_signal(signal.SIGTERM)
+        stdout, stderr = server.communicate(timeout=30)
+        assert server.returncode == 0, stderr.decode()
+        printed = stdout.decode()
+        assert "schemes     exact, channel" in printed
+        assert "claimed 1 channel(s)" in printed
+        assert world.stack.balance(payee) - before == 2 * price  # the last vouchers, claimed
+        assert (env / ".agent-pay/server/channels/channels.sqlite").is_file()
+        assert main(["channels", "list"]) == 0
+        listed = capsys.readouterr().out
+        assert f"{opened[1]} payee={payee}" in listed
+        assert f"chain: open deposit=1000000 claimed={2 * price}" in listed
+    finally:
+        stop_process(server)
+
+
+def wait_for_http(url: str, child: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            _, err = child.communicate()
+            raise AssertionError(f"{child.args!r} exited: {err.decode(errors='replace')}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not come up")

@@ -18,13 +18,14 @@ import pytest
 from eth_account import Account
 
 from agent_pay import stack
+from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.node import deployment
 from agent_pay.node.datadir import DataDirError
-from agent_pay.node.deployment import DEV_TOKEN_ADDRESSES
+from agent_pay.node.deployment import DEV_CHANNEL_MANAGER_ADDRESS, DEV_TOKEN_ADDRESSES
 from agent_pay.node.node import Node
 
 web3 = pytest.importorskip("web3", reason="web3.py is a test-only dependency")
@@ -60,7 +61,11 @@ def activity(chain: JsonRpcChain) -> dict[str, Any]:
 
 
 def test_a_restart_keeps_every_balance_block_and_receipt(tmp_path: Path) -> None:
-    with Node.open(tmp_path) as node, node.serve(port=0) as url, JsonRpcChain(url) as chain:
+    with (
+        Node.open(tmp_path, channel_grace_period=600) as node,
+        node.serve(port=0) as url,
+        JsonRpcChain(url) as chain,
+    ):
         assert node.start.created
         before = activity(chain)
 
@@ -68,6 +73,8 @@ def test_a_restart_keeps_every_balance_block_and_receipt(tmp_path: Path) -> None
         assert not node.start.created
         assert node.start.restored_blocks == before["head"]
         assert set(node.tokens) == {"USDX", "CNYX"}
+        assert node.channel_manager is not None
+        assert node.channel_manager.grace_period == 600  # the contract's, not the default
         usdx = node.tokens["USDX"]
         assert usdx.balance_of(before["holder"]) == before["usdx"] == 1_234_567
         assert chain.get_balance(before["holder"]) == before["eth"] == 10**18
@@ -115,6 +122,9 @@ def test_the_node_deploys_as_the_stack_does(tmp_path: Path) -> None:
     with Node.open(None) as node:
         assert {s: t.address for s, t in node.tokens.items()} == dict(DEV_TOKEN_ADDRESSES)
         assert node.tokens["USDX"].contract.call("owner") == dev_account(0).address
+        assert node.channel_manager is not None  # right after the tokens, from account #0
+        assert node.channel_manager.address == DEV_CHANNEL_MANAGER_ADDRESS
+        assert node.channel_manager.grace_period == DEFAULT_GRACE_PERIOD
 
 
 def test_one_data_directory_one_node(tmp_path: Path) -> None:

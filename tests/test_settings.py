@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD
 from agent_pay.errors import ConfigurationError
 from agent_pay.settings import SECRET_FIELDS, Settings, load_settings
 
@@ -55,6 +56,23 @@ def test_token_lists_from_the_environment_and_from_flags() -> None:
     assert load_settings({"tokens": "USDX=0xcc"}, environ=env).tokens == {"USDX": "0xcc"}
     with pytest.raises(ConfigurationError, match="SYMBOL=ADDRESS"):
         load_settings(environ={"AGENT_PAY_TOKENS": "USDX"})
+
+
+def test_channel_settings() -> None:
+    assert Settings().channel_grace_period == DEFAULT_GRACE_PERIOD  # the contract layer's
+    assert Settings().schemes == ()  # serve decides from the chain
+    env = {"AGENT_PAY_SCHEMES": "exact, channel", "AGENT_PAY_CHANNEL_DEPOSIT": "1.5"}
+    settings = load_settings(environ=env)
+    assert (settings.schemes, settings.channel_deposit) == (("exact", "channel"), Decimal("1.5"))
+    assert load_settings({"schemes": "channel"}, environ=env).schemes == ("channel",)
+    with pytest.raises(ConfigurationError, match="unknown scheme"):
+        load_settings({"schemes": "exact,upto"})
+    with pytest.raises(ConfigurationError, match="named twice"):
+        load_settings({"schemes": "exact,exact"})
+    with pytest.raises(ConfigurationError, match="channel_grace_period"):
+        load_settings(environ={"AGENT_PAY_CHANNEL_GRACE_PERIOD": "0"})
+    with pytest.raises(ConfigurationError, match="channel_deposit"):
+        load_settings({"channel_deposit": "-1"})
 
 
 def test_secrets_come_from_the_environment_and_never_show() -> None:

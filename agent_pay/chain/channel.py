@@ -30,6 +30,7 @@ from agent_pay.signing.typed_data import TokenDomain
 from agent_pay.signing.voucher import ZERO_ADDRESS, channel_id, open_nonce, voucher_domain
 
 __all__ = [
+    "DEFAULT_GRACE_PERIOD",
     "ChannelClosed",
     "ChannelEvent",
     "ChannelManager",
@@ -45,6 +46,9 @@ __all__ = [
     "channel_id",
 ]
 
+DEFAULT_GRACE_PERIOD: Final = 86_400
+"""Seconds a payer waits between asking to close and withdrawing (the payee's time to claim):
+one day, so a payee's server that is down for a night still claims what it is owed."""
 MAX_CLAIMS: Final = 100
 """The most vouchers one `claim_many` takes (the contract's `MAX_CLAIMS`)."""
 

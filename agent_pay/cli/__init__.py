@@ -2,7 +2,7 @@
 
     agent-pay demo                       everything in one process, told as a story
     agent-pay node                       a local chain over JSON-RPC, kept in a data directory
-    agent-pay deploy | fund              stablecoins on any node; mint on a local one
+    agent-pay deploy | fund              the contracts on any node; mint on a local one
     agent-pay serve | facilitator        the content server, the facilitator service
     agent-pay read URL                   pay for and print an article
     agent-pay wallet new|address|balance an encrypted keystore and what it holds

@@ -13,11 +13,17 @@ from typing import Any, TextIO
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.errors import ConfigurationError
-from agent_pay.node.deployment import DEPLOYER_INDEX, find_stablecoins, is_dev_chain
+from agent_pay.node.deployment import (
+    DEPLOYER_INDEX,
+    find_channel_manager,
+    find_stablecoins,
+    is_dev_chain,
+)
 from agent_pay.settings import Settings
 from agent_pay.stack import FACILITATOR_INDEX
 
@@ -25,7 +31,10 @@ __all__ = [
     "FACILITATOR_INDEX",
     "Command",
     "add_chain_flags",
+    "add_grace_period_flag",
+    "channel_manager_on",
     "connect",
+    "describe_seconds",
     "facilitator_account",
     "owner_account",
     "say",
@@ -56,6 +65,15 @@ def add_chain_flags(parser: argparse.ArgumentParser, *, tokens: bool = True) -> 
         )
 
 
+def add_grace_period_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--channel-grace-period",
+        type=int,
+        metavar="SECONDS",
+        help="a new channel contract's close grace period (86400; AGENT_PAY_CHANNEL_GRACE_PERIOD)",
+    )
+
+
 def connect(settings: Settings) -> JsonRpcChain:
     """The node at `chain_url`; fails early and clearly if it does not answer."""
     chain = JsonRpcChain(settings.chain_url, timeout=settings.rpc_timeout)
@@ -65,6 +83,21 @@ def connect(settings: Settings) -> JsonRpcChain:
 
 def tokens_on(chain: JsonRpcChain, settings: Settings) -> dict[str, Stablecoin]:
     return find_stablecoins(chain, settings.tokens)
+
+
+def channel_manager_on(chain: JsonRpcChain, settings: Settings) -> ChannelManager | None:
+    """The channel contract `channel_manager` names, or on a dev chain the one at the default
+    address; None if there is none (only when no address was given)."""
+    return find_channel_manager(chain, settings.channel_manager)
+
+
+def describe_seconds(seconds: int) -> str:
+    """A duration for people: "1 day", "10 minutes", "90 s"."""
+    for unit, size in (("day", 86_400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}" + ("s" if count != 1 else "")
+    return f"{seconds} s"
 
 
 def _account(key: str, what: str) -> LocalAccount:

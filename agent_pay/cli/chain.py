@@ -1,4 +1,4 @@
-"""`agent-pay deploy` and `agent-pay fund`: the stablecoins on a node."""
+"""`agent-pay deploy` and `agent-pay fund`: the stablecoins and the channel contract on a node."""
 
 from __future__ import annotations
 
@@ -8,12 +8,23 @@ from agent_pay.assets import format_amount, parse_amount
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.rpc import JsonRpcChain
-from agent_pay.cli._common import add_chain_flags, connect, owner_account, say, tokens_on
+from agent_pay.cli._common import (
+    add_chain_flags,
+    add_grace_period_flag,
+    connect,
+    describe_seconds,
+    owner_account,
+    say,
+    tokens_on,
+)
 from agent_pay.errors import ConfigurationError
 from agent_pay.node.deployment import (
     DEPLOYER_INDEX,
+    DEV_CHANNEL_MANAGER_ADDRESS,
     DEV_TOKEN_ADDRESSES,
+    deploy_channel_manager,
     deploy_default_stablecoins,
+    find_channel_manager,
     find_stablecoins,
     is_dev_chain,
 )
@@ -36,15 +47,30 @@ def _deploy(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -
     uses_dev_owner = is_dev_chain(chain) and owner.address == _dev_owner_address()
     if uses_dev_owner and all(chain.get_code(a) for a in DEV_TOKEN_ADDRESSES.values()):
         tokens = find_stablecoins(chain)
-        say(f"already deployed on chain {chain.chain_id} ({chain.url}):")
+        say(f"stablecoins already deployed on chain {chain.chain_id} ({chain.url}):")
     else:
         tokens = deploy_default_stablecoins(chain, owner)
         say(f"deployed on chain {chain.chain_id} ({chain.url}), owner {owner.address} ({who}):")
     for symbol, token in tokens.items():
         say(f"  {symbol} {token.address} ({token.asset.eip712_name}, {token.asset.decimals} dp)")
+    # After the tokens: on a fresh dev chain it lands at the default address.
+    manager = find_channel_manager(chain, settings.channel_manager)
+    found = manager is not None
+    if manager is None:
+        manager = deploy_channel_manager(chain, owner, settings.channel_grace_period)
+    grace = describe_seconds(manager.grace_period)
+    say(
+        f"  channels {manager.address} (grace period {grace})"
+        + (", already deployed" if found else "")
+    )
     if {s: t.address for s, t in tokens.items()} != dict(DEV_TOKEN_ADDRESSES):
         listing = ",".join(f"{s}={t.address}" for s, t in tokens.items())
         say(f"not at the default addresses: pass --tokens {listing} (or AGENT_PAY_TOKENS)")
+    if manager.address != DEV_CHANNEL_MANAGER_ADDRESS and settings.channel_manager is None:
+        say(
+            f"channels not at the default address: pass --channel-manager {manager.address} "
+            f"(or AGENT_PAY_CHANNEL_MANAGER)"
+        )
     return 0
 
 
@@ -98,8 +124,17 @@ def _wei(amount: str) -> int:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("deploy", help="deploy the stablecoins (USDX, CNYX) on a node")
+    parser = commands.add_parser(
+        "deploy", help="deploy the stablecoins (USDX, CNYX) and the channel contract on a node"
+    )
     add_chain_flags(parser, tokens=False)
+    add_grace_period_flag(parser)
+    parser.add_argument(
+        "--channel-manager",
+        metavar="ADDRESS",
+        help="a channel contract deployed before, to check rather than deploy another "
+        "(AGENT_PAY_CHANNEL_MANAGER)",
+    )
     parser.set_defaults(run=deploy)
 
     parser = commands.add_parser(

@@ -7,7 +7,13 @@ import ipaddress
 from pathlib import Path
 
 from agent_pay.chain.devkeys import dev_accounts
-from agent_pay.cli._common import FACILITATOR_INDEX, say, wait_for_shutdown
+from agent_pay.cli._common import (
+    FACILITATOR_INDEX,
+    add_grace_period_flag,
+    describe_seconds,
+    say,
+    wait_for_shutdown,
+)
 from agent_pay.node.deployment import DEPLOYER_INDEX
 from agent_pay.node.node import DEV_FUNDS, Node
 from agent_pay.settings import Settings
@@ -18,7 +24,12 @@ __all__ = ["register"]
 def run(args: argparse.Namespace, settings: Settings) -> int:
     data_dir: Path | None = None if args.ephemeral else settings.data_dir
     with (
-        Node.open(data_dir, chain_id=settings.chain_id, fsync=args.fsync) as node,
+        Node.open(
+            data_dir,
+            chain_id=settings.chain_id,
+            fsync=args.fsync,
+            channel_grace_period=settings.channel_grace_period,
+        ) as node,
         node.serve(settings.node_host, settings.node_port) as url,
     ):
         start = node.start
@@ -28,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if data_dir is None:
             say("data        in memory only (--ephemeral): everything is gone when it stops")
         elif start.created:
-            say(f"data        {data_dir} (new chain; the stablecoins were deployed)")
+            say(f"data        {data_dir} (new chain; the contracts were deployed)")
         else:
             say(
                 f"data        {data_dir} (restored {start.restored_blocks} blocks "
@@ -39,6 +50,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             say(
                 f"stablecoin  {symbol} at {token.address} "
                 f"({asset.eip712_name}, {asset.decimals} decimals)"
+            )
+        manager = node.channel_manager
+        if manager is not None:
+            grace = describe_seconds(manager.grace_period)
+            say(f"channels    at {manager.address} (grace period {grace})")
+        else:
+            say(
+                "channels    none at the default address (a chain made by an older agent-pay): "
+                "agent-pay deploy adds one"
             )
         say(
             f"roles       dev account #{DEPLOYER_INDEX} owns the tokens (mints: agent-pay fund); "
@@ -78,4 +98,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--fsync", action="store_true", help="force each block to disk (survives power loss)"
     )
+    add_grace_period_flag(parser)
     parser.set_defaults(run=run)

@@ -5,6 +5,12 @@ names. The server's offer names a token by address and network only, and a serve
 about anything else, so each token's decimals come from the chain (`--chain`, a node the user
 trusts) for the tokens in the user's token list, never from the offer: a price cap read with
 the wrong decimals could be off by a factor of 10^12.
+
+With `--channel-deposit AMOUNT`, `read` pays by payment channel where the server offers one:
+the first read from a payee deposits AMOUNT (gasless: the server submits the signed deposit),
+later reads from that payee, in this run or a later one, sign one voucher each and send no
+transaction. The channels are kept in `channels_dir`; what a deposit has not yet paid for counts
+against `--budget` until the channel is closed (`agent-pay channels close|withdraw`).
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ import sys
 import httpx
 
 from agent_pay.chain.rpc import JsonRpcChain
+from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.cli._common import add_chain_flags, connect, say, tokens_on
 from agent_pay.client.auth import PaymentAuth, PaymentRecord
+from agent_pay.client.channel_store import ClientChannelStore
+from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
 from agent_pay.errors import (
@@ -27,8 +36,10 @@ from agent_pay.errors import (
     PolicyViolationError,
 )
 from agent_pay.protocol import PaymentRequired
+from agent_pay.protocol.channel import CHANNEL_EXTENSION, CHANNEL_SCHEME
 from agent_pay.protocol.codec import PAYMENT_REQUIRED_HEADER, decode_header
 from agent_pay.settings import Settings
+from agent_pay.signing import Signer
 from agent_pay.wallet import signer_from_settings
 
 __all__ = ["register"]
@@ -100,7 +111,7 @@ def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> i
     assets = {t.asset.key: t.asset for t in tokens.values()}
     paid: list[PaymentRecord] = []
     receipts = ReceiptStore.open(settings.receipts_dir)  # re-reads of bought articles are free
-    auth = PaymentAuth(signer, policy, on_payment=paid.append, receipts=receipts)
+    auth, channels = _auth(settings, signer, policy, [tokens[s] for s in chosen], paid, receipts)
     with httpx.Client(auth=auth, timeout=args.timeout) as http:
         for url in args.urls:
             before = len(paid)
@@ -124,15 +135,58 @@ def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> i
             for record in paid[before:]:
                 asset = assets.get((record.offer.network, record.offer.asset))
                 price = asset.format(record.offer.amount) if asset else str(record.offer.amount)
+                payee = record.offer.pay_to
                 say(
-                    f"agent-pay read: paid {price} to {record.offer.pay_to} "
-                    f"(tx {record.transaction})",
+                    f"agent-pay read: paid {price} to {payee} {_how(record, channels)}",
                     sys.stderr,
                 )
             if len(paid) == before:
                 say(f"agent-pay read: {url} was free", sys.stderr)
             say(_content(response))
     return 0
+
+
+def _auth(
+    settings: Settings,
+    signer: Signer,
+    policy: SpendingPolicy,
+    tokens: list[Stablecoin],
+    paid: list[PaymentRecord],
+    receipts: ReceiptStore,
+) -> tuple[PaymentAuth, ChannelClientScheme | None]:
+    """Pays "exact"; with a channel deposit, by channel first."""
+    if settings.channel_deposit is None:
+        return PaymentAuth(signer, policy, on_payment=paid.append, receipts=receipts), None
+    deposits = {}
+    for token in tokens:
+        try:
+            deposits[token.address] = token.asset.parse(settings.channel_deposit)
+        except ValueError as exc:
+            raise ConfigurationError(f"--channel-deposit: {exc}") from None
+    channels = ChannelClientScheme(
+        signer,
+        policy,
+        ClientChannelStore(settings.channels_dir),
+        # The user asked for channels: open one on the first read from a payee.
+        ChannelPolicy(min_expected_reads=1, deposits=deposits),
+    )
+    return channels.payment_auth(on_payment=paid.append, receipts=receipts), channels
+
+
+def _how(record: PaymentRecord, channels: ChannelClientScheme | None) -> str:
+    """How a payment was made: a transaction, or a voucher on a channel."""
+    offer = record.offer
+    if offer.scheme != CHANNEL_SCHEME or channels is None:
+        return f"(tx {record.transaction})"
+    statement = (record.settlement.extensions or {}).get(CHANNEL_EXTENSION) or {}
+    channel = statement.get("channelId")
+    if channel is None:  # the answer to an opening read names no channel: ours has the key
+        key = (offer.network, offer.extra.get("channelManager"), offer.pay_to, offer.asset)
+        mine = [r for r in channels.channels() if r.key == key]
+        channel = max(mine, key=lambda r: r.created_at).channel_id if mine else "?"
+    if record.transaction:
+        return f"(voucher on channel {channel}, opened by deposit tx {record.transaction})"
+    return f"(voucher on channel {channel}, no transaction)"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -154,6 +208,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--receipts-dir",
         help="receipts of what was bought, for free re-reads (.agent-pay/receipts)",
+    )
+    parser.add_argument(
+        "--channel-deposit",
+        metavar="AMOUNT",
+        help="pay by payment channel where offered, depositing AMOUNT (token units) with a "
+        "payee on the first read; it counts against --budget until closed (default: exact)",
+    )
+    parser.add_argument(
+        "--channels-dir", help="where the payment channels are kept (.agent-pay/channels)"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
     add_chain_flags(parser)

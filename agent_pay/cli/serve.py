@@ -7,16 +7,21 @@ import argparse
 from pathlib import Path
 
 from agent_pay.assets import AssetRegistry, format_amount
+from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.rpc import JsonRpcChain
+from agent_pay.channel_setup import ChannelOptions
 from agent_pay.cli._common import (
     add_chain_flags,
+    channel_manager_on,
     connect,
+    describe_seconds,
     facilitator_account,
     say,
     tokens_on,
     wait_for_shutdown,
 )
+from agent_pay.errors import ConfigurationError
 from agent_pay.facilitator.exact import ExactEvmScheme
 from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
 from agent_pay.facilitator.local import LocalFacilitator
@@ -25,11 +30,14 @@ from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import ExactOffers
-from agent_pay.settings import Settings
+from agent_pay.settings import SCHEMES, Settings
 from agent_pay.stack import Stack, sample_articles_dir, serve_app
 from agent_pay.wallet import server_receipt_key
 
-__all__ = ["register"]
+__all__ = ["CHANNELS_SUBDIR", "register"]
+
+CHANNELS_SUBDIR = "channels"
+"""Where in `server_dir` the channels paid to this server are kept."""
 
 
 def _gas_warning(chain: JsonRpcChain, address: str) -> None:
@@ -48,19 +56,22 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
     tokens = tokens_on(chain, settings)
+    manager = channel_manager_on(chain, settings)
+    schemes, why = _schemes(settings, manager)
     articles = Catalogue.from_directory(settings.articles or sample_articles_dir())
     ledger = Ledger.open(settings.server_dir)  # one server per data directory: it locks it
     receipt_signer = server_receipt_key(settings)
     faults = fault_plan(args)
+    stack: Stack | None = None
     if settings.facilitator_url:
         registry = AssetRegistry(t.asset for t in tokens.values())
         remote = HttpFacilitatorClient(settings.facilitator_url)
-        schemes = [ExactOffers(registry, max_timeout_seconds=settings.max_timeout_seconds)]
+        offers = [ExactOffers(registry, max_timeout_seconds=settings.max_timeout_seconds)]
         app = create_app(
             articles,
             registry,
             remote,
-            schemes=schemes,
+            schemes=offers,
             ledger=ledger,
             receipt_signer=receipt_signer,
             faults=faults,
@@ -77,19 +88,69 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
             ledger=ledger,
             receipt_signer=receipt_signer,
             faults=faults,
+            schemes=schemes,
+            channel_manager=manager if "channel" in schemes else None,
+            channel_options=ChannelOptions(
+                data_dir=settings.server_dir / CHANNELS_SUBDIR,
+                max_timeout_seconds=settings.max_timeout_seconds,
+            ),
         )
         app = stack.app
         settles = f"itself, gas paid by {account.address} ({who})"
-    with serve_app(app, settings.host, settings.port) as url:
-        say(f"agent-pay content server on {url}: {len(articles)} articles (GET /articles)")
-        say(f"chain       {chain.chain_id} at {chain.url}")
-        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
-        say(f"settles     through {settles}")
-        say(f"ledger      {ledger.path}; receipts signed by {receipt_signer.address}")
-        if not settings.facilitator_url:
-            _gas_warning(chain, account.address)
-        wait_for_shutdown()
+    try:
+        with serve_app(app, settings.host, settings.port) as url:
+            say(f"agent-pay content server on {url}: {len(articles)} articles (GET /articles)")
+            say(f"chain       {chain.chain_id} at {chain.url}")
+            say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
+            say(f"schemes     {', '.join(schemes)} ({why})")
+            say(f"settles     through {settles}")
+            say(f"ledger      {ledger.path}; receipts signed by {receipt_signer.address}")
+            if stack is not None:
+                _gas_warning(chain, stack.scheme.signer_address)
+            wait_for_shutdown()
+    finally:
+        if stack is not None:
+            _close(stack)  # the server has stopped: claim the last vouchers
     return 0
+
+
+def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[str, ...], str]:
+    """What to offer, and why."""
+    remote = settings.facilitator_url is not None
+    if not settings.schemes:
+        if manager is None:
+            return ("exact",), "no channel contract on this chain: agent-pay deploy adds one"
+        if remote:
+            return ("exact",), "channels are settled in this process, not by --facilitator-url"
+        grace = describe_seconds(manager.grace_period)
+        return SCHEMES, f"channel contract {manager.address}, grace period {grace}"
+    if "channel" in settings.schemes:
+        if manager is None:
+            raise ConfigurationError(
+                "--schemes channel: no channel contract on this chain; deploy one "
+                "(agent-pay deploy --chain URL) or name it (--channel-manager ADDRESS)"
+            )
+        if remote:
+            raise ConfigurationError(
+                "--schemes channel settles in this process: drop --facilitator-url, or serve "
+                "--schemes exact"
+            )
+        return settings.schemes, f"channel contract {manager.address}, as asked"
+    return settings.schemes, "as asked"
+
+
+def _close(stack: Stack) -> None:
+    handler = stack.channels
+    rounds = len(handler.settler.rounds) if handler is not None else 0
+    stack.close()
+    if handler is None:
+        return
+    final = handler.settler.rounds[rounds:]
+    claimed = sum(r.claimed for r in final)
+    if claimed:
+        say(f"channels    claimed {claimed} channel(s) on the way out")
+    if any(r.failed_batches for r in final):
+        say("warning     some claims failed: they are claimed at the next start")
 
 
 def facilitator(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,7 +190,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--max-timeout-seconds", type=int, help="how long a signed payment stays valid (120)"
     )
     parser.add_argument(
-        "--server-dir", type=Path, help="ledger and receipt key (.agent-pay/server)"
+        "--server-dir", type=Path, help="ledger, receipt key, channels (.agent-pay/server)"
+    )
+    parser.add_argument(
+        "--schemes",
+        metavar="SCHEME,...",
+        help="what to offer: exact, channel (default: both if the chain has a channel "
+        "contract, else exact; AGENT_PAY_SCHEMES)",
+    )
+    parser.add_argument(
+        "--channel-manager",
+        metavar="ADDRESS",
+        help="the channel contract (default: the dev-chain address; AGENT_PAY_CHANNEL_MANAGER)",
     )
     add_fault_flags(parser)
     parser.set_defaults(run=serve)

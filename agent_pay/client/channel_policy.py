@@ -46,6 +46,9 @@ class ChannelPolicy:
 
     Args:
         deposit_reads: the deposit, in reads at the offer's price (clipped to the budget left).
+        deposits: a fixed deposit per token (checksum address -> atomic units), used instead
+            of `deposit_reads` for that token, never clipped: when it does not fit the budget
+            left (or is below the offer's `minDeposit`), no channel opens.
         min_expected_reads: open only when at least this many reads from the payee are
             expected (and the deposit covers that many).
         expected_reads: reads the agent plans per payee (checksum address); without a plan,
@@ -55,6 +58,7 @@ class ChannelPolicy:
     deposit_reads: int = 100
     min_expected_reads: int = 3
     expected_reads: Mapping[str, int] = field(default_factory=dict)
+    deposits: Mapping[str, int] = field(default_factory=dict)
     open_validity: int = OPEN_VALIDITY_SECONDS
 
 

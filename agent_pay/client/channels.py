@@ -9,8 +9,8 @@
 **When a channel is opened** (`ChannelPolicy`): only when the agent expects several reads from
 that payee — at least `min_expected_reads`, from `expect(payee, reads)` or, by default, once it
 has already paid that payee `min_expected_reads - 1` times — and a deposit of `deposit_reads`
-reads (clipped to what the budget has left, never below the offer's `minDeposit`) fits the
-budget. Otherwise the read is paid "exact".
+reads (clipped to what the budget has left, never below the offer's `minDeposit`), or the
+policy's fixed deposit for that token, fits the budget. Otherwise the read is paid "exact".
 
 **Budget accounting** (`ChannelSpending`, the policy's `Spending` for channel clients): a
 deposit leaves the wallet when the channel opens, so from then on the part of it not yet spent
@@ -123,6 +123,7 @@ class ChannelClientScheme:
         self._expected = {
             normalize_address(p): n for p, n in self.channel_policy.expected_reads.items()
         }
+        self._deposits = {normalize_address(t): n for t, n in self.channel_policy.deposits.items()}
 
     def payment_auth(self, *, exact: bool = True, **options: Any) -> PaymentAuth:
         """A `PaymentAuth` paying by channel first and, if `exact`, "exact" otherwise."""
@@ -180,6 +181,12 @@ class ChannelClientScheme:
             return f"a channel opens after {policy.min_expected_reads} expected reads"
         deposit = self._deposit(offer, extra, budget_left)
         if deposit is None:
+            fixed = self._deposits.get(offer.asset)
+            if fixed is not None and fixed < extra.min_deposit:
+                return (
+                    f"the channel deposit {fixed} is below the server's minimum "
+                    f"{extra.min_deposit} (atomic units)"
+                )
             return "a channel deposit does not fit the remaining budget"
         return None
 
@@ -188,6 +195,9 @@ class ChannelClientScheme:
     ) -> int | None:
         policy = self.channel_policy
         floor = max(extra.min_deposit, offer.amount * policy.min_expected_reads, offer.amount)
+        fixed = self._deposits.get(offer.asset)
+        if fixed is not None:
+            return fixed if floor <= fixed <= budget_left else None
         deposit = min(offer.amount * policy.deposit_reads, budget_left)
         return deposit if deposit >= floor else None
 

@@ -8,8 +8,9 @@ A background miner mines whatever is pending every few milliseconds, all of it i
 (group commit, as the embedded chain does in-process). Every block goes to the data directory
 before its receipt is served; on the next start the recorded blocks are replayed.
 
-On first start the node deploys the default stablecoins from throwaway dev account #0, so they
-land at the same addresses as on a fresh anvil after `agent-pay deploy`.
+On first start the node deploys the default stablecoins, then the channel contract, from
+throwaway dev account #0, so they land at the same addresses as on a fresh anvil after
+`agent-pay deploy`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from types import TracebackType
 import uvicorn
 
 from agent_pay.chain.base import ChainError
+from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
 from agent_pay.chain.devkeys import dev_accounts
 from agent_pay.chain.embedded import DEFAULT_CHAIN_ID, EmbeddedChain, MinedBlock
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.node.datadir import BlockRecord, DataDir, DataDirError, Genesis
 from agent_pay.node.deployment import (
+    DEV_CHANNEL_MANAGER_ADDRESS,
     DEV_TOKEN_ADDRESSES,
+    deploy_channel_manager,
     deploy_default_stablecoins,
     find_stablecoins,
 )
@@ -51,7 +55,7 @@ CLIENT_VERSION = "agent-pay-node/0.1.0/py-evm"
 class NodeStart:
     """How the node came up: what it restored or created."""
 
-    created: bool  # a new chain (and the tokens were deployed), not a restored one
+    created: bool  # a new chain (and the contracts were deployed), not a restored one
     restored_blocks: int
     restore_seconds: float
 
@@ -67,6 +71,7 @@ class Node:
         clock: Callable[[], float] = time.time,
         batch_window: float = 0.002,
         fsync: bool = False,
+        channel_grace_period: int = DEFAULT_GRACE_PERIOD,
     ) -> None:
         self._datadir = DataDir(data_dir, fsync=fsync) if data_dir is not None else None
         self._clock = clock
@@ -76,10 +81,13 @@ class Node:
         self._stopping = threading.Event()
         self._miner: threading.Thread | None = None
         self._requested_chain_id = chain_id
+        self._grace_period = channel_grace_period
         self.chain: EmbeddedChain
         self.index: BlockIndex
         self.api: NodeApi
         self.tokens: dict[str, Stablecoin] = {}
+        self.channel_manager: ChannelManager | None = None
+        """The channel contract; None on a chain created before the node deployed one."""
         self.start: NodeStart
 
     @classmethod
@@ -91,11 +99,20 @@ class Node:
         clock: Callable[[], float] = time.time,
         batch_window: float = 0.002,
         fsync: bool = False,
+        channel_grace_period: int = DEFAULT_GRACE_PERIOD,
     ) -> Node:
         """Open (restore or create) the chain in `data_dir`; `None` keeps it in memory only.
         The miner runs until `close()`; after a transaction arrives it waits `batch_window`
-        seconds for others to join the block."""
-        node = cls(data_dir, chain_id=chain_id, clock=clock, batch_window=batch_window, fsync=fsync)
+        seconds for others to join the block. A new chain's channel contract gets
+        `channel_grace_period` (a restored chain keeps the one it has)."""
+        node = cls(
+            data_dir,
+            chain_id=chain_id,
+            clock=clock,
+            batch_window=batch_window,
+            fsync=fsync,
+            channel_grace_period=channel_grace_period,
+        )
         try:
             node._open()
         except BaseException:
@@ -146,10 +163,15 @@ class Node:
             if datadir is not None:
                 datadir.write_genesis(genesis)
             self.tokens = deploy_default_stablecoins(self.chain)
+            self.channel_manager = deploy_channel_manager(
+                self.chain, grace_period=self._grace_period
+            )
         else:
             assert datadir is not None
             restored = self._replay(datadir)
             self.tokens = find_stablecoins(self.chain, DEV_TOKEN_ADDRESSES)
+            if self.chain.get_code(DEV_CHANNEL_MANAGER_ADDRESS):
+                self.channel_manager = ChannelManager.at(self.chain, DEV_CHANNEL_MANAGER_ADDRESS)
         self.start = NodeStart(created, restored, time.perf_counter() - started)
         self._miner = threading.Thread(target=self._mine_forever, name="agent-pay-miner")
         self._miner.daemon = True
