@@ -3,7 +3,8 @@
 `ChannelManager` deploys or attaches to the one contract that holds every channel, and wraps each
 of its functions twice: ``<fn>_data(...)`` gives the calldata (for batching or for a facilitator's
 own transaction machinery) and ``<fn>(sender, ...)`` sends it. Reads come back as a frozen
-`ChannelState`; a receipt's logs decode into frozen event records.
+`ChannelState` (`agent_pay.chain.channel_state`); a receipt's logs decode into frozen event
+records (`agent_pay.chain.channel_events`). Both are re-exported here.
 
 The pure derivations (channel id, funding nonces, voucher typed data) live in
 `agent_pay.signing.voucher` so that a client can use them without this chain layer; `channel_id`
@@ -14,14 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, Final
+from typing import Final
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
 from agent_pay.chain.base import Chain, ContractRevertError, Receipt
+from agent_pay.chain.channel_events import (
+    ChannelClosed,
+    ChannelEvent,
+    ChannelOpened,
+    ChannelToppedUp,
+    Claimed,
+    ClaimSkipped,
+    CloseRequested,
+    SkipReason,
+    decode_event,
+)
+from agent_pay.chain.channel_state import ChannelState, ChannelStatus, signer_or_none
 from agent_pay.chain.compiler import compile_contract
 from agent_pay.chain.contract import Contract, Transactor, deploy_contract
 from agent_pay.signing.eip3009 import TransferAuthorization
@@ -59,48 +71,6 @@ _CLAIM_MANY_SELECTOR: Final = function_signature_to_4byte_selector(f"claim_many(
 _CHANNELS_SELECTOR: Final = function_signature_to_4byte_selector("channels(bytes32)")
 
 
-class ChannelStatus(IntEnum):
-    """The contract's `STATUS_*`."""
-
-    NONE = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
-
-
-class SkipReason(IntEnum):
-    """Why `claim_many` skipped a voucher: the contract's `SKIP_*`."""
-
-    NO_CHANNEL = 1
-    CLOSED = 2
-    NOT_ABOVE_CLAIMED = 3
-    OVER_DEPOSIT = 4
-    BAD_SIGNATURE = 5
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelState:
-    """One channel as the contract holds it; all zero (status NONE) if there is none."""
-
-    payer: str
-    payee: str
-    token: str
-    signer: str | None  # the authorised voucher signer; None: only the payer signs
-    deposit: int
-    claimed: int
-    closes_at: int  # when the payer may withdraw; 0 until a close is requested
-    status: ChannelStatus
-
-    @property
-    def remaining(self) -> int:
-        """What vouchers can still claim (and what a close would refund)."""
-        return self.deposit - self.claimed
-
-    def accepts_signer(self, address: str) -> bool:
-        """Whether the contract takes vouchers signed by `address` for this channel."""
-        return address in (self.payer, self.signer)
-
-
 @dataclass(frozen=True, slots=True)
 class VoucherClaim:
     """One entry of `claim_many`."""
@@ -108,89 +78,6 @@ class VoucherClaim:
     channel_id: bytes
     cumulative_amount: int
     signature: bytes
-
-
-# -- events ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelOpened:
-    channel_id: bytes
-    payer: str
-    payee: str
-    token: str
-    signer: str | None
-    salt: bytes
-    deposit: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelToppedUp:
-    channel_id: bytes
-    amount: int
-    deposit: int
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    channel_id: bytes
-    payee: str
-    amount: int  # paid now
-    cumulative_amount: int
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimSkipped:
-    channel_id: bytes
-    cumulative_amount: int
-    reason: SkipReason
-
-
-@dataclass(frozen=True, slots=True)
-class CloseRequested:
-    channel_id: bytes
-    closes_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelClosed:
-    channel_id: bytes
-    claimed: int
-    refund: int
-
-
-ChannelEvent = (
-    ChannelOpened | ChannelToppedUp | Claimed | ClaimSkipped | CloseRequested | ChannelClosed
-)
-
-
-def _signer_or_none(address: str) -> str | None:
-    return None if address == ZERO_ADDRESS else address
-
-
-def _event(raw: dict[str, Any]) -> ChannelEvent:
-    name = raw["event"]
-    if name == "ChannelOpened":
-        return ChannelOpened(
-            raw["channel_id"],
-            raw["payer"],
-            raw["payee"],
-            raw["token"],
-            _signer_or_none(raw["signer"]),
-            raw["salt"],
-            raw["deposit"],
-        )
-    if name == "ChannelToppedUp":
-        return ChannelToppedUp(raw["channel_id"], raw["amount"], raw["deposit"])
-    if name == "Claimed":
-        return Claimed(raw["channel_id"], raw["payee"], raw["amount"], raw["cumulative_amount"])
-    if name == "ClaimSkipped":
-        return ClaimSkipped(raw["channel_id"], raw["cumulative_amount"], SkipReason(raw["reason"]))
-    if name == "CloseRequested":
-        return CloseRequested(raw["channel_id"], raw["closes_at"])
-    if name == "ChannelClosed":
-        return ChannelClosed(raw["channel_id"], raw["claimed"], raw["refund"])
-    raise ValueError(f"not a channel event: {name}")  # pragma: no cover - the ABI has no other
 
 
 # -- the contract ----------------------------------------------------------------------------------
@@ -259,7 +146,7 @@ class ChannelManager:
             to_checksum_address(payer),
             to_checksum_address(payee),
             to_checksum_address(token),
-            _signer_or_none(to_checksum_address(signer)),
+            signer_or_none(to_checksum_address(signer)),
             deposit,
             claimed,
             closes_at,
@@ -273,7 +160,7 @@ class ChannelManager:
     def events(self, receipt: Receipt) -> list[ChannelEvent]:
         """This contract's events in `receipt`, in log order."""
         return [
-            _event(self.contract.decode_log(log))
+            decode_event(self.contract.decode_log(log))
             for log in receipt.logs
             if log.address == self.address
         ]

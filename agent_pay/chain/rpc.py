@@ -35,6 +35,7 @@ from agent_pay.chain.base import (
     TransactionRejectedError,
     decode_revert_reason,
 )
+from agent_pay.chain.rpc_codec import hex_data, parse_bytes, parse_int, parse_log, tx_object
 
 __all__ = ["JsonRpcChain", "NodeUnavailableError", "RpcError"]
 
@@ -142,7 +143,7 @@ class JsonRpcChain:
     @property
     def chain_id(self) -> int:
         if self._chain_id is None:
-            self._chain_id = _int(self.request("eth_chainId"))
+            self._chain_id = parse_int(self.request("eth_chainId"))
         return self._chain_id
 
     def client_version(self) -> str:
@@ -150,12 +151,12 @@ class JsonRpcChain:
         return str(self.request("web3_clientVersion"))
 
     def block_number(self) -> int:
-        return _int(self.request("eth_blockNumber"))
+        return parse_int(self.request("eth_blockNumber"))
 
     def latest_timestamp(self) -> int:
         block = self.request("eth_getBlockByNumber", "latest", False)
         with _parsing("eth_getBlockByNumber"):
-            timestamp = _int(block["timestamp"])
+            timestamp = parse_int(block["timestamp"])
         with self._lock:
             self._head_ts = (time.monotonic(), timestamp)
         return timestamp
@@ -173,25 +174,25 @@ class JsonRpcChain:
         return max(head, int(self._clock()))
 
     def get_balance(self, address: str) -> int:
-        return _int(self.request("eth_getBalance", to_checksum_address(address), "latest"))
+        return parse_int(self.request("eth_getBalance", to_checksum_address(address), "latest"))
 
     def get_nonce(self, address: str) -> int:
-        return _int(
+        return parse_int(
             self.request("eth_getTransactionCount", to_checksum_address(address), "pending")
         )
 
     def get_code(self, address: str) -> bytes:
         code = self.request("eth_getCode", to_checksum_address(address), "latest")
         with _parsing("eth_getCode"):
-            return _bytes(code)
+            return parse_bytes(code)
 
     def call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
-        return self._call(_tx_object(to, data, sender), "latest")
+        return self._call(tx_object(to, data, sender), "latest")
 
     def estimate_gas(self, to: str | None, data: bytes, sender: str, value: int = 0) -> int:
-        tx = _tx_object(to, data, sender, value=value)
+        tx = tx_object(to, data, sender, value=value)
         try:
-            return _int(self.request("eth_estimateGas", tx))
+            return parse_int(self.request("eth_estimateGas", tx))
         except RpcError as exc:
             revert = _as_revert(exc)
             if revert is not None:
@@ -206,9 +207,9 @@ class JsonRpcChain:
         # eth_feeHistory's last base fee is the next block's: exactly what a new tx must pay.
         history = self.request("eth_feeHistory", "0x1", "latest", [])
         with _parsing("eth_feeHistory"):
-            base_fee = _int(history["baseFeePerGas"][-1])
+            base_fee = parse_int(history["baseFeePerGas"][-1])
         try:
-            priority = _int(self.request("eth_maxPriorityFeePerGas"))
+            priority = parse_int(self.request("eth_maxPriorityFeePerGas"))
         except RpcError:
             priority = _DEFAULT_PRIORITY_FEE
         fees = (2 * base_fee + priority, priority)
@@ -225,16 +226,16 @@ class JsonRpcChain:
     ) -> list[Log]:
         query = {
             "address": to_checksum_address(address),
-            "topics": [None if t is None else _hex(t) for t in topics],
+            "topics": [None if t is None else hex_data(t) for t in topics],
             "fromBlock": hex(from_block),
             "toBlock": "latest" if to_block is None else hex(to_block),
         }
         found = self.request("eth_getLogs", query)
         with _parsing("eth_getLogs"):
-            return [_log(entry) for entry in found]
+            return [parse_log(entry) for entry in found]
 
     def get_receipt(self, tx_hash: bytes) -> Receipt | None:
-        raw = self.request("eth_getTransactionReceipt", _hex(tx_hash))
+        raw = self.request("eth_getTransactionReceipt", hex_data(tx_hash))
         with _parsing("eth_getTransactionReceipt"):
             if raw is None or raw.get("blockNumber") is None:
                 return None
@@ -244,7 +245,7 @@ class JsonRpcChain:
 
     def send_raw_transaction(self, raw: bytes) -> bytes:
         try:
-            tx_hash = self.request("eth_sendRawTransaction", _hex(raw))
+            tx_hash = self.request("eth_sendRawTransaction", hex_data(raw))
         except RpcError as exc:
             message = exc.message.lower()
             if "already known" in message or message.startswith("known transaction"):
@@ -254,7 +255,7 @@ class JsonRpcChain:
                     self._fees = None  # our cached fee was too low: ask again next time
             raise TransactionRejectedError(exc.message) from exc
         with _parsing("eth_sendRawTransaction"):
-            return _bytes(tx_hash)
+            return parse_bytes(tx_hash)
 
     def wait_for_receipt(self, tx_hash: bytes, timeout: float = 30.0) -> Receipt:
         deadline = time.monotonic() + timeout
@@ -267,16 +268,16 @@ class JsonRpcChain:
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + _DROP_CHECK_SECONDS
-                if self.request("eth_getTransactionByHash", _hex(tx_hash)) is None:
+                if self.request("eth_getTransactionByHash", hex_data(tx_hash)) is None:
                     # Mined between the two reads, or gone from the node's pool: look once more.
                     receipt = self.get_receipt(tx_hash)
                     if receipt is not None:
                         return receipt
                     raise TransactionRejectedError(
-                        f"the node no longer knows transaction {_hex(tx_hash)}: dropped"
+                        f"the node no longer knows transaction {hex_data(tx_hash)}: dropped"
                     )
             if now >= deadline:
-                raise TimeoutError(f"transaction {_hex(tx_hash)} not mined after {timeout} s")
+                raise TimeoutError(f"transaction {hex_data(tx_hash)} not mined after {timeout} s")
             time.sleep(min(pause, max(0.0, deadline - now)))
             pause = min(pause * 2, 0.05)
 
@@ -291,23 +292,25 @@ class JsonRpcChain:
                 raise revert from exc
             raise
         with _parsing("eth_call"):
-            return _bytes(output)
+            return parse_bytes(output)
 
     def _receipt(self, raw: dict[str, Any]) -> Receipt:
-        status = _int(raw["status"]) == 1
-        block_number = _int(raw["blockNumber"])
+        status = parse_int(raw["status"]) == 1
+        block_number = parse_int(raw["blockNumber"])
         timestamp = raw.get("blockTimestamp")
         block_ts = (
-            _int(timestamp) if timestamp is not None else self._block_timestamp(raw["blockHash"])
+            parse_int(timestamp)
+            if timestamp is not None
+            else self._block_timestamp(raw["blockHash"])
         )
-        logs = tuple(_log(entry) for entry in raw.get("logs") or [])
+        logs = tuple(parse_log(entry) for entry in raw.get("logs") or [])
         created = raw.get("contractAddress")
         return Receipt(
-            tx_hash=_bytes(raw["transactionHash"]),
+            tx_hash=parse_bytes(raw["transactionHash"]),
             block_number=block_number,
             block_timestamp=block_ts,
             status=status,
-            gas_used=_int(raw["gasUsed"]),
+            gas_used=parse_int(raw["gasUsed"]),
             sender=to_checksum_address(raw["from"]),
             to=to_checksum_address(raw["to"]) if raw.get("to") else None,
             contract_address=to_checksum_address(created) if created and status else None,
@@ -320,7 +323,7 @@ class JsonRpcChain:
             if block_hash in self._block_ts:
                 return self._block_ts[block_hash]
         block = self.request("eth_getBlockByHash", block_hash, False)
-        timestamp = _int(block["timestamp"])
+        timestamp = parse_int(block["timestamp"])
         with self._lock:
             self._block_ts[block_hash] = timestamp
             while len(self._block_ts) > 256:
@@ -334,7 +337,7 @@ class JsonRpcChain:
         if isinstance(given, str) and given:
             if given.startswith("0x"):
                 try:
-                    return decode_revert_reason(_bytes(given)) or given
+                    return decode_revert_reason(parse_bytes(given)) or given
                 except ValueError:
                     return given
             return given
@@ -353,7 +356,7 @@ class JsonRpcChain:
             return revert.reason
         except ChainError:
             return None
-        if _int(raw["gasUsed"]) >= _int(tx["gas"]):
+        if parse_int(raw["gasUsed"]) >= parse_int(tx["gas"]):
             return "OutOfGas"
         return None  # succeeds when re-run: the failure depended on its place in the block
 
@@ -367,17 +370,6 @@ def _parsing(method: str) -> Iterator[None]:
         raise NodeUnavailableError(f"{method}: malformed answer ({exc!r})") from exc
 
 
-def _log(entry: dict[str, Any]) -> Log:
-    return Log(
-        address=to_checksum_address(entry["address"]),
-        topics=tuple(_bytes(t) for t in entry["topics"]),
-        data=_bytes(entry["data"]),
-        log_index=_int(entry["logIndex"]),
-        transaction_hash=_bytes(entry["transactionHash"]),
-        block_number=_int(entry["blockNumber"]),
-    )
-
-
 def _as_revert(exc: RpcError) -> ContractRevertError | None:
     """A revert answer as ContractRevertError with the decoded reason; None if it is not one."""
     message = exc.message
@@ -389,7 +381,7 @@ def _as_revert(exc: RpcError) -> ContractRevertError | None:
         raw = raw.get("data")
     if isinstance(raw, str) and raw.startswith("0x"):
         try:
-            data = _bytes(raw)
+            data = parse_bytes(raw)
         except ValueError:
             data = b""
     reason = decode_revert_reason(data)
@@ -397,32 +389,3 @@ def _as_revert(exc: RpcError) -> ContractRevertError | None:
         _, _, tail = message.partition("execution reverted")
         reason = tail.lstrip(": ").strip() or None
     return ContractRevertError(reason, data)
-
-
-def _tx_object(
-    to: str | None, data: bytes, sender: str | None, *, value: int = 0
-) -> dict[str, str]:
-    tx = {"data": _hex(data)}
-    if to:
-        tx["to"] = to_checksum_address(to)
-    if sender:
-        tx["from"] = to_checksum_address(sender)
-    if value:
-        tx["value"] = hex(value)
-    return tx
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
-def _bytes(value: str) -> bytes:
-    return bytes.fromhex(value[2:] if value[:2] in ("0x", "0X") else value)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        return int(value, 16) if value[:2] in ("0x", "0X") else int(value)
-    raise ChainError(f"expected a quantity, got {value!r}")

@@ -29,10 +29,9 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 from anyio import to_thread
@@ -48,10 +47,8 @@ from agent_pay.facilitator.base import Facilitator
 from agent_pay.protocol import (
     PaymentPayload,
     PaymentRequirements,
-    SettleResponse,
     VerifyResponse,
 )
-from agent_pay.protocol.extensions import RECEIPT_EXTENSION
 from agent_pay.server.entitlements import ReceiptIssuer
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.ledger import (
@@ -61,6 +58,9 @@ from agent_pay.server.ledger import (
     PaymentState,
     fingerprint,
 )
+from agent_pay.server.purchase import Paid, Purchase
+from agent_pay.server.refusals import ledger_down, produce_content, reason_from, rejection
+from agent_pay.server.timings import request_timings, timed
 
 __all__ = [
     "DEFAULT_REPLAY_WINDOW",
@@ -80,58 +80,9 @@ DEFAULT_REPLAY_WINDOW: Final = 300.0
 """Seconds after settlement during which the same payment header is served again."""
 
 _ABANDONED = "payment_abandoned"  # failed-row reason: the server stopped before settling
-# Step durations (ms) of the request being served, for its Server-Timing header.
-_timings: ContextVar[dict[str, float] | None] = ContextVar("agent_pay_timings", default=None)
-
-
-@contextmanager
-def _timed(step: str) -> Iterator[None]:
-    timings = _timings.get()
-    if timings is None:
-        yield
-        return
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        elapsed = (time.perf_counter() - start) * 1000
-        timings[step] = timings.get(step, 0.0) + elapsed
 
 
 RECONCILE_INTERVAL: Final = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Purchase:
-    """A payment matched to one of the offers for one resource."""
-
-    key: PaymentKey
-    payment: PaymentPayload
-    requirements: PaymentRequirements
-    resource: str  # the URL path: what the payment is bound to
-    resource_url: str  # the URL as sold: what the receipt names
-
-
-@dataclass(frozen=True, slots=True)
-class Paid(Generic[T]):
-    """A paid read: the ledger entry (settled or delivered), and the content produced."""
-
-    entry: Entry
-    content: T
-    replayed: bool  # True when this request did not settle anything itself
-
-    def settle_response(self) -> SettleResponse:
-        """The `PAYMENT-RESPONSE` body: the settlement, with the signed receipt attached."""
-        receipt = self.entry.receipt
-        extensions = {RECEIPT_EXTENSION: receipt.to_wire()} if receipt is not None else None
-        return SettleResponse(
-            success=True,
-            payer=self.entry.key.payer,
-            transaction=self.entry.tx_hash or "",
-            network=self.entry.network,
-            amount=self.entry.amount,
-            extensions=extensions,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +165,7 @@ class Checkout:
         settle, wait).
         """
         if timings is not None:
-            _timings.set(timings)
+            request_timings.set(timings)
         await self.ensure_reconciled()
         for _ in range(8):
             entry = self._get(purchase.key)
@@ -222,10 +173,10 @@ class Checkout:
                 self._check_same(entry, purchase)
                 if entry.paid:
                     self._check_replayable(entry)
-                    return Paid(entry, _produce(produce), replayed=True)
+                    return Paid(entry, produce_content(produce), replayed=True)
             flight = self._flights.get(purchase.key)
             if flight is not None:
-                with _timed("wait"):
+                with timed("wait"):
                     await self._wait(purchase.key, flight)
                 continue
             try:
@@ -319,7 +270,7 @@ class Checkout:
         if state in (None, PaymentState.FAILED):
             state = await self._begin(purchase)
         try:
-            content = _produce(produce)
+            content = produce_content(produce)
         except ChainUnavailableError:
             if state is PaymentState.VERIFIED:
                 await self._write(
@@ -345,7 +296,7 @@ class Checkout:
         state = PaymentState.VERIFIED
         if not verdict.is_valid:
             if verdict.invalid_reason != Reason.NONCE_ALREADY_USED:
-                raise _rejection(verdict)
+                raise rejection(verdict)
             # Used on chain already: if by exactly this payment (a crash lost our record, or
             # someone else submitted it), settling again finds it and charges nothing more.
             state = PaymentState.SETTLING
@@ -371,7 +322,7 @@ class Checkout:
         """Settle an entry in `settling`; record the outcome; return the settled entry."""
         response = await self._facilitate(self.facilitator.settle, payment, requirements)
         if not response.success:
-            reason = _reason(response.error_reason, Reason.TRANSACTION_FAILED)
+            reason = reason_from(response.error_reason, Reason.TRANSACTION_FAILED)
             message = response.error_message or "settlement failed"
             await self._write(self.ledger.failed, key, reason, message)
             raise SettlementFailedError(message, reason)
@@ -475,7 +426,7 @@ class Checkout:
     ) -> R:
         """A facilitator call; anything but a payment outcome becomes a 503, never a 500."""
         try:
-            with _timed(getattr(call, "__name__", "facilitator")):
+            with timed(getattr(call, "__name__", "facilitator")):
                 return await call(payment, requirements)
         except AgentPayError as exc:
             if exc.status_code >= 500 and not isinstance(exc, ChainUnavailableError):
@@ -489,54 +440,18 @@ class Checkout:
         try:
             return self.ledger.get(key)
         except sqlite3.Error as exc:
-            raise _ledger_down(exc) from exc
+            raise ledger_down(exc) from exc
 
     def _in_flight(self) -> list[Entry]:
         try:
             return self.ledger.in_flight()
         except sqlite3.Error as exc:
-            raise _ledger_down(exc) from exc
+            raise ledger_down(exc) from exc
 
     async def _write(self, method: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
         # Writes commit with fsync: off the event loop, so one slow disk stalls one request.
         try:
-            with _timed("ledger"):
+            with timed("ledger"):
                 return await to_thread.run_sync(partial(method, *args, **kwargs))
         except sqlite3.Error as exc:
-            raise _ledger_down(exc) from exc
-
-
-def _produce(produce: Callable[[], T]) -> T:
-    try:
-        with _timed("render"):
-            return produce()
-    except Exception as exc:
-        log.exception("producing the content failed")
-        raise ChainUnavailableError(
-            "the article could not be produced; nothing was charged",
-            Reason.CONTENT_UNAVAILABLE,
-            retry_after=1,
-        ) from exc
-
-
-def _rejection(verdict: VerifyResponse) -> PaymentRejectedError:
-    return PaymentRejectedError(
-        verdict.invalid_message or "payment is not valid",
-        _reason(verdict.invalid_reason, Reason.INVALID_PAYLOAD),
-    )
-
-
-def _reason(code: str | None, default: Reason) -> Reason:
-    """A facilitator's reason string as our enum; unknown codes (a stock facilitator's) fold
-    into `default` rather than being passed through unchecked."""
-    try:
-        return Reason(code) if code else default
-    except ValueError:
-        return default
-
-
-def _ledger_down(exc: Exception) -> ChainUnavailableError:
-    log.error("ledger error: %s", exc)
-    return ChainUnavailableError(
-        f"the payment ledger is unavailable: {exc}", Reason.LEDGER_UNAVAILABLE
-    )
+            raise ledger_down(exc) from exc

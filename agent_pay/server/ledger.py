@@ -33,22 +33,34 @@ time; `Ledger.open` takes an exclusive lock beside it and refuses a second opene
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 from agent_pay.errors import ConfigurationError
 from agent_pay.protocol import PaymentPayload, PaymentRequirements
 from agent_pay.protocol.extensions import SignedReceipt
+from agent_pay.server.ledger_entry import (
+    IN_FLIGHT,
+    PAID,
+    Entry,
+    PaymentKey,
+    PaymentState,
+    fingerprint,
+)
+from agent_pay.server.ledger_sql import (
+    COLUMNS,
+    KEY,
+    SCHEMA,
+    connect,
+    entry_from_row,
+    key_params,
+    transaction,
+)
 
 __all__ = [
     "IN_FLIGHT",
@@ -62,167 +74,6 @@ __all__ = [
 ]
 
 LEDGER_FILENAME: Final = "ledger.sqlite"
-
-
-class PaymentState(StrEnum):
-    """Where a payment stands; see the module docstring for the transitions."""
-
-    VERIFIED = "verified"
-    SETTLING = "settling"
-    SETTLED = "settled"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
-IN_FLIGHT: Final = (PaymentState.VERIFIED, PaymentState.SETTLING)
-PAID: Final = (PaymentState.SETTLED, PaymentState.DELIVERED)
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentKey:
-    """Identifies one payment across retries: the same authorization always has the same key."""
-
-    scheme: str
-    payer: str  # checksum address
-    payment_id: str  # scheme-specific; for "exact", the nonce as 0x-hex
-
-    def __str__(self) -> str:
-        return f"{self.scheme}:{self.payer}:{self.payment_id}"
-
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS payments (
-    scheme        TEXT NOT NULL,
-    payer         TEXT NOT NULL,
-    payment_id    TEXT NOT NULL,
-    resource      TEXT NOT NULL,               -- the URL path: what entitlements are keyed by
-    resource_url  TEXT NOT NULL,               -- the URL as sold (what receipts name)
-    network       TEXT NOT NULL,
-    asset         TEXT NOT NULL,
-    pay_to        TEXT NOT NULL,
-    amount        TEXT NOT NULL,               -- decimal: a uint256 does not fit an INTEGER
-    requirements  TEXT NOT NULL,               -- JSON: the offer the payment matched
-    payload       TEXT NOT NULL,               -- JSON: the whole PaymentPayload
-    fingerprint   TEXT NOT NULL,               -- sha256 of the accepted offer + signed payload
-    state         TEXT NOT NULL CHECK (state IN
-                      ('verified', 'settling', 'settled', 'delivered', 'failed')),
-    tx_hash       TEXT,
-    receipt       TEXT,                        -- JSON: the SignedReceipt, once settled
-    error_reason  TEXT,
-    error_message TEXT,
-    attempts      INTEGER NOT NULL DEFAULT 1,
-    created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL,
-    settled_at    REAL,
-    delivered_at  REAL,
-    PRIMARY KEY (scheme, payer, payment_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS payments_by_reader ON payments (payer, resource, state);
-CREATE INDEX IF NOT EXISTS payments_in_flight ON payments (state)
-    WHERE state IN ('verified', 'settling');
-CREATE VIEW IF NOT EXISTS entitlements AS
-    SELECT payer, resource, MIN(settled_at) AS since, COUNT(*) AS purchases
-    FROM payments WHERE state IN ('settled', 'delivered') GROUP BY payer, resource;
-"""
-_COLUMNS: Final = (
-    "scheme, payer, payment_id, resource, resource_url, network, asset, pay_to, amount, "
-    "requirements, payload, fingerprint, state, tx_hash, receipt, error_reason, error_message, "
-    "attempts, created_at, updated_at, settled_at, delivered_at"
-)
-_KEY: Final = "scheme = ? AND payer = ? AND payment_id = ?"
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One row of the ledger. The JSON columns are parsed on demand."""
-
-    key: PaymentKey
-    resource: str
-    resource_url: str
-    network: str
-    asset: str
-    pay_to: str
-    amount: int
-    requirements_json: str
-    payload_json: str
-    fingerprint: str
-    state: PaymentState
-    tx_hash: str | None
-    receipt_json: str | None
-    error_reason: str | None
-    error_message: str | None
-    attempts: int
-    created_at: float
-    updated_at: float
-    settled_at: float | None
-    delivered_at: float | None
-
-    @property
-    def requirements(self) -> PaymentRequirements:
-        return PaymentRequirements.from_wire(json.loads(self.requirements_json))
-
-    @property
-    def payment(self) -> PaymentPayload:
-        return PaymentPayload.from_wire(json.loads(self.payload_json))
-
-    @property
-    def receipt(self) -> SignedReceipt | None:
-        if self.receipt_json is None:
-            return None
-        return SignedReceipt.from_wire(json.loads(self.receipt_json))
-
-    @property
-    def paid(self) -> bool:
-        return self.state in PAID
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (for tooling and logs), without the payload."""
-        return {
-            "scheme": self.key.scheme,
-            "payer": self.key.payer,
-            "paymentId": self.key.payment_id,
-            "resource": self.resource,
-            "resourceUrl": self.resource_url,
-            "network": self.network,
-            "asset": self.asset,
-            "payTo": self.pay_to,
-            "amount": str(self.amount),
-            "state": str(self.state),
-            "transaction": self.tx_hash,
-            "errorReason": self.error_reason,
-            "attempts": self.attempts,
-            "createdAt": self.created_at,
-            "settledAt": self.settled_at,
-            "deliveredAt": self.delivered_at,
-        }
-
-
-def _entry(row: tuple[Any, ...]) -> Entry:
-    return Entry(
-        PaymentKey(row[0], row[1], row[2]),
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        int(row[8]),
-        row[9],
-        row[10],
-        row[11],
-        PaymentState(row[12]),
-        *row[13:],
-    )
-
-
-def fingerprint(payment: PaymentPayload) -> str:
-    """What makes two payments "the same payment": the accepted offer and the signed payload.
-    (`resource` and `extensions` are descriptive; the resource is bound by the ledger row.)"""
-    text = json.dumps(
-        {"accepted": payment.accepted.to_wire(), "payload": payment.payload},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Ledger:
@@ -249,7 +100,7 @@ class Ledger:
         self._lock_file = lock_file
         self._clock = clock
         with self._write_lock:
-            self._writer.executescript(_SCHEMA)
+            self._writer.executescript(SCHEMA)
 
     @classmethod
     def open(
@@ -281,8 +132,8 @@ class Ledger:
                 f"ledger {target} is in use by another process (one server per data directory)"
             ) from None
         try:
-            writer = _connect(str(target), synchronous)
-            reader = _connect(str(target), synchronous)
+            writer = connect(str(target), synchronous)
+            reader = connect(str(target), synchronous)
         except sqlite3.Error as exc:
             lock_file.close()
             raise ConfigurationError(f"cannot open ledger {target}: {exc}") from None
@@ -291,7 +142,7 @@ class Ledger:
     @classmethod
     def in_memory(cls, *, clock: Callable[[], float] = time.time) -> Ledger:
         """A ledger that lives and dies with this object."""
-        return cls(_connect(":memory:", "normal"), clock=clock)
+        return cls(connect(":memory:", "normal"), clock=clock)
 
     def close(self) -> None:
         """Close the database and release the file lock."""
@@ -315,25 +166,25 @@ class Ledger:
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, key: PaymentKey) -> Entry | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM payments WHERE {_KEY}", _key(key))
-        return _entry(rows[0]) if rows else None
+        rows = self._read(f"SELECT {COLUMNS} FROM payments WHERE {KEY}", key_params(key))
+        return entry_from_row(rows[0]) if rows else None
 
     def in_flight(self) -> list[Entry]:
         """Entries a crash or a node outage may have left unresolved (verified, settling)."""
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM payments WHERE state IN ('verified', 'settling') "
+            f"SELECT {COLUMNS} FROM payments WHERE state IN ('verified', 'settling') "
             "ORDER BY created_at"
         )
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     def entitlement(self, payer: str, resource: str) -> Entry | None:
         """The earliest paid entry of `payer` for `resource` (a URL path), if any."""
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM payments WHERE payer = ? AND resource = ? "
+            f"SELECT {COLUMNS} FROM payments WHERE payer = ? AND resource = ? "
             "AND state IN ('settled', 'delivered') ORDER BY settled_at LIMIT 1",
             (payer, resource),
         )
-        return _entry(rows[0]) if rows else None
+        return entry_from_row(rows[0]) if rows else None
 
     def entries(
         self, *, payer: str | None = None, states: Iterable[PaymentState] | None = None
@@ -348,8 +199,8 @@ class Ledger:
             clauses.append(f"state IN ({', '.join('?' for _ in wanted)})")
             params.extend(wanted)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._read(f"SELECT {_COLUMNS} FROM payments{where} ORDER BY created_at", params)
-        return [_entry(row) for row in rows]
+        rows = self._read(f"SELECT {COLUMNS} FROM payments{where} ORDER BY created_at", params)
+        return [entry_from_row(row) for row in rows]
 
     def counts(self) -> dict[PaymentState, int]:
         """How many entries are in each state."""
@@ -375,10 +226,10 @@ class Ledger:
         now = self._clock()
         payload, print_ = payment.to_json(), fingerprint(payment)
         inserted = self._write(
-            f"INSERT INTO payments ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            f"INSERT INTO payments ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
             "NULL, NULL, NULL, NULL, 1, ?, ?, NULL, NULL) ON CONFLICT DO NOTHING",
             (
-                *_key(key),
+                *key_params(key),
                 resource,
                 resource_url,
                 requirements.network,
@@ -398,7 +249,7 @@ class Ledger:
         return self._write(
             "UPDATE payments SET state = ?, attempts = attempts + 1, error_reason = NULL, "
             "error_message = NULL, requirements = ?, payload = ?, fingerprint = ?, "
-            f"resource_url = ?, updated_at = ? WHERE {_KEY} AND state = 'failed' "
+            f"resource_url = ?, updated_at = ? WHERE {KEY} AND state = 'failed' "
             "AND resource = ?",
             (
                 str(state),
@@ -407,7 +258,7 @@ class Ledger:
                 print_,
                 resource_url,
                 now,
-                *_key(key),
+                *key_params(key),
                 resource,
             ),
         )
@@ -419,8 +270,8 @@ class Ledger:
     def record_submission(self, key: PaymentKey, tx_hash: str) -> bool:
         """Remember a settlement transaction as soon as it is sent (state stays settling)."""
         return self._write(
-            f"UPDATE payments SET tx_hash = ?, updated_at = ? WHERE {_KEY} AND state = 'settling'",
-            (tx_hash, self._clock(), *_key(key)),
+            f"UPDATE payments SET tx_hash = ?, updated_at = ? WHERE {KEY} AND state = 'settling'",
+            (tx_hash, self._clock(), *key_params(key)),
         )
 
     def settled(
@@ -476,46 +327,21 @@ class Ledger:
         sets = f"state = ?, updated_at = ?{', ' if sets else ''}{sets}"
         marks = ", ".join("?" for _ in from_states)
         return self._write(
-            f"UPDATE payments SET {sets} WHERE {_KEY} AND state IN ({marks})",
+            f"UPDATE payments SET {sets} WHERE {KEY} AND state IN ({marks})",
             (
                 str(to_state),
                 self._clock(),
                 *fields.values(),
-                *_key(key),
+                *key_params(key),
                 *(str(s) for s in from_states),
             ),
         )
 
     def _write(self, sql: str, params: Iterable[Any]) -> bool:
-        with self._write_lock, _transaction(self._writer) as cursor:
+        with self._write_lock, transaction(self._writer) as cursor:
             cursor.execute(sql, tuple(params))
             return cursor.rowcount > 0
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._read_lock:
             return self._reader.execute(sql, tuple(params)).fetchall()
-
-
-def _key(key: PaymentKey) -> tuple[str, str, str]:
-    return (key.scheme, key.payer, key.payment_id)
-
-
-def _connect(target: str, synchronous: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA busy_timeout = 5000")
-    if target != ":memory:":
-        connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
-    return connection
-
-
-@contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
-    cursor = connection.cursor()
-    cursor.execute("BEGIN IMMEDIATE")
-    try:
-        yield cursor
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
-    cursor.execute("COMMIT")
