@@ -8,6 +8,7 @@
     agent-pay wallet new|address|balance an encrypted keystore and what it holds
     agent-pay receipts | verify-receipt  what an agent bought; check a receipt offline
     agent-pay channels list|close|withdraw  an agent's payment channels
+    agent-pay bench | simulate           measure this machine; run a market of agents
 
 Each command lives in its own module with a `register(subparsers)` function; adding a command
 is adding one to `COMMANDS`. Settings are read once here (flags > environment `AGENT_PAY_*` >
@@ -29,7 +30,7 @@ from pathlib import Path
 from agent_pay.chain.base import ChainError
 from agent_pay.channel_cli import register as channels_register
 from agent_pay.cli import chain as chain_commands
-from agent_pay.cli import demo, node, read, serve, wallet
+from agent_pay.cli import demo, node, read, serve, tools, wallet
 from agent_pay.errors import AgentPayError
 from agent_pay.node.datadir import DataDirError
 from agent_pay.receipts_cli import register as receipts_register
@@ -50,6 +51,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     wallet.register,
     receipts_register,
     channels_register,
+    tools.register,
 ]
 """Each adds its subcommand(s); a subcommand sets `run` (see `_common.Command`)."""
 
