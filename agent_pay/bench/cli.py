@@ -1,0 +1,117 @@
+"""`agent-pay bench`: the command line over `run_bench`.
+
+The main `agent-pay` parser adds this command with `register(subparsers)`; `python -m
+agent_pay.bench` runs it on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent_pay.bench.progress import Progress
+from agent_pay.bench.run import DEFAULT_SLUG, BenchConfig, run_bench
+from agent_pay.bench.schemes import SchemeUnavailableError, expand_schemes, unavailable_reason
+from agent_pay.bench.text import render_bench
+
+__all__ = ["main", "register"]
+
+DESCRIPTION = """\
+Measure, in one run on this machine: free-preview reads/s, paid reads/s per scheme, p50/p99
+latency (under load and unloaded), gas per paid read, settlement transactions/s on the embedded
+chain, server memory, and the stock x402 server and facilitator on the same chain. The server
+runs in its own process (one uvicorn worker); the load comes from another process on 127.0.0.1.
+"""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheme",
+        choices=["exact", "channel", "both"],
+        default="both",
+        help="payment scheme(s) to measure; 'both' runs what is available (default)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts: under a minute")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
+    parser.add_argument("--free-requests", type=_positive, help="free-preview reads under load")
+    parser.add_argument("--paid-requests", type=_positive, help="paid reads under load, per scheme")
+    parser.add_argument("--unloaded-requests", type=_positive, help="reads on one connection")
+    parser.add_argument("--concurrency", type=_positive, help="connections under load (16)")
+    parser.add_argument("--agents", type=_positive, help="distinct paying agents (100)")
+    parser.add_argument("--phase-seconds", type=float, help="time cap per phase (60)")
+    parser.add_argument("--mining-batch", type=_positive, help="settlements mined in one block")
+    parser.add_argument("--stock-requests", type=_positive, help="paid reads on stock x402")
+    parser.add_argument("--no-stock", action="store_true", help="skip the stock x402 comparison")
+    parser.add_argument("--slug", default=DEFAULT_SLUG, help="article to read (%(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    schemes = expand_schemes(args.scheme)
+    if args.scheme != "both":
+        reason = unavailable_reason(schemes[0])
+        if reason is not None:
+            raise SchemeUnavailableError(reason)
+    overrides: dict[str, Any] = {"schemes": tuple(schemes), "slug": args.slug}
+    for name in (
+        "free_requests",
+        "paid_requests",
+        "unloaded_requests",
+        "concurrency",
+        "agents",
+        "phase_seconds",
+        "mining_batch",
+        "stock_requests",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.no_stock:
+        overrides["stock"] = False
+    if args.quick:
+        return BenchConfig.quick_run(**overrides)
+    return BenchConfig(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except SchemeUnavailableError as exc:
+        print(f"agent-pay bench: {exc}", file=sys.stderr)
+        return 2
+    report = run_bench(config, Progress(enabled=not args.no_progress, label="bench"))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(render_bench(report))
+    if args.json is not None:
+        print(f"\nall figures written to {args.json}")
+    return 0 if all(report["checks"].values()) else 1
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `bench` to the `agent-pay` command's subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "bench",
+        help="measure free and paid reads/s, latency, gas and memory on this machine",
+        description=DESCRIPTION,
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agent-pay bench", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

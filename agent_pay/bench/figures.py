@@ -1,0 +1,108 @@
+"""Figures derived from a run: ratios, the channel issue's targets, memory, machine load."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from agent_pay.bench.server import MemoryReading
+
+__all__ = ["load_average", "memory_figures", "ratios", "targets"]
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def memory_figures(memory: dict[str, float], peak: MemoryReading | None) -> dict[str, Any]:
+    return {
+        "what": "resident set size (VmRSS) of the server process, MiB",
+        "rss_mib": memory,
+        "peak_mib": round(peak.peak_mib, 1) if peak is not None else None,
+    }
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, 4)
+
+
+def _rate(figures: dict[str, Any] | None) -> float | None:
+    return None if figures is None else float(figures["reads_per_second"])
+
+
+def ratios(report: dict[str, Any]) -> dict[str, float | None]:
+    phases = report["phases"]
+    free = _rate(phases.get("free"))
+    exact = _rate(phases.get("paid_exact"))
+    channel = _rate(phases.get("paid_channel"))
+    stock = report["stock_x402"].get("paid") if report["stock_x402"]["status"] == "ran" else None
+    ratios = {
+        "paid_exact_over_free": _ratio(exact, free),
+        "paid_channel_over_free": _ratio(channel, free),
+        "channel_over_exact": _ratio(channel, exact),
+        "exact_over_stock_x402": _ratio(exact, _rate(stock)),
+    }
+    unloaded = report["unloaded"]
+    free_p50 = unloaded["free"]["latency_ms"]["p50_ms"]
+    for name in ("exact", "channel"):
+        paid = unloaded.get(f"paid_{name}")
+        ratios[f"unloaded_p50_paid_{name}_over_free"] = (
+            _ratio(paid["latency_ms"]["p50_ms"], free_p50) if paid else None
+        )
+    return ratios
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The channel issue's targets, checked against this run's figures where it has them."""
+    phases, ratios = report["phases"], report["ratios"]
+    channel = phases.get("paid_channel")
+    exact = phases.get("paid_exact")
+    pending = "pending: the channel scheme did not run"
+    targets: list[dict[str, Any]] = []
+    value = ratios.get("paid_channel_over_free")
+    targets.append(
+        {
+            "target": "channel paid reads/s >= 0.75 x free-preview reads/s (one worker)",
+            "value": value,
+            "met": None if value is None else value >= 0.75,
+            "note": None if channel else pending,
+        }
+    )
+    gas_ratio = None
+    if channel and exact and exact["gas_per_read"]:
+        gas_ratio = _ratio(channel["gas_per_read"], exact["gas_per_read"])
+    targets.append(
+        {
+            "target": "channel gas per read (1,000 reads per channel) <= 1% of exact's",
+            "value": gas_ratio,
+            "met": None if gas_ratio is None else gas_ratio <= 0.01,
+            "note": (
+                f"measured at {channel['reads_per_channel']:,} reads per channel, opening "
+                "deposit and claims included"
+                if channel
+                else pending
+            ),
+        }
+    )
+    unloaded = report["unloaded"]
+    targets.append(
+        {
+            "target": "p50/p99 of a paid read next to a free one",
+            "value": {
+                key: {
+                    "p50_ms": figures["latency_ms"]["p50_ms"],
+                    "p99_ms": figures["latency_ms"]["p99_ms"],
+                }
+                for key, figures in unloaded.items()
+            },
+            "met": None,
+            "note": "reported (unloaded, one connection); see phases for latency under load",
+        }
+    )
+    return targets

@@ -1,0 +1,198 @@
+"""`agent-pay bench` end to end, with tiny counts: every figure present, and figures consistent."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+from typing import Any
+
+import pytest
+
+from agent_pay.bench import cli
+from agent_pay.bench.progress import Progress
+from agent_pay.bench.run import BenchConfig, run_bench
+from agent_pay.bench.schemes import (
+    SchemeUnavailableError,
+    build_stack,
+    expand_schemes,
+    scheme_kit,
+    unavailable_reason,
+)
+from agent_pay.bench.server import read_memory
+from agent_pay.bench.text import render_bench
+
+HAVE_X402 = importlib.util.find_spec("x402") is not None
+HAVE_CHANNEL = unavailable_reason("channel") is None
+
+TINY = BenchConfig(
+    schemes=("channel", "exact") if HAVE_CHANNEL else ("exact",),
+    reads_per_channel=8,
+    free_requests=120,
+    paid_requests=16,
+    unloaded_requests=4,
+    warmup_requests=10,
+    concurrency=4,
+    agents=4,
+    phase_seconds=30,
+    mining_batch=12,
+    mining_singles=3,
+    stock=HAVE_X402,
+    stock_requests=8,
+)
+
+PHASE_KEYS = {
+    "requests",
+    "completed",
+    "errors",
+    "unsent",
+    "concurrency",
+    "seconds",
+    "reads_per_second",
+    "latency_ms",
+    "statuses",
+    "server_timing_ms",
+}
+PAID_KEYS = PHASE_KEYS | {
+    "signing_per_second",
+    "paid_reads",
+    "settlement_transactions",
+    "settlements_succeeded",
+    "settlements_per_second",
+    "blocks",
+    "settlements_per_block",
+    "chain_transactions",
+    "chain_gas",
+    "gas_per_read",
+    "settlement_gas",
+    "author_earned_atomic",
+    "price_atomic",
+}
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return run_bench(TINY, Progress(enabled=False))
+
+
+def test_every_figure_is_reported(report: dict[str, Any]) -> None:
+    assert set(report["phases"]["free"]) >= PHASE_KEYS
+    assert set(report["phases"]["paid_exact"]) >= PAID_KEYS
+    assert set(report["unloaded"]["paid_exact"]) >= PAID_KEYS
+    assert set(report["unloaded"]["free"]) >= PHASE_KEYS
+    for key in ("p50_ms", "p99_ms", "mean_ms", "max_ms"):
+        assert report["phases"]["paid_exact"]["latency_ms"][key] > 0
+    assert set(report["mining"]) >= {"batch_tx_per_second", "one_per_block_tx_per_second"}
+    assert set(report["step_costs_ms"]) >= {"recover_signer", "eth_call_balance_of"}
+    assert all(ms > 0 for ms in report["step_costs_ms"].values())
+    assert report["memory"]["rss_mib"]["idle"] > 0
+    assert report["memory"]["peak_mib"] >= report["memory"]["rss_mib"]["idle"]
+    assert set(report["ratios"]) >= {"paid_exact_over_free", "channel_over_exact"}
+    assert report["machine"]["cpus"] >= 1
+    assert report["schemes"]["exact"] == {"status": "ran"}
+    assert json.loads(json.dumps(report)) == report  # machine-readable as it stands
+
+
+def test_figures_are_consistent(report: dict[str, Any]) -> None:
+    assert all(report["checks"].values()), report["checks"]
+    free = report["phases"]["free"]
+    assert free["statuses"] == {"402": TINY.free_requests}
+    paid = report["phases"]["paid_exact"]
+    assert paid["paid_reads"] == TINY.paid_requests
+    assert paid["settlement_transactions"] == paid["settlements_succeeded"] == paid["paid_reads"]
+    assert paid["chain_transactions"] == paid["settlement_transactions"]
+    assert paid["author_earned_atomic"] == paid["paid_reads"] * paid["price_atomic"]
+    assert 60_000 < paid["gas_per_read"] < 90_000  # one transferWithAuthorization per read
+    assert paid["blocks_with_settlements"] <= paid["blocks"]
+    assert paid["reads_per_second"] == pytest.approx(paid["completed"] / paid["seconds"], rel=0.01)
+    ratios = report["ratios"]
+    assert ratios["paid_exact_over_free"] == pytest.approx(
+        paid["reads_per_second"] / free["reads_per_second"], rel=0.01
+    )
+    assert report["mining"]["batch_size"] == TINY.mining_batch
+
+
+@pytest.mark.skipif(not HAVE_CHANNEL, reason="the channel scheme is not available")
+def test_channel_reads_amortize_their_deposit(report: dict[str, Any]) -> None:
+    channel = report["phases"]["paid_channel"]
+    assert channel["paid_reads"] == TINY.paid_requests
+    assert channel["payers"] == TINY.paid_requests // TINY.reads_per_channel
+    # Opening deposits and claims only: no transaction per read.
+    assert 0 < channel["chain_transactions"] < channel["paid_reads"]
+    assert 0 < channel["gas_per_read"] < report["phases"]["paid_exact"]["gas_per_read"]
+    assert report["ratios"]["channel_over_exact"] is not None
+    targets = [t for t in report["targets"] if "channel" in t["target"]]
+    assert all(t["value"] is not None for t in targets)
+
+
+@pytest.mark.skipif(not HAVE_X402, reason="the x402 package is not installed")
+def test_stock_x402_runs_beside_ours(report: dict[str, Any]) -> None:
+    stock = report["stock_x402"]
+    assert stock["status"] == "ran"
+    assert stock["paid"]["paid_reads"] == TINY.stock_requests
+    assert stock["paid"]["settlement_transactions"] == TINY.stock_requests
+    assert report["ratios"]["exact_over_stock_x402"] is not None
+
+
+def test_channel_is_reported_pending_until_it_exists(report: dict[str, Any]) -> None:
+    targets = {t["target"]: t for t in report["targets"]}
+    assert len(targets) == 3
+    if unavailable_reason("channel") is not None:
+        channel_targets = [t for t in targets.values() if "channel" in t["target"]]
+        assert all(t["met"] is None and "pending" in t["note"] for t in channel_targets)
+
+
+def test_text_report_shows_raw_figures_and_ratios(report: dict[str, Any]) -> None:
+    text = render_bench(report)
+    assert "free preview (402)" in text
+    assert "paid, exact" in text
+    assert "ratios:" in text
+    assert "targets (channel issue):" in text
+    assert f"checks: {len(report['checks'])}/{len(report['checks'])} passed" in text
+
+
+def test_scheme_registry() -> None:
+    assert expand_schemes("both") == ["channel", "exact"]
+    assert expand_schemes("exact") == ["exact"]
+    with pytest.raises(ValueError, match="unknown scheme"):
+        expand_schemes("cheque")
+    assert unavailable_reason("exact") is None
+    assert "unknown scheme" in str(unavailable_reason("cheque"))
+    assert scheme_kit("exact").name == "exact"
+    reason = unavailable_reason("channel")
+    if reason is not None:
+        assert "not available yet" in reason or "no kit" in reason
+        with pytest.raises(SchemeUnavailableError):
+            scheme_kit("channel")
+        with pytest.raises(SchemeUnavailableError):
+            build_stack(["exact", "channel"])
+
+
+def test_cli_refuses_an_unavailable_scheme(capsys: pytest.CaptureFixture[str]) -> None:
+    if unavailable_reason("channel") is None:
+        pytest.skip("the channel scheme is available")
+    assert cli.main(["--scheme", "channel", "--quick"]) == 2
+    assert "channel" in capsys.readouterr().err
+
+
+def test_cli_arguments_make_the_config() -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    argv = ["--quick", "--paid-requests", "50", "--no-stock", "--scheme", "exact"]
+    args = parser.parse_args(argv)
+    config = cli.config_from_args(args)
+    assert config.quick
+    assert config.paid_requests == 50
+    assert not config.stock
+    assert config.schemes == ("exact",)
+    full = cli.config_from_args(parser.parse_args([]))
+    assert full.free_requests > config.free_requests
+
+
+def test_memory_is_read_from_proc() -> None:
+    reading = read_memory(os.getpid())
+    if reading is None:
+        pytest.skip("no /proc here")
+    assert 0 < reading.rss_mib <= reading.peak_mib
+    assert read_memory(2**30) is None
