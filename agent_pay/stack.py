@@ -10,15 +10,12 @@ The demo, the example agent and the test toolkit are all built on this.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 
 from agent_pay.assets import AssetRegistry
@@ -39,6 +36,7 @@ from agent_pay.server.channel_offers import channel_router
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.ledger import Ledger, PaymentKey
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS, ExactOffers, OfferBuilder
+from agent_pay.serving import serve_app
 from agent_pay.signing import Signer
 
 __all__ = [
@@ -299,25 +297,3 @@ def record_submissions(ledger: Ledger, faults: FaultPlan | None = None) -> Submi
             faults.hit(FaultPoint.SUBMITTED)
 
     return submitted
-
-
-@contextmanager
-def serve_app(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve `app` with uvicorn in a daemon thread until the block exits; yield its URL."""
-    # lifespan "auto": an app with startup work (the content server reconciles its ledger)
-    # gets to do it before the first connection is accepted.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="auto")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="agent-pay-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not start on {host}:{port}")
-        time.sleep(0.005)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from agent_pay.bench.loadgen import run_load, summarize_latencies
-from agent_pay.stack import serve_app
+from agent_pay.serving import serve_app
 
 
 def _app() -> FastAPI:

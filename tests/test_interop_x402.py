@@ -51,8 +51,9 @@ from agent_pay.node.deployment import find_stablecoins
 from agent_pay.node.node import Node
 from agent_pay.protocol import SettleResponse
 from agent_pay.protocol.codec import PAYMENT_RESPONSE_HEADER, decode_header
+from agent_pay.serving import serve_app
 from agent_pay.signing import LocalSigner
-from agent_pay.stack import FACILITATOR_INDEX, Stack, serve_app
+from agent_pay.stack import FACILITATOR_INDEX, Stack
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
 PRICE = 100_000

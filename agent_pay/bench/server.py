@@ -138,7 +138,7 @@ class _Controller:
     def start_stock(self, slug: str) -> str:
         """Serve the stock x402 server (and facilitator) for `slug` on this chain; its URL."""
         from agent_pay.bench.stock import create_stock_app
-        from agent_pay.stack import serve_app
+        from agent_pay.serving import serve_app
 
         app = create_stock_app(self.stack, slug)
         url: str = self._exits.enter_context(serve_app(app))

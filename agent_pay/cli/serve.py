@@ -30,8 +30,9 @@ from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import ExactOffers
+from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
-from agent_pay.stack import Stack, sample_articles_dir, serve_app
+from agent_pay.stack import Stack, sample_articles_dir
 from agent_pay.wallet import server_receipt_key
 
 __all__ = ["CHANNELS_SUBDIR", "register"]

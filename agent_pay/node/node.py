@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-import uvicorn
-
 from agent_pay.chain.base import ChainError
 from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
 from agent_pay.chain.devkeys import dev_accounts
@@ -42,6 +40,7 @@ from agent_pay.node.deployment import (
 from agent_pay.node.index import BlockIndex
 from agent_pay.node.jsonrpc import create_rpc_app
 from agent_pay.node.methods import NodeApi
+from agent_pay.serving import serve_app
 
 __all__ = ["DEV_FUNDS", "Node", "NodeStart"]
 
@@ -231,23 +230,8 @@ class Node:
     @contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 8545) -> Iterator[str]:
         """Serve JSON-RPC with uvicorn in a background thread; yield the URL."""
-        config = uvicorn.Config(
-            create_rpc_app(self.api), host=host, port=port, log_level="warning", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="agent-pay-node-rpc", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise OSError(f"the node could not listen on {host}:{port}")
-            time.sleep(0.005)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://{host}:{bound}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+        with serve_app(create_rpc_app(self.api), host, port) as url:
+            yield url
 
     def close(self) -> None:
         """Stop mining, finish the block in hand, release the data directory."""
