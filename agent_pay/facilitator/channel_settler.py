@@ -133,7 +133,8 @@ class ChannelSettler:
             with account.lock:
                 if account.highest > account.claimed and account.status < ChannelStatus.CLOSED:
                     due.append(account)
-        due.sort(key=lambda a: (a.payee, a.token))
+        # Channel id breaks ties: the order (so the claim calldata) must not depend on timing.
+        due.sort(key=lambda a: (a.payee, a.token, a.channel_id))
         return due
 
     def settle(self, only: Iterable[bytes] | None = None) -> SettleRound:
