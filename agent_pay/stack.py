@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Self
 
 from fastapi import FastAPI
 
@@ -87,7 +88,7 @@ class Stack:
         faults: FaultPlan | None = None,
         schemes: Sequence[str] = ("exact",),
         channel_options: ChannelOptions | None = None,
-    ) -> Stack:
+    ) -> Self:
         """Deploy the default stablecoins on `chain` (a fresh embedded one by default) and wire
         the facilitator and the server to them. The server's payment `ledger` is in memory
         unless one is given; `receipt_signer` (random by default) signs its receipts.
@@ -139,7 +140,7 @@ class Stack:
         schemes: Sequence[str] = ("exact",),
         channel_manager: ChannelManager | str | None = None,
         channel_options: ChannelOptions | None = None,
-    ) -> Stack:
+    ) -> Self:
         """Wire a facilitator and a server to contracts already deployed on `chain` (any
         node: `JsonRpcChain` on anvil, on `agent-pay node`, ...); nothing is deployed.
         `ledger`, `receipt_signer`, `faults` and `schemes` are as for `embedded`; with
@@ -202,7 +203,7 @@ class Stack:
         schemes: Sequence[str],
         manager: ChannelManager | None,
         channel_options: ChannelOptions | None,
-    ) -> Stack:
+    ) -> Self:
         """The facilitator's handlers, the server's offers in `schemes` order, the app; the
         channel handler (on `manager`) is started."""
         scheme = ExactEvmScheme(tokens.values(), gas_payer)

@@ -12,28 +12,21 @@ network hop is skipped (ASGI transport). Standing one up takes a fraction of a s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
+from typing import Any
 
 import httpx
 from anyio.from_thread import start_blocking_portal
 from fastapi import FastAPI
 
-from agent_pay.chain.embedded import EmbeddedChain
-from agent_pay.channel_setup import ChannelOptions
 from agent_pay.client.auth import Decision, PaymentAuth
 from agent_pay.client.channel_store import ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
 from agent_pay.client.policy import Spending, SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
-from agent_pay.server.app import Renderer, render_article
-from agent_pay.server.catalogue import Catalogue
-from agent_pay.server.faults import FaultPlan
-from agent_pay.server.ledger import Ledger
-from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
-from agent_pay.signing import LocalSigner, Signer
+from agent_pay.signing import LocalSigner
 from agent_pay.stack import Stack, sample_articles_dir
 
 __all__ = ["SyncASGITransport", "TestAgent", "Testbed", "sample_articles_dir"]
@@ -91,43 +84,12 @@ class Testbed(Stack):
     __test__ = False
 
     @classmethod
-    def create(
-        cls,
-        *,
-        articles: Path | Catalogue | None = None,
-        chain: EmbeddedChain | None = None,
-        render: Renderer = render_article,
-        max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
-        ledger: Ledger | None = None,
-        receipt_signer: Signer | None = None,
-        faults: FaultPlan | None = None,
-        schemes: Sequence[str] = ("exact",),
-        channel_options: ChannelOptions | None = None,
-    ) -> Testbed:
-        """Stand everything up on a fresh embedded chain (or the one given); the server's
-        ledger is in memory unless one is given. `schemes=("exact", "channel")` also offers
-        payment channels (call `close()` at the end: it claims what is due)."""
-        stack = Stack.embedded(
-            articles=articles,
-            chain=chain or EmbeddedChain(),
-            render=render,
-            max_timeout_seconds=max_timeout_seconds,
-            ledger=ledger,
-            receipt_signer=receipt_signer,
-            faults=faults,
-            schemes=schemes,
-            channel_options=channel_options,
-        )
-        return cls(
-            stack.chain,
-            stack.tokens,
-            stack.owner,
-            stack.scheme,
-            stack.facilitator,
-            stack.catalogue,
-            stack.app,
-            stack.channels,
-        )
+    def create(cls, **options: Any) -> Testbed:
+        """Stand everything up on a fresh embedded chain (or the one given): the options are
+        `Stack.embedded`'s. The server's ledger is in memory unless one is given;
+        `schemes=("exact", "channel")` also offers payment channels (call `close()` at the end:
+        it claims what is due)."""
+        return cls.embedded(**options)
 
     # -- agents
 
