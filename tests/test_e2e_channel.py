@@ -42,6 +42,7 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
+from agent_pay.protocol.extensions import RECEIPT_EXTENSION
 from agent_pay.server.catalogue import Article, Catalogue
 from agent_pay.signing import LocalSigner
 from agent_pay.signing.voucher import Voucher, sign_voucher, voucher_domain
@@ -289,6 +290,12 @@ def test_concurrent_first_reads_share_one_deposit(env: Bed) -> None:
         for r in responses
     } - {""}
     assert len(opens) == 1  # one deposit transaction, whoever carried it
+    # Reads that waited for the deposit went through the ledger: their receipts (which name
+    # no transaction) are kept like the opener's.
+    signed = [
+        p for p in agent.auth.payments if RECEIPT_EXTENSION in (p.settlement.extensions or {})
+    ]
+    assert all(p.receipt is not None for p in signed)
     assert env.bed.chain.block_number() == block + 1
     assert statement_of(env, agent)["served"] == str(6 * PRICE)
 

@@ -56,6 +56,7 @@ from agent_pay.protocol.codec import (
 from agent_pay.protocol.extensions import (
     ENTITLEMENT_EXTENSION,
     ENTITLEMENT_HEADER,
+    NO_TRANSACTION,
     RECEIPT_EXTENSION,
     EntitlementChallenge,
     EntitlementProof,
@@ -268,7 +269,7 @@ class PaymentAuth(httpx.Auth):
             return None
         expected = (
             self.signer.address,
-            settlement.transaction,
+            settlement.transaction or NO_TRANSACTION,  # a voucher read settles none
             offer.amount,
             offer.asset,
             offer.pay_to,

@@ -299,7 +299,15 @@ class ChannelEvmScheme:
         if account is None:
             if payload.open is None:
                 raise _unknown(channel, self.manager.address)
-            return self.deposits.verify_open(payload, requirements, channel)
+            try:
+                return self.deposits.verify_open(payload, requirements, channel)
+            except PaymentRejectedError:
+                # A concurrent read carrying the same deposit may have opened the channel
+                # since we looked (its balance and nonce are spent now): if so, this read is
+                # a voucher on an open channel.
+                account = self._lookup(channel)
+                if account is None:
+                    raise
         self._check_terms(account, requirements)
         signature = bytes.fromhex(payload.signature[2:])
         self._check_voucher_signer(account, payload.cumulative_amount, signature)

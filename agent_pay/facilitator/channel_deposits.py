@@ -239,9 +239,7 @@ class ChannelDeposits:
                 raise ChainUnavailableError("the channel is still being opened") from exc
             return ""
         try:
-            self.verify_open(payload, requirements, channel)
-            assert payload.open is not None
-            transaction = self._open(channel, payload.open, requirements)
+            transaction = self._open(channel, payload, requirements)
         except BaseException as exc:
             flight.set_exception(exc)
             raise
@@ -254,8 +252,13 @@ class ChannelDeposits:
             if flight.done() and not flight.cancelled():
                 flight.exception()  # retrieved: nobody may be waiting
 
-    def _open(self, channel: bytes, opening: ChannelOpen, requirements: PaymentRequirements) -> str:
-        auth = TransferAuthorization.from_wire(opening.authorization)
+    def _open(
+        self, channel: bytes, payload: ParsedPayload, requirements: PaymentRequirements
+    ) -> str:
+        # Only one request opens a channel at a time (`open_once`), so a channel found closed
+        # here stays so until we open it: checked first, its deposit's balance and nonce are
+        # not those of an opening that just went through (which would refuse a read the open
+        # paid for).
         try:
             existing = self.manager.channel(channel)
         except _TROUBLE as exc:
@@ -263,6 +266,10 @@ class ChannelDeposits:
         if existing.status is not ChannelStatus.NONE:
             self.remember(channel, existing)  # opened already (by an earlier attempt)
             return ""
+        self.verify_open(payload, requirements, channel)
+        opening = payload.open
+        assert opening is not None
+        auth = TransferAuthorization.from_wire(opening.authorization)
         data = self.manager.open_with_authorization_data(
             auth,
             bytes.fromhex(opening.signature[2:]),
