@@ -33,12 +33,21 @@ from agent_pay.chain.base import (
     ContractRevertError,
     TransactionRejectedError,
 )
+from agent_pay.chain.compiler import hashmap_slot
 from agent_pay.chain.contract import Contract, Transactor, deploy_contract
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError, RpcError
+from agent_pay.chain.stablecoin import Stablecoin, StablecoinSpec
 from agent_pay.node.anvil import free_port
 from agent_pay.node.node import Node
+from agent_pay.signing import (
+    LocalSigner,
+    TokenDomain,
+    TransferAuthorization,
+    random_nonce,
+    sign_transfer_authorization,
+)
 
 ETHER = 10**18
 STORE_GAS = 100_000
@@ -91,6 +100,16 @@ def tiny() -> Compiled:
         TINY, output_formats=["abi", "bytecode"], settings=Settings(evm_version="prague")
     )
     return Compiled(out["abi"], bytes.fromhex(out["bytecode"].removeprefix("0x")))
+
+
+@pytest.fixture(scope="module")
+def tiny_stored_slot() -> int:
+    """Where the compiler put `stored`, from its storage layout."""
+    out = vyper.compile_code(
+        TINY, output_formats=["layout"], settings=Settings(evm_version="prague")
+    )
+    slot: int = out["layout"]["storage_layout"]["stored"]["slot"]
+    return slot
 
 
 def create_address(sender: str, nonce: int) -> str:
@@ -348,6 +367,58 @@ class ChainContract:
         assert chain.get_balance(fresh.address) < before  # gas is paid all the same
         assert chain.get_nonce(fresh.address) == 2
 
+    # -- storage
+
+    def test_storage_holds_what_the_contract_stored(
+        self, chain: Chain, contract: Contract, fresh: Transactor, tiny_stored_slot: int
+    ) -> None:
+        contract.transact(fresh, "store", 7, 42)
+
+        def stored(key: int) -> int:
+            return chain.get_storage_at(
+                contract.address, hashmap_slot(tiny_stored_slot, key.to_bytes(32, "big"))
+            )
+
+        assert stored(7) == 42 == contract.call("stored", 7)
+        assert stored(8) == 0
+        assert chain.get_storage_at(contract.address, tiny_stored_slot) == 0  # a HashMap's base
+        assert chain.get_storage_at(Account.create().address, 0) == 0  # no account
+        assert chain.get_storage_at(fresh.address, 0) == 0  # an account without storage
+
+    @pytest.mark.parametrize("slot", [-1, 2**256])
+    def test_a_storage_slot_out_of_range_is_refused(self, chain: Chain, slot: int) -> None:
+        with pytest.raises(ValueError, match="out of range"):
+            chain.get_storage_at(dev_account(0).address, slot)
+
+    def test_stablecoin_storage_reads_equal_its_getters(
+        self, chain: Chain, fresh: Transactor
+    ) -> None:
+        token = Stablecoin.deploy(fresh, StablecoinSpec("Conformance Dollar", "CDX"))
+        assert token.slots is not None  # the node holds the very code we compiled
+        by_call = Stablecoin(token.contract, token.asset)
+        payer, payee = LocalSigner(Account.create()), Account.create().address
+        token.mint(fresh, payer.address, 123_456)
+        now = chain.next_timestamp()
+        auth = TransferAuthorization(payer.address, payee, 456, now - 60, now + 600, random_nonce())
+        domain = TokenDomain(token.asset.eip712_name, "1", chain.chain_id, token.address)
+        signature = sign_transfer_authorization(payer, domain, auth)
+        data = token.transfer_with_authorization_data(
+            auth.from_, auth.to, auth.value, auth.valid_after, auth.valid_before, auth.nonce,
+            signature,
+        )  # fmt: skip
+        assert fresh.transact(token.address, data, gas=150_000).status
+
+        holders = [payer.address, payee, fresh.address, Account.create().address]
+        assert [token.balance_of(h) for h in holders] == [123_000, 456, 0, 0]
+        assert [by_call.balance_of(h) for h in holders] == [123_000, 456, 0, 0]
+        for authorizer, nonce, used in [
+            (payer.address, auth.nonce, True),
+            (payer.address, random_nonce(), False),
+            (payee, auth.nonce, False),
+        ]:
+            assert token.authorization_state(authorizer, nonce) is used
+            assert by_call.authorization_state(authorizer, nonce) is used
+
     # -- concurrency
 
     def test_threads_sharing_one_transactor(
@@ -441,6 +512,11 @@ class TestAgentPayNode(ChainContract):
     def test_the_node_is_ours(self, chain: JsonRpcChain) -> None:
         assert chain.client_version().startswith("agent-pay-node/")
 
+    def test_the_node_refuses_a_storage_slot_past_uint256(self, chain: JsonRpcChain) -> None:
+        with pytest.raises(RpcError, match="invalid storage slot") as caught:
+            chain.request("eth_getStorageAt", dev_account(0).address, hex(2**256), "latest")
+        assert caught.value.code == -32602
+
     def test_concurrent_transactions_share_blocks(self, chain: Chain) -> None:
         senders = [Transactor(chain, Account.create()) for _ in range(6)]
         bank = Transactor(chain, dev_account(6))
@@ -528,6 +604,18 @@ class TestMisbehavingNode:
         chain = scripted(httpx.Response(200, json={"jsonrpc": "2.0", "id": 1, "error": error}))
         with pytest.raises(ContractRevertError, match="tiny: boom"):
             chain.call(dev_account(0).address, b"")
+
+    @pytest.mark.parametrize(
+        ("result", "value"), [("0x" + "00" * 31 + "2a", 42), ("0x2a", 42), ("0x0", 0)]
+    )
+    def test_a_storage_word_padded_or_trimmed_is_read(self, result: str, value: int) -> None:
+        chain = scripted(httpx.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": result}))
+        assert chain.get_storage_at(dev_account(0).address, 5) == value
+
+    def test_a_malformed_storage_word_is_node_unavailable(self) -> None:
+        chain = scripted(httpx.Response(200, json={"jsonrpc": "2.0", "id": 1, "result": "0xzz"}))
+        with pytest.raises(NodeUnavailableError, match="malformed"):
+            chain.get_storage_at(dev_account(0).address, 5)
 
     def test_an_already_known_transaction_is_its_hash(self) -> None:
         error = {"code": -32000, "message": "already known"}

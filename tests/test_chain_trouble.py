@@ -82,6 +82,14 @@ class FlakyChain:
             raise KeyError("result")
         return self.inner.call(to, data, sender)
 
+    def get_storage_at(self, address: str, slot: int) -> int:
+        self._gate()
+        if self.mode == "reverting":
+            raise ContractRevertError("execution reverted")
+        if self.mode == "garbage":
+            raise KeyError("result")
+        return self.inner.get_storage_at(address, slot)
+
     def send_raw_transaction(self, raw: bytes) -> bytes:
         self._gate()
         return self.inner.send_raw_transaction(raw)

@@ -119,6 +119,11 @@ class Chain(Protocol):
 
     def get_code(self, address: str) -> bytes: ...
 
+    def get_storage_at(self, address: str, slot: int) -> int:
+        """The 32-byte word in storage `slot` of `address` at the latest block, as an unsigned
+        integer (0 for a slot never written), as `eth_getStorageAt` reads it."""
+        ...
+
     def call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
         """Execute a read-only call against the latest block; raise ContractRevertError."""
         ...

@@ -1,6 +1,6 @@
 """Compile the project's Vyper contracts on first use, cached by a hash of everything that matters.
 
-`compile_contract("Stablecoin")` returns the ABI, deploy code and runtime code of
+`compile_contract("Stablecoin")` returns the ABI, deploy code, runtime code and storage layout of
 ``contracts/Stablecoin.vy``, compiled with the pip-installed vyper for ``prague``. Three layers,
 cheapest first:
 
@@ -15,6 +15,10 @@ The cache key (`CompiledContract.source_hash`) is a SHA-256 over vyper's own int
 hash of the contract and of every module and interface it imports, transitively, snekmate's
 included -- the exact vyper version and the compiler settings. Resolving imports to compute it
 parses the sources but does not compile them.
+
+The storage layout lets a reader skip the EVM: `CompiledContract.storage_slot` finds where a
+variable lives, `hashmap_slot` where one of its HashMap entries does, and `eth_getStorageAt`
+reads the word there.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth_utils import keccak
+
 from agent_pay.errors import ConfigurationError
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "compile_contract",
     "default_cache_dir",
     "default_source_dir",
+    "hashmap_slot",
 ]
 
 _log = logging.getLogger(__name__)
@@ -48,7 +55,7 @@ EVM_VERSION = "prague"
 """The EVM version every contract is compiled for (py-evm and anvil both run it)."""
 
 _OPTIMIZE = "gas"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: the artifact carries the layout
 _NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -67,6 +74,56 @@ class CompiledContract:
     """The code that lives at the contract's address once deployed."""
     source_hash: str
     """SHA-256 hex of the sources, compiler version and settings: the cache key."""
+    layout: dict[str, Any] = field(default_factory=dict, hash=False)
+    """vyper's ``layout`` output (``storage_layout``, ``code_layout``, ...); empty when not
+    known. Read-only, like the ABI."""
+
+    def storage_slot(self, name: str, type_: str) -> int | None:
+        """The storage slot of the variable `name`, if the layout holds exactly one variable of
+        that name and of vyper type `type_` (e.g. ``"HashMap[address, uint256]"``); else None.
+
+        Variables of imported modules are nested under the module's name (snekmate's
+        ``erc20.balanceOf``); `name` may be the bare name or end with the module path, dotted.
+        """
+        want = tuple(name.split("."))
+        found = [
+            entry
+            for path, entry in _storage_variables(self.layout.get("storage_layout", {}), ())
+            if path[-len(want) :] == want
+        ]
+        if len(found) != 1 or found[0].get("type") != type_:
+            return None
+        slot = found[0].get("slot")
+        return slot if isinstance(slot, int) and not isinstance(slot, bool) else None
+
+
+def hashmap_slot(base: int, *keys: bytes) -> int:
+    """Where vyper (0.4) stores ``m[keys[0]][keys[1]]...`` of a HashMap `m` at slot `base`.
+
+    Each key is its 32-byte ABI word (an address left-padded, a bytes32 as is); each level is
+    ``keccak256(slot ++ key)`` -- slot first, the reverse of Solidity's order.
+    """
+    slot = base
+    for key in keys:
+        if len(key) != 32:
+            raise ValueError(f"a HashMap key is one 32-byte word, got {len(key)} bytes")
+        slot = int.from_bytes(keccak(slot.to_bytes(32, "big") + key), "big")
+    return slot
+
+
+def _storage_variables(
+    tree: Any, path: tuple[str, ...]
+) -> Iterable[tuple[tuple[str, ...], dict[str, Any]]]:
+    """(path, entry) of every variable in a vyper storage layout; modules nest as dicts."""
+    if not isinstance(tree, dict):
+        return
+    for key, value in tree.items():
+        if not isinstance(value, dict):
+            continue
+        if "slot" in value and "type" in value:
+            yield (*path, str(key)), value
+        else:
+            yield from _storage_variables(value, (*path, str(key)))
 
 
 @dataclass(frozen=True)
@@ -133,7 +190,8 @@ def compile_contract(
         contract = _read_cache(cache_path, name=name, source_hash=source_hash)
         if contract is None:
             abi, bytecode, runtime = _compile_sources(data)
-            contract = CompiledContract(name, abi, bytecode, runtime, source_hash)
+            layout = _layout(data)
+            contract = CompiledContract(name, abi, bytecode, runtime, source_hash, layout)
             _write_cache(cache_path, contract)
         _memo[memo_key] = _MemoEntry(stamps, contract)
         return contract
@@ -207,6 +265,18 @@ def _compile_sources(data: Any) -> tuple[list[dict[str, Any]], bytes, bytes]:
     return abi, bytes.fromhex(out["bytecode"][2:]), bytes.fromhex(out["bytecode_runtime"][2:])
 
 
+def _layout(data: Any) -> dict[str, Any]:
+    """vyper's ``layout`` output: where each storage variable and immutable lives."""
+    from vyper.compiler import outputs_from_compiler_data
+
+    try:
+        out = outputs_from_compiler_data(data, ["layout"])
+    except Exception as exc:  # vyper raises its own exception tree, rooted at Exception
+        raise ConfigurationError(f"cannot compile contract: {exc}") from exc
+    layout: dict[str, Any] = out["layout"]
+    return layout
+
+
 # -- the disk cache ------------------------------------------------------------------------------
 
 
@@ -223,6 +293,7 @@ def _cache_body(contract: CompiledContract) -> dict[str, Any]:
         "abi": contract.abi,
         "bytecode": "0x" + contract.bytecode.hex(),
         "runtime_bytecode": "0x" + contract.runtime_bytecode.hex(),
+        "layout": contract.layout,
     }
 
 
@@ -239,6 +310,7 @@ def _read_cache(path: Path, *, name: str, source_hash: str) -> CompiledContract 
         body = json.loads(raw.decode("utf-8"))
         checksum = body.pop("checksum")
         abi = body["abi"]
+        layout = body["layout"]
         if not (
             body.get("format") == _CACHE_FORMAT
             and body.get("name") == name
@@ -246,6 +318,7 @@ def _read_cache(path: Path, *, name: str, source_hash: str) -> CompiledContract 
             and checksum == _sha256_json(body)
             and isinstance(abi, list)
             and all(isinstance(item, dict) for item in abi)
+            and isinstance(layout, dict)
             and body["bytecode"].startswith("0x")
             and body["runtime_bytecode"].startswith("0x")
         ):
@@ -256,6 +329,7 @@ def _read_cache(path: Path, *, name: str, source_hash: str) -> CompiledContract 
             bytecode=bytes.fromhex(body["bytecode"][2:]),
             runtime_bytecode=bytes.fromhex(body["runtime_bytecode"][2:]),
             source_hash=source_hash,
+            layout=layout,
         )
         if not contract.bytecode or not contract.runtime_bytecode:
             raise ValueError("empty bytecode")

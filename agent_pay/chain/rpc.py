@@ -186,6 +186,13 @@ class JsonRpcChain:
         with _parsing("eth_getCode"):
             return parse_bytes(code)
 
+    def get_storage_at(self, address: str, slot: int) -> int:
+        if not 0 <= slot < 2**256:
+            raise ValueError(f"storage slot out of range: {slot}")
+        word = self.request("eth_getStorageAt", to_checksum_address(address), hex(slot), "latest")
+        with _parsing("eth_getStorageAt"):
+            return parse_int(word)  # a 32-byte word; some nodes trim it to a quantity
+
     def call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
         return self._call(tx_object(to, data, sender), "latest")
 

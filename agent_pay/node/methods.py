@@ -212,6 +212,8 @@ class NodeApi:
     async def rpc_eth_getStorageAt(self, params: list[Any]) -> str:
         address = as_address(param(params, 0))
         slot = as_quantity(param(params, 1), "storage slot")
+        if slot >= 2**256:
+            raise RpcFailure(INVALID_PARAMS, f"invalid storage slot: {param(params, 1)!r}")
         value = self._state(param(params, 2, "latest")).get_storage(address, slot)
         return to_hex(int(value).to_bytes(32, "big"))
 
