@@ -138,8 +138,9 @@ def measure_mining(
 
 def measure_step_costs(count: int = 200) -> dict[str, float]:
     """Milliseconds per call of the steps a paid exact read goes through, one at a time on a
-    fresh chain: recover the signer, one `eth_call` (balanceOf, authorizationState), sign and
-    submit the settlement transaction. Mining is measured by `measure_mining`."""
+    fresh chain: recover the signer, read the balance and the authorization state (storage
+    reads where the token's layout is known, `eth_call` otherwise), sign and submit the
+    settlement transaction. Mining is measured by `measure_mining`."""
     from agent_pay.signing import recover_transfer_authorizer
 
     stack = Stack.embedded()
@@ -164,9 +165,9 @@ def measure_step_costs(count: int = 200) -> dict[str, float]:
         costs[name] = (time.perf_counter() - started) / count
 
     timed("recover_signer", lambda i: recover_transfer_authorizer(domain, *signed[i]))
-    timed("eth_call_balance_of", lambda i: token.balance_of(signed[i][0].from_))
+    timed("read_balance", lambda i: token.balance_of(signed[i][0].from_))
     timed(
-        "eth_call_authorization_state",
+        "read_authorization_state",
         lambda i: token.authorization_state(signed[i][0].from_, signed[i][0].nonce),
     )
     facilitator = Transactor(stack.chain, dev_account(FACILITATOR_INDEX))
