@@ -3,6 +3,9 @@
 The type strings are USDC's, so signatures made here are accepted by USDC-compatible tokens
 and stock x402 facilitators. Times and nonces are always arguments; nothing here reads a
 clock, and only `random_nonce` draws randomness.
+
+Signing and recovery hash the two authorizations directly (`agent_pay.signing.eip712`): the
+same digest as eth-account's `encode_typed_data`, about twenty times sooner.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from typing import Any, Final
 
 from agent_pay.protocol import ExactEvmAuthorization
 from agent_pay.signing._checks import check_address, check_bytes32, check_uint256
-from agent_pay.signing.signature import recover_signable, split_signature
+from agent_pay.signing.eip712 import Struct, recover_typed, sign_typed, typed_digest
 from agent_pay.signing.signer import Signer
-from agent_pay.signing.typed_data import Fields, TokenDomain, build_typed_data, signable_message
+from agent_pay.signing.typed_data import Fields, TokenDomain, build_typed_data
 
 __all__ = [
     "CANCEL_AUTHORIZATION_FIELDS",
@@ -25,9 +28,13 @@ __all__ = [
     "TransferAuthorization",
     "cancel_authorization_typed_data",
     "random_nonce",
+    "receive_with_authorization_digest",
     "receive_with_authorization_typed_data",
+    "recover_receive_authorizer",
     "recover_transfer_authorizer",
+    "sign_receive_authorization",
     "sign_transfer_authorization",
+    "transfer_with_authorization_digest",
     "transfer_with_authorization_typed_data",
 ]
 
@@ -44,6 +51,8 @@ CANCEL_AUTHORIZATION_FIELDS: Final[Fields] = [
     {"name": "authorizer", "type": "address"},
     {"name": "nonce", "type": "bytes32"},
 ]
+_TRANSFER: Final = Struct("TransferWithAuthorization", TRANSFER_WITH_AUTHORIZATION_FIELDS)
+_RECEIVE: Final = Struct("ReceiveWithAuthorization", RECEIVE_WITH_AUTHORIZATION_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +146,22 @@ def cancel_authorization_typed_data(
     )
 
 
+def transfer_with_authorization_digest(domain: TokenDomain, auth: TransferAuthorization) -> bytes:
+    """The 32-byte EIP-712 digest of `transfer_with_authorization_typed_data(domain, auth)`."""
+    return typed_digest(domain.separator(), _struct_hash(_TRANSFER, auth))
+
+
+def receive_with_authorization_digest(domain: TokenDomain, auth: TransferAuthorization) -> bytes:
+    """The 32-byte EIP-712 digest of `receive_with_authorization_typed_data(domain, auth)`."""
+    return typed_digest(domain.separator(), _struct_hash(_RECEIVE, auth))
+
+
+def _struct_hash(struct: Struct, auth: TransferAuthorization) -> bytes:
+    return struct.hash(
+        auth.from_, auth.to, auth.value, auth.valid_after, auth.valid_before, auth.nonce
+    )
+
+
 def sign_transfer_authorization(
     signer: Signer, domain: TokenDomain, auth: TransferAuthorization
 ) -> bytes:
@@ -148,9 +173,28 @@ def sign_transfer_authorization(
     """
     if auth.from_ != signer.address:
         raise ValueError("the authorization is from another address than the signer's")
-    signature = signer.sign_typed_data(transfer_with_authorization_typed_data(domain, auth))
-    split_signature(signature)  # a signer returning junk is caught here, not on-chain
-    return signature
+    return sign_typed(
+        signer,
+        transfer_with_authorization_digest(domain, auth),
+        lambda: transfer_with_authorization_typed_data(domain, auth),
+    )
+
+
+def sign_receive_authorization(
+    signer: Signer, domain: TokenDomain, auth: TransferAuthorization
+) -> bytes:
+    """Sign `auth` as `receiveWithAuthorization` (only `auth.to` may submit it); 65 bytes.
+
+    Raises:
+        ValueError: as `sign_transfer_authorization`.
+    """
+    if auth.from_ != signer.address:
+        raise ValueError("the authorization is from another address than the signer's")
+    return sign_typed(
+        signer,
+        receive_with_authorization_digest(domain, auth),
+        lambda: receive_with_authorization_typed_data(domain, auth),
+    )
 
 
 def recover_transfer_authorizer(
@@ -164,13 +208,18 @@ def recover_transfer_authorizer(
     Raises:
         ValueError: if the signature is malformed (length, v, r, high s).
     """
-    signable = signable_message(
-        domain,
-        "TransferWithAuthorization",
-        TRANSFER_WITH_AUTHORIZATION_FIELDS,
-        auth.eip712_message(),
-    )
-    return recover_signable(signable, signature)
+    return recover_typed(lambda: transfer_with_authorization_digest(domain, auth), signature)
+
+
+def recover_receive_authorizer(
+    domain: TokenDomain, auth: TransferAuthorization, signature: bytes
+) -> str:
+    """The checksum address that signed `auth` as `receiveWithAuthorization` under `domain`.
+
+    Raises:
+        ValueError: as `recover_transfer_authorizer`.
+    """
+    return recover_typed(lambda: receive_with_authorization_digest(domain, auth), signature)
 
 
 def random_nonce() -> bytes:

@@ -14,6 +14,9 @@ A re-read proof is signed by the payer's key, over a challenge the server issued
 Neither domain names a chain or a contract: these signatures are checked by software, never by
 a contract, and a receipt states its network in the message itself. Different domain names keep
 a receipt from ever being read as a proof and the other way round.
+
+Both are signed and checked on every read, so both are hashed directly
+(`agent_pay.signing.eip712`): the same digests as eth-account's `encode_typed_data`, sooner.
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from typing import Any, Final
 
 from agent_pay.protocol.extensions import ReceiptClaims, SignedReceipt
 from agent_pay.signing._checks import check_address, check_bytes32
-from agent_pay.signing.signature import recover_typed_data_signer, split_signature
+from agent_pay.signing.eip712 import (
+    Struct,
+    domain_separator,
+    recover_typed,
+    sign_typed,
+    typed_digest,
+)
 from agent_pay.signing.signer import Signer
 from agent_pay.signing.typed_data import Fields
 
@@ -31,7 +40,9 @@ __all__ = [
     "READ_PROOF_FIELDS",
     "RECEIPT_DOMAIN",
     "RECEIPT_FIELDS",
+    "read_proof_digest",
     "read_proof_typed_data",
+    "receipt_digest",
     "receipt_typed_data",
     "recover_read_proof_signer",
     "recover_receipt_signer",
@@ -63,6 +74,10 @@ READ_PROOF_FIELDS: Final[Fields] = [
     {"name": "expiresAt", "type": "uint64"},
     {"name": "server", "type": "address"},
 ]
+_RECEIPT: Final = Struct("Receipt", RECEIPT_FIELDS)
+_READ_PROOF: Final = Struct("ReadProof", READ_PROOF_FIELDS)
+_RECEIPT_SEPARATOR: Final = domain_separator(RECEIPT_DOMAIN)
+_PROOF_SEPARATOR: Final = domain_separator(PROOF_DOMAIN)
 
 
 def _typed(domain: dict[str, str], primary: str, fields: Fields, message: dict[str, Any]) -> Any:
@@ -91,10 +106,25 @@ def receipt_typed_data(claims: ReceiptClaims) -> dict[str, Any]:
     return typed
 
 
+def receipt_digest(claims: ReceiptClaims) -> bytes:
+    """The 32-byte EIP-712 digest of `receipt_typed_data(claims)`."""
+    struct_hash = _RECEIPT.hash(
+        claims.scheme,
+        claims.payer,
+        claims.pay_to,
+        claims.resource,
+        claims.amount,
+        claims.asset,
+        claims.network,
+        claims.transaction,
+        claims.issued_at,
+    )
+    return typed_digest(_RECEIPT_SEPARATOR, struct_hash)
+
+
 def sign_receipt(signer: Signer, claims: ReceiptClaims) -> SignedReceipt:
     """`claims` signed by `signer` (the server's receipt key)."""
-    signature = signer.sign_typed_data(receipt_typed_data(claims))
-    split_signature(signature)  # a signer returning junk is caught here
+    signature = sign_typed(signer, receipt_digest(claims), lambda: receipt_typed_data(claims))
     return SignedReceipt(
         **claims.model_dump(), signer=signer.address, signature="0x" + signature.hex()
     )
@@ -107,7 +137,8 @@ def recover_receipt_signer(receipt: SignedReceipt) -> str:
         ValueError: if the signature is malformed.
     """
     signature = bytes.fromhex(receipt.signature[2:])
-    return recover_typed_data_signer(receipt_typed_data(receipt.claims()), signature)
+    # A SignedReceipt is its claims plus two fields the digest does not read.
+    return recover_typed(lambda: receipt_digest(receipt), signature)
 
 
 def read_proof_typed_data(
@@ -126,14 +157,28 @@ def read_proof_typed_data(
     return typed
 
 
+def _proof_values(
+    resource: str, challenge: bytes, expires_at: int, server: str
+) -> tuple[object, ...]:
+    check_bytes32("challenge", challenge)
+    return resource, challenge, expires_at, check_address(server)
+
+
+def read_proof_digest(resource: str, challenge: bytes, expires_at: int, server: str) -> bytes:
+    """The 32-byte EIP-712 digest of `read_proof_typed_data(...)` with the same arguments."""
+    values = _proof_values(resource, challenge, expires_at, server)
+    return typed_digest(_PROOF_SEPARATOR, _READ_PROOF.hash(*values))
+
+
 def sign_read_proof(
     signer: Signer, resource: str, challenge: bytes, expires_at: int, server: str
 ) -> bytes:
     """The payer's signature proving it holds its key, for one challenge."""
-    typed = read_proof_typed_data(resource, challenge, expires_at, server)
-    signature = signer.sign_typed_data(typed)
-    split_signature(signature)
-    return signature
+    return sign_typed(
+        signer,
+        read_proof_digest(resource, challenge, expires_at, server),
+        lambda: read_proof_typed_data(resource, challenge, expires_at, server),
+    )
 
 
 def recover_read_proof_signer(
@@ -144,5 +189,7 @@ def recover_read_proof_signer(
     Raises:
         ValueError: if the signature is malformed.
     """
-    typed = read_proof_typed_data(resource, challenge, expires_at, server)
-    return recover_typed_data_signer(typed, signature)
+    values = _proof_values(resource, challenge, expires_at, server)  # raises as the typed data
+    return recover_typed(
+        lambda: typed_digest(_PROOF_SEPARATOR, _READ_PROOF.hash(*values)), signature
+    )

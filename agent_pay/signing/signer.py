@@ -3,6 +3,11 @@
 Higher layers receive a `Signer`, never a private key, so a hardware wallet or a remote signing
 service can stand in for `LocalSigner` without touching them. The key in a `LocalSigner` leaves
 it only through `unsafe_export_private_key()`; its repr shows the address alone.
+
+A signer that holds its key may also be a `HashSigner`: it signs a 32-byte digest as is, which
+lets agent-pay hash its own typed data directly (`agent_pay.signing.eip712`) instead of through
+eth-account's generic encoder. A hardware wallet or a remote service should not offer that: it
+would sign whatever digest it is handed, unseen.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Protocol, runtime_checkable
 
+from coincurve import PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from agent_pay.errors import ConfigurationError
 
-__all__ = ["DEFAULT_KEY_VARIABLE", "LocalSigner", "Signer"]
+__all__ = ["DEFAULT_KEY_VARIABLE", "HashSigner", "LocalSigner", "Signer"]
 
 DEFAULT_KEY_VARIABLE = "AGENT_PAY_PRIVATE_KEY"
 
@@ -37,14 +43,32 @@ class Signer(Protocol):
         ...
 
 
-class LocalSigner:
-    """A `Signer` backed by an eth-account key held in this process's memory."""
+@runtime_checkable
+class HashSigner(Signer, Protocol):
+    """A `Signer` that can also sign a bare 32-byte digest (it holds its key)."""
 
-    __slots__ = ("_account",)
+    def unsafe_sign_hash(self, digest: bytes) -> bytes:
+        """Sign `digest` as is; 65 bytes r || s || v, v in {27, 28}, exactly the bytes
+        `sign_typed_data` returns for typed data whose EIP-712 hash is `digest`.
+
+        Unsafe: whoever picks the digest can make it sign anything (a transaction, a permit).
+        Call it only with a digest you computed yourself from typed data you meant to sign.
+        """
+        ...
+
+
+class LocalSigner:
+    """A `Signer` (and `HashSigner`) backed by an eth-account key held in this process's
+    memory."""
+
+    __slots__ = ("_account", "_key")
 
     def __init__(self, account: LocalAccount) -> None:
         """Wrap an eth-account `LocalAccount`; prefer the `from_*` constructors."""
         self._account = account
+        # libsecp256k1's signing: RFC 6979 nonces and low s, as eth-account's coincurve
+        # backend, so both paths give the same bytes.
+        self._key = PrivateKey(bytes(account.key))
 
     @classmethod
     def from_key(cls, hex_key: str) -> LocalSigner:
@@ -127,6 +151,17 @@ class LocalSigner:
     def sign_typed_data(self, full_message: dict[str, Any]) -> bytes:
         """Sign full typed data with eth-account; 65 bytes r || s || v, v in {27, 28}."""
         return bytes(self._account.sign_typed_data(full_message=full_message).signature)
+
+    def unsafe_sign_hash(self, digest: bytes) -> bytes:
+        """Sign a 32-byte digest as is (see `HashSigner`); 65 bytes r || s || v, v in {27, 28}.
+
+        Raises:
+            ValueError: if `digest` is not 32 bytes.
+        """
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise ValueError("digest must be exactly 32 bytes")
+        signature = self._key.sign_recoverable(digest, hasher=None)
+        return signature[:64] + bytes((signature[64] + 27,))
 
     def to_keystore(
         self,

@@ -72,6 +72,10 @@ class TokenDomain:
             "verifyingContract": self.verifying_contract,
         }
 
+    def separator(self) -> bytes:
+        """The EIP-712 domain separator, hashed by eth-account once per domain (cached)."""
+        return _domain_separator(self)
+
 
 def build_typed_data(
     domain: TokenDomain, primary_type: str, fields: Fields, message: dict[str, Any]

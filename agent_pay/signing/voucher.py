@@ -28,10 +28,10 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 from agent_pay.signing._checks import check_address, check_bytes32, check_uint256
+from agent_pay.signing.eip712 import Struct, recover_typed, sign_typed, typed_digest
 from agent_pay.signing.eip3009 import TransferAuthorization
-from agent_pay.signing.signature import recover_signable, split_signature
 from agent_pay.signing.signer import Signer
-from agent_pay.signing.typed_data import Fields, TokenDomain, build_typed_data, signable_message
+from agent_pay.signing.typed_data import Fields, TokenDomain, build_typed_data
 
 __all__ = [
     "CHANNEL_DOMAIN_NAME",
@@ -62,6 +62,7 @@ VOUCHER_FIELDS: Final[Fields] = [
 OPEN_NONCE_TAG: Final = keccak(text="agent-pay Channel: open")
 TOP_UP_NONCE_TAG: Final = keccak(text="agent-pay Channel: top up")
 ZERO_ADDRESS: Final = "0x" + "00" * 20
+_VOUCHER: Final = Struct("Voucher", VOUCHER_FIELDS)
 
 
 def voucher_domain(chain_id: int, manager: str) -> TokenDomain:
@@ -100,31 +101,29 @@ def sign_voucher(signer: Signer, domain: TokenDomain, voucher: Voucher) -> bytes
     Raises:
         ValueError: if the signer returned something that is not a canonical signature.
     """
-    signature = signer.sign_typed_data(voucher_typed_data(domain, voucher))
-    split_signature(signature)  # a signer returning junk is caught here, not on-chain
-    return signature
+    return sign_typed(
+        signer, voucher_digest(domain, voucher), lambda: voucher_typed_data(domain, voucher)
+    )
 
 
 def recover_voucher_signer(domain: TokenDomain, voucher: Voucher, signature: bytes) -> str:
     """The checksum address that signed `voucher` under `domain`.
 
     A changed field or domain does not raise: it recovers some other address, so compare the
-    result with the channel's payer and signer. The domain separator is cached per domain, so a
-    server recovering one voucher per read hashes only the two-field struct.
+    result with the channel's payer and signer. (A server checking one voucher per read uses
+    `agent_pay.signing.voucher_check.VoucherChecker`, which also skips the checksum.)
 
     Raises:
         ValueError: if the signature is malformed (length, v, r, high s), as the contract would
             refuse it.
     """
-    # bytes32 as raw bytes skips a hex round trip; eth-account hashes both spellings alike.
-    message = {"channelId": voucher.channel_id, "cumulativeAmount": voucher.cumulative_amount}
-    return recover_signable(signable_message(domain, "Voucher", VOUCHER_FIELDS, message), signature)
+    return recover_typed(lambda: voucher_digest(domain, voucher), signature)
 
 
 def voucher_digest(domain: TokenDomain, voucher: Voucher) -> bytes:
     """The 32-byte EIP-712 digest the signature covers (the contract's `voucher_digest`)."""
-    signable = signable_message(domain, "Voucher", VOUCHER_FIELDS, voucher.eip712_message())
-    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+    struct_hash = _VOUCHER.hash(voucher.channel_id, voucher.cumulative_amount)
+    return typed_digest(domain.separator(), struct_hash)
 
 
 # -- channel ids and the nonces of funding authorizations ----------------------------------------

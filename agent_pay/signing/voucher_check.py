@@ -1,8 +1,8 @@
 """Voucher signature checks at server speed: one digest and one secp256k1 operation per read.
 
-`recover_voucher_signer` (in `agent_pay.signing.voucher`) goes through eth-account's typed-data
-machinery, about 5,000 recoveries a second. A server checks one voucher per paid read, so this
-module computes the same EIP-712 digest directly,
+`recover_voucher_signer` (in `agent_pay.signing.voucher`) returns a checksum address and checks
+nothing else. A server checks one voucher per paid read against the channel's known signers, so
+this module computes the same EIP-712 digest inline,
 
     keccak256(0x1901 || domainSeparator || keccak256(VOUCHER_TYPEHASH || channelId || amount))
 
@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from coincurve import PublicKey
-from eth_account.messages import hash_domain  # type: ignore[attr-defined]
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
+from agent_pay.signing.eip712 import keccak256 as _keccak256
 from agent_pay.signing.signature import SECP256K1_N, SIGNATURE_LENGTH
 from agent_pay.signing.typed_data import TokenDomain
 
@@ -52,43 +52,6 @@ def _low_level() -> tuple[Any, Any, Any]:
 _ffi, _lib, _CONTEXT = _low_level()
 
 
-class _Keccak:
-    """keccak256 through pycryptodome's keccak library directly, with one reusable state per
-    thread: about 1 µs a hash against eth-hash's 3.5 (which builds a hash object each time).
-    Falls back to eth-hash where that library is not there."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        try:
-            module: Any = importlib.import_module("Crypto.Hash.keccak")
-            raw: Any = importlib.import_module("Crypto.Util._raw_api")
-            self._lib: Any = module._raw_keccak_lib
-            self._raw: Any = raw
-            self._size = raw.c_size_t(32)
-            self._padding = raw.c_ubyte(0x01)
-            self.enabled = self(b"") == keccak(b"")
-        except Exception:  # pragma: no cover - any pycryptodome eth-hash can use has it
-            self.enabled = False
-
-    def __call__(self, data: bytes) -> bytes:
-        local = self._local
-        state = getattr(local, "state", None)
-        if state is None:
-            pointer = self._raw.VoidPointer()
-            if self._lib.keccak_init(pointer.address_of(), self._raw.c_size_t(64), 24):
-                raise ValueError("cannot start keccak")
-            state = local.state = self._raw.SmartPointer(pointer.get(), self._lib.keccak_destroy)
-            local.out = self._raw.create_string_buffer(32)
-        handle = state.get()
-        self._lib.keccak_reset(handle)
-        self._lib.keccak_absorb(handle, data, self._raw.c_size_t(len(data)))
-        self._lib.keccak_digest(handle, local.out, self._size, self._padding)
-        return bytes(local.out.raw)
-
-
-_fast_keccak = _Keccak()
-_keccak256 = _fast_keccak if _fast_keccak.enabled else keccak
-
 __all__ = ["VOUCHER_TYPEHASH", "VoucherChecker"]
 
 VOUCHER_TYPEHASH: Final = keccak(b"Voucher(bytes32 channelId,uint256 cumulativeAmount)")
@@ -101,7 +64,7 @@ class VoucherChecker:
 
     def __init__(self, domain: TokenDomain) -> None:
         self.domain = domain
-        self._prefix = b"\x19\x01" + bytes(hash_domain(domain.to_eip712()))
+        self._prefix = b"\x19\x01" + domain.separator()
         # Recovered public key -> address, and address -> key (for verification): a channel's
         # payer signs every read.
         self._addresses: dict[bytes, bytes] = {}
