@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ from agent_pay.bench.schemes import unavailable_reason
 from agent_pay.simulate import cli
 from agent_pay.simulate.engine import SimulationConfig, SimulationRun, simulate
 from agent_pay.simulate.ledger import OUTCOMES
-from agent_pay.simulate.lockstep import LockstepChain, SimClock
+from agent_pay.simulate.lockstep import POSITION, LockstepChain, SimClock
 from agent_pay.simulate.market import MarketSpec, derive_key, generate_market
 from agent_pay.simulate.results import CostAssumptions, summarize
 from agent_pay.simulate.text import render_simulation
@@ -128,6 +131,79 @@ def test_lockstep_chain_mines_when_every_read_waits() -> None:
     chain.read_done()
     chain.begin_batch(1)  # a finished batch makes room for the next
     chain.read_done()
+
+
+def _take_turn(chain: LockstepChain, position: int, finish: bool = True) -> list[int]:
+    """In a thread: wait for `position`'s turn as a transactor does, then finish the read (or
+    not). The returned list gets `position` once the turn came."""
+    served: list[int] = []
+
+    def run() -> None:
+        POSITION.set(position)
+        chain.fee_params()
+        served.append(position)
+        if finish:
+            chain.read_done()
+
+    threading.Thread(target=run, daemon=True).start()
+    return served
+
+
+def _finish(chain: LockstepChain, position: int | None) -> None:
+    """Finish read `position` from outside its thread (as its task does)."""
+
+    def run() -> None:
+        POSITION.set(position)
+        chain.read_done()
+
+    contextvars.copy_context().run(run)
+
+
+def _served(served: list[int], within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while not served and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return bool(served)
+
+
+def test_lockstep_turns_go_in_position_order() -> None:
+    chain = LockstepChain(clock=SimClock(1_700_000_000))
+    chain.begin_batch(6)
+    order: list[int] = []
+    threads = []
+    for position in reversed(range(6)):  # the last position asks first
+
+        def run(position: int = position) -> None:
+            POSITION.set(position)
+            chain.fee_params()
+            order.append(position)
+            chain.read_done()
+
+        threads.append(threading.Thread(target=run, daemon=True))
+        threads[-1].start()
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join(10)
+    assert order == list(range(6))
+
+
+def test_lockstep_turn_skips_finished_reads_and_ends_with_the_batch() -> None:
+    chain = LockstepChain(clock=SimClock(1_700_000_000))
+    chain.begin_batch(3)
+    third = _take_turn(chain, 2)
+    second = _take_turn(chain, 1, finish=False)
+    _finish(chain, 1)  # read 1's task finished while its thread waits; read 0 has not
+    assert not _served(second, 0.05)
+    assert not third
+    _finish(chain, 0)  # the turn moves past 1 onto 2: both go on
+    assert _served(second)
+    assert _served(third)
+
+    chain.begin_batch(1)
+    stray = _take_turn(chain, 5, finish=False)  # a thread that outlived its read
+    assert not _served(stray, 0.05)
+    _finish(chain, None)  # the batch is over: nobody waits for a turn any more
+    assert _served(stray)
 
 
 def test_cli_writes_json_plots_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

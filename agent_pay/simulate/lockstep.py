@@ -66,7 +66,12 @@ class LockstepChain(EmbeddedChain):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._batch = threading.Condition()
+        # One lock, and a condition per thing waited for, so that each event wakes only the
+        # threads it concerns: a batch of n reads takes n turns, and waking every waiting
+        # position at every turn would cost n² wake-ups per batch.
+        self._batch = threading.RLock()
+        self._mined = threading.Condition(self._batch)  # settlements waiting for the block
+        self._turns: dict[int, threading.Condition] = {}  # position -> its waiting turn
         self._active = 0  # reads of the current batch not finished yet
         self._waiting = 0  # settlements waiting for the batch's block
         self._generation = 0  # bumped each time the waiters are released
@@ -88,6 +93,12 @@ class LockstepChain(EmbeddedChain):
             self._active -= 1
             if position is not None:
                 self._pass(position)
+            if not self._active:
+                # The batch is over: nobody may wait for a turn any more (a read's thread can
+                # outlive its task, which finished it).
+                for turn in self._turns.values():
+                    turn.notify_all()
+                self._turns.clear()
             self._mine_if_all_waiting()
 
     def fee_params(self) -> tuple[int, int]:
@@ -97,7 +108,10 @@ class LockstepChain(EmbeddedChain):
         if position is not None:
             with self._batch:
                 while self._active and position > self._turn:
-                    self._batch.wait()
+                    turn = self._turns.get(position)
+                    if turn is None:
+                        turn = self._turns[position] = threading.Condition(self._batch)
+                    turn.wait()
         return super().fee_params()
 
     def send_raw_transaction(self, raw: bytes) -> bytes:
@@ -118,18 +132,23 @@ class LockstepChain(EmbeddedChain):
                 deadline = time.monotonic() + timeout
                 while self._generation == generation:
                     left = deadline - time.monotonic()
-                    timed_out = left <= 0 or not self._batch.wait(left)
+                    timed_out = left <= 0 or not self._mined.wait(left)
                     if timed_out and self._generation == generation:
                         self._waiting -= 1
                         raise TimeoutError("the batch's block was not mined in time")
         return super().wait_for_receipt(tx_hash, timeout)
 
     def _pass(self, position: int) -> None:
-        # Called with `_batch` held.
+        # Called with `_batch` held. Wakes only the positions whose turn has now come: those
+        # the turn moved past or onto (normally one).
         self._passed.add(position)
+        first = self._turn + 1
         while self._turn in self._passed:
             self._turn += 1
-        self._batch.notify_all()
+        for waiting in range(first, self._turn + 1):
+            turn = self._turns.pop(waiting, None)
+            if turn is not None:
+                turn.notify_all()
 
     def _mine_if_all_waiting(self) -> None:
         # Called with `_batch` held: every unfinished read of the batch is waiting, so nothing
@@ -143,4 +162,4 @@ class LockstepChain(EmbeddedChain):
         finally:
             self._generation += 1
             self.batch_blocks += 1 if mined else 0
-            self._batch.notify_all()
+            self._mined.notify_all()

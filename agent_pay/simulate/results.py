@@ -163,7 +163,8 @@ def summarize(run: SimulationRun, assumptions: CostAssumptions | None = None) ->
     gas_by_tx = {r.tx_hash_hex: r.gas_used for r in settled}
     last_block = stack.chain.block_number()
     blocks = last_block - run.first_block + 1 if last_block >= run.first_block else 0
-    chain_gas, chain_txs = _block_totals(run, run.first_block, last_block)
+    read: dict[int, tuple[int, int]] = {}  # each block is decoded once, for all totals
+    chain_gas, chain_txs = _block_totals(run, run.first_block, last_block, read)
     paid_count = len(paid)
     gas_per_read = chain_gas / paid_count if paid_count else 0.0
 
@@ -176,7 +177,7 @@ def summarize(run: SimulationRun, assumptions: CostAssumptions | None = None) ->
         today = by_day[day]
         today_paid = [v for v in today if v.outcome == "paid"]
         first, last = run.day_blocks[day] if day < len(run.day_blocks) else (0, -1)
-        gas, txs = _block_totals(run, first, last)
+        gas, txs = _block_totals(run, first, last, read)
         earned: Counter[str] = Counter()
         for v in today_paid:
             earned[symbol_of[v.asset]] += v.amount
@@ -313,16 +314,22 @@ def _locked_in_channels(run: SimulationRun) -> dict[int, Counter[str]]:
     return locked
 
 
-def _block_totals(run: SimulationRun, first: int, last: int) -> tuple[int, int]:
-    """(gas used, transactions) of blocks first..last on the embedded chain."""
+def _block_totals(
+    run: SimulationRun, first: int, last: int, read: dict[int, tuple[int, int]]
+) -> tuple[int, int]:
+    """(gas used, transactions) of blocks first..last on the embedded chain. `read` keeps each
+    block's own totals: decoding a block of a hundred transactions is not free."""
     evm = getattr(run.stack.chain, "evm", None)
     if evm is None or last < first:
         return 0, 0
     gas = txs = 0
     for number in range(first, last + 1):
-        block = evm.get_canonical_block_by_number(number)
-        gas += int(block.header.gas_used)
-        txs += len(block.transactions)
+        if number not in read:
+            block = evm.get_canonical_block_by_number(number)
+            read[number] = int(block.header.gas_used), len(block.transactions)
+        block_gas, block_txs = read[number]
+        gas += block_gas
+        txs += block_txs
     return gas, txs
 
 
