@@ -164,22 +164,36 @@ def create_app(
         request: Request,
         offers: Sequence[PaymentRequirements],
         exc: AgentPayError | None = None,
-    ) -> JSONResponse:
+    ) -> Response:
         challenge = entitlements.challenge(request.url.path)
         extensions = {ENTITLEMENT_EXTENSION: challenge.to_wire()}
         extensions.update(getattr(exc, "extensions", None) or {})  # a scheme's own (channel)
         required = paywall.payment_required(
             article, str(request.url), offers, exc.reason if exc else None, extensions=extensions
         )
-        body = page(article, article.preview, complete=False)
-        body["error"] = exc.reason if exc else Reason.PAYMENT_REQUIRED
-        body["message"] = exc.message if exc else "pay to read the rest of this article"
         headers = {
             PAYMENT_REQUIRED_HEADER: encode_header(required),
             "Access-Control-Expose-Headers": _EXPOSED,
             "Cache-Control": "no-store",
         }
+        if exc is None:  # the first 402 of every paid read: the same body for every reader
+            return Response(preview_page(article), 402, headers, media_type="application/json")
+        body = preview_body(article, exc.reason, exc.message)
         return JSONResponse(body, 402, headers)
+
+    def preview_body(article: Article, error: str, message: str) -> dict[str, Any]:
+        body = page(article, article.preview, complete=False)
+        body["error"] = error
+        body["message"] = message
+        return body
+
+    def preview_page(article: Article) -> bytes:
+        """The encoded 402 body when no payment was refused, kept per article."""
+        kept = preview_pages.get(article.slug)
+        if kept is None or kept[0] is not article:
+            body = preview_body(article, Reason.PAYMENT_REQUIRED, _PAY_TO_READ)
+            kept = preview_pages[article.slug] = (article, bytes(JSONResponse(body).body))
+        return kept[1]
 
     def produce(article: Article) -> Callable[[], str]:
         return lambda: render(article)
@@ -324,11 +338,13 @@ def create_app(
         return Response(body, 200, headers, media_type="application/json")
 
     paid_pages: dict[tuple[str, str], bytes] = {}
+    preview_pages: dict[str, tuple[Article, bytes]] = {}  # at most one per catalogue article
     return app
 
 
 _STEPS = ("verify", "render", "settle")
 _PAID_PAGES = 256  # encoded paid pages kept for inline-charged reads
+_PAY_TO_READ = "pay to read the rest of this article"
 
 
 def _server_timing(timings: dict[str, float]) -> str:

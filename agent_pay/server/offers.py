@@ -52,8 +52,23 @@ class ExactOffers:
     ) -> None:
         self.assets = assets
         self.max_timeout_seconds = max_timeout_seconds
+        self._offers: dict[tuple[object, ...], list[PaymentRequirements]] = {}
 
     def offers(self, article: Article) -> list[PaymentRequirements]:
+        # The same for every request for the article: build (and validate) them once. The key
+        # holds everything they are made of; the models are frozen, so sharing them is safe.
+        key = (
+            article.slug,
+            tuple(sorted(article.prices.items())),
+            article.author,
+            self.max_timeout_seconds,
+        )
+        cached = self._offers.get(key)
+        if cached is None:
+            cached = self._offers[key] = self._build(article)
+        return list(cached)
+
+    def _build(self, article: Article) -> list[PaymentRequirements]:
         offers = []
         for symbol in sorted(article.prices):
             asset = self.assets.by_symbol(symbol)
