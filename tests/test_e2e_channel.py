@@ -9,9 +9,11 @@ reads per channel cost under 1% of the "exact" scheme's gas per read.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,10 @@ from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.channel_cli import describe, payer_account, request_close, withdraw
-from agent_pay.channel_setup import ChannelOptions
+from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
 from agent_pay.client.channel_store import ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
+from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.protocol import (
     PaymentPayload,
     PaymentRequired,
@@ -42,10 +45,26 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
-from agent_pay.protocol.extensions import RECEIPT_EXTENSION
+from agent_pay.protocol.extensions import (
+    ENTITLEMENT_EXTENSION,
+    ENTITLEMENT_HEADER,
+    NO_TRANSACTION,
+    RECEIPT_EXTENSION,
+    RECEIPT_HEADER,
+    EntitlementChallenge,
+    EntitlementProof,
+    SignedReceipt,
+)
+from agent_pay.receipts import load_receipt, verify_receipt
+from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Article, Catalogue
+from agent_pay.server.channel_offers import channel_router
+from agent_pay.server.ledger import Ledger
+from agent_pay.server.offers import ExactOffers
 from agent_pay.signing import LocalSigner
+from agent_pay.signing.receipt import sign_read_proof
 from agent_pay.signing.voucher import Voucher, sign_voucher, voucher_domain
+from agent_pay.stack import FACILITATOR_INDEX
 from agent_pay.testing import TestAgent, Testbed
 
 GRACE = 600
@@ -585,3 +604,326 @@ def test_gas_per_read_at_1000_reads_per_channel_is_under_1_percent_of_exact(
     assert ratio <= 0.01
     assert env.bed.balance(author) - author_before == channels * reads * PRICE + PRICE
     env.bed.close()
+
+
+# -- voucher reads: receipts and free re-reads -------------------------------------------------
+
+
+def voucher_read(env: Bed, agent: TestAgent) -> tuple[str, httpx.Response]:
+    """A fresh article read by voucher on `agent`'s open channel (the inline path)."""
+    slug = env.fresh()
+    block = env.bed.chain.block_number()
+    response = read(env, agent, slug)
+    assert response.json()["complete"]
+    settled = decode_header(response.headers[PAYMENT_RESPONSE_HEADER], SettleResponse)
+    assert settled.transaction == ""  # a voucher, no deposit
+    assert env.bed.chain.block_number() == block
+    return slug, response
+
+
+def receipt_in(response: httpx.Response) -> SignedReceipt:
+    settled = decode_header(response.headers[PAYMENT_RESPONSE_HEADER], SettleResponse)
+    assert settled.extensions is not None
+    return SignedReceipt.from_wire(settled.extensions[RECEIPT_EXTENSION])
+
+
+def challenge_of(env: Bed, slug: str) -> EntitlementChallenge:
+    with env.bed.client() as http:
+        response = http.get(f"/articles/{slug}")
+    required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
+    assert required.extensions is not None
+    return EntitlementChallenge.from_wire(required.extensions[ENTITLEMENT_EXTENSION])
+
+
+def prove(
+    env: Bed,
+    signer: LocalSigner,
+    slug: str,
+    *,
+    payer: str | None = None,
+    resource: str | None = None,
+    receipt: SignedReceipt | None = None,
+) -> httpx.Response:
+    """GET `slug` with an entitlement proof signed by `signer` (for `resource`, by default
+    the article's own path), claiming to be `payer` (`signer` by default)."""
+    path = f"/articles/{slug}"
+    challenge = challenge_of(env, slug)
+    nonce = bytes.fromhex(challenge.challenge[2:])
+    signed_for = resource or path
+    signature = sign_read_proof(signer, signed_for, nonce, challenge.expires_at, challenge.signer)
+    proof = EntitlementProof(
+        payer=payer or signer.address,
+        resource=signed_for,
+        challenge=challenge.challenge,
+        expires_at=challenge.expires_at,
+        signature="0x" + signature.hex(),
+        receipt=receipt,
+    )
+    with env.bed.client() as http:
+        return http.get(path, headers={ENTITLEMENT_HEADER: encode_header(proof)})
+
+
+def test_a_voucher_read_returns_a_receipt_the_client_verifies_and_keeps(env: Bed) -> None:
+    agent = channel_agent(env)
+    assert read(env, agent, env.fresh()).json()["complete"]  # opens the channel
+    slug, response = voucher_read(env, agent)
+    receipt = receipt_in(response)
+    settled = decode_header(response.headers[PAYMENT_RESPONSE_HEADER], SettleResponse)
+    assert CHANNEL_EXTENSION in (settled.extensions or {})  # where the channel stands, as before
+    with env.bed.client() as http:
+        published = http.get("/.well-known/agent-pay").json()["receiptSigner"]
+    assert verify_receipt(receipt, published) == receipt
+    article = env.bed.catalogue.get(slug)
+    assert article is not None
+    claims = (
+        receipt.scheme,
+        receipt.payer,
+        receipt.pay_to,
+        receipt.resource,
+        receipt.amount,
+        receipt.asset,
+        receipt.transaction,
+    )
+    assert claims == (
+        "channel",
+        agent.address,
+        article.author,
+        f"http://testserver/articles/{slug}",
+        PRICE,
+        env.bed.tokens["USDX"].address,
+        NO_TRANSACTION,
+    )
+    record = agent.auth.payments[-1]
+    assert (record.offer.scheme, record.receipt) == ("channel", receipt)
+    assert agent.auth.receipts.find(f"http://testserver/articles/{slug}", agent.address)
+
+
+def test_a_voucher_read_article_is_read_again_free_with_a_proof(env: Bed) -> None:
+    agent = channel_agent(env)
+    assert read(env, agent, env.fresh()).json()["complete"]
+    slug, first = voucher_read(env, agent)
+    assert agent.channels is not None
+    (record,) = agent.channels.channels()
+    top, payments = record.top, len(agent.auth.payments)
+    before = statement_of(env, agent)
+    usdx = env.bed.tokens["USDX"].asset
+    spent = agent.spending.spent(usdx)
+    block = env.bed.chain.block_number()
+
+    for _ in range(2):
+        again = read(env, agent, slug)
+        assert again.status_code == 200
+        article = env.bed.catalogue.get(slug)
+        assert article is not None
+        assert again.json()["content"] == article.body
+        assert PAYMENT_RESPONSE_HEADER not in again.headers  # nothing paid
+        assert load_receipt(again.headers[RECEIPT_HEADER]) == receipt_in(first)
+    assert agent.auth.rereads == [f"http://testserver/articles/{slug}"] * 2
+    assert (record.top, len(agent.auth.payments)) == (top, payments)  # no new voucher
+    assert statement_of(env, agent) == before  # `served` unchanged
+    assert agent.spending.spent(usdx) == spent
+    assert env.bed.chain.block_number() == block
+
+
+def test_a_proof_for_what_the_payer_did_not_buy_by_voucher_is_refused(env: Bed) -> None:
+    agent = channel_agent(env)
+    assert read(env, agent, env.fresh()).json()["complete"]
+    bought, response = voucher_read(env, agent)
+    receipt = receipt_in(response)
+    unbought = env.fresh()
+    thief = LocalSigner.random()
+    before = statement_of(env, agent)
+    cases = [
+        prove(env, agent.signer, unbought),  # the payer, for an article it did not buy
+        prove(env, thief, bought, payer=agent.address),  # another key, claiming the payer
+        prove(env, thief, bought, receipt=receipt),  # another key, with the copied receipt
+        prove(env, agent.signer, unbought, resource=f"/articles/{bought}"),  # another article
+    ]
+    for refused, slug in zip(cases, [unbought, bought, bought, unbought], strict=True):
+        body = refused.json()
+        assert refused.status_code == 402, body
+        assert (body["error"], body["complete"]) == ("entitlement_invalid", False)
+        article = env.bed.catalogue.get(slug)
+        assert article is not None
+        assert article.remainder not in refused.text
+        assert RECEIPT_HEADER not in refused.headers
+    assert statement_of(env, agent) == before
+
+
+def test_a_replayed_voucher_doubles_neither_the_charge_nor_the_receipt(
+    env: Bed, opened: tuple[TestAgent, str]
+) -> None:
+    agent, channel = opened
+    offer, _ = offer_for(env, C1)
+    served = int(statement_of(env, agent)["served"])
+    payload = voucher(env, agent.signer, channel, served + PRICE)
+    responses = [pay_raw(env, C1, offer, payload) for _ in range(3)]  # answers lost, retried
+    assert all(r.json()["complete"] for r in responses)
+    receipts = [receipt_in(r) for r in responses]
+    assert receipts[0].amount == PRICE
+    assert receipts[1:] == receipts[:-1]  # the same receipt each time, for one price
+    assert statement_of(env, agent)["served"] == str(served + PRICE)
+    handler = env.bed.channels
+    assert handler is not None
+    paid = handler.paid_read(agent.address, f"/articles/{C1}")  # entitled (once: see below)
+    assert paid is not None
+    assert paid.price == PRICE
+    assert agent.channels is not None
+    agent.channels.store.get(channel).top = served + PRICE  # type: ignore[union-attr]
+
+
+# -- voucher re-reads across a server restart ------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A server's state on disk: its channel store directory and its ledger."""
+
+    bed: Bed
+    channels_dir: Path
+    options: ChannelOptions
+
+
+def _file_bed(tmp_path: Path) -> Server:
+    clock = ShiftedClock()
+    options = replace(QUIET, data_dir=tmp_path / "channels", flush_interval=3600)
+    bed = Testbed.create(
+        articles=CATALOGUE,
+        chain=EmbeddedChain(clock=clock),
+        schemes=("exact", "channel"),
+        channel_options=options,
+        ledger=Ledger.open(tmp_path / "server"),
+    )
+    slugs = iter([f"note-{i:03d}" for i in range(1, 160)])
+    return Server(Bed(bed, clock, slugs), tmp_path / "channels", options)
+
+
+def restart(server: Server, channels_dir: Path) -> None:
+    """A new server process: a channel handler loaded from `channels_dir`, a new app on the
+    same ledger and chain, a new receipt key. (The old handler is left as it is.)"""
+    bed = server.bed.bed
+    old = bed.channels
+    assert old is not None
+    options = replace(server.options, data_dir=channels_dir)
+    gas = Transactor(bed.chain, dev_account(FACILITATOR_INDEX))
+    handler = build_channel_scheme(
+        bed.chain, bed.tokens.values(), bed.owner, gas, options, manager=old.manager
+    )
+    facilitator = LocalFacilitator([bed.scheme, handler])
+    app = create_app(
+        bed.catalogue,
+        bed.assets,
+        facilitator,
+        schemes=[ExactOffers(bed.assets), channel_offers(bed.assets, handler, options)],
+        ledger=bed.ledger,
+        receipt_signer=LocalSigner.random(),
+    )
+    app.include_router(channel_router(handler))
+    handler.start()
+    bed.app, bed.facilitator, bed.channels = app, facilitator, handler
+
+
+def crash_image(directory: Path, into: Path) -> Path:
+    """What a crash leaves of the channel store in `directory`: its files as they are now."""
+    into.mkdir()
+    for name in ("channels.sqlite", "channels.sqlite-wal"):
+        if (directory / name).exists():
+            shutil.copy(directory / name, into / name)
+    return into
+
+
+def test_voucher_re_reads_survive_a_server_restart(tmp_path: Path) -> None:
+    server = _file_bed(tmp_path)
+    env = server.bed
+    agent = channel_agent(env)
+    opening = env.fresh()
+    assert read(env, agent, opening).json()["complete"]  # the ledger path
+    slug, _ = voucher_read(env, agent)
+    served = statement_of(env, agent)["served"]
+    old = env.bed.channels
+    assert old is not None
+    old.close()  # a clean stop: the store is written
+    restart(server, server.channels_dir)
+    try:
+        for bought in (opening, slug):
+            again = read(env, agent, bought)
+            assert again.status_code == 200
+            assert PAYMENT_RESPONSE_HEADER not in again.headers
+        assert agent.auth.rereads == [
+            f"http://testserver/articles/{opening}",
+            f"http://testserver/articles/{slug}",
+        ]
+        assert statement_of(env, agent)["served"] == served == str(2 * PRICE)
+    finally:
+        env.bed.close()
+        env.bed.ledger.close()
+
+
+def test_a_crash_loses_a_voucher_and_its_entitlement_together_and_the_payer_pays_once(
+    tmp_path: Path,
+) -> None:
+    server = _file_bed(tmp_path)
+    env = server.bed
+    agent = channel_agent(env)
+    assert read(env, agent, env.fresh()).json()["complete"]
+    kept, _ = voucher_read(env, agent)
+    handler = env.bed.channels
+    assert handler is not None
+    handler.store.flush()  # the writer's last round before the crash
+    lost, _ = voucher_read(env, agent)  # accepted, not written: lost with the process
+    assert handler.paid_read(agent.address, f"/articles/{lost}") is not None
+    restart(server, crash_image(server.channels_dir, tmp_path / "after-crash"))
+    try:
+        assert read(env, agent, kept).status_code == 200  # written: a free re-read
+        assert agent.auth.rereads == [f"http://testserver/articles/{kept}"]
+        statement = statement_of(env, agent)
+        assert (statement["served"], statement["highest"]) == (str(2 * PRICE), str(2 * PRICE))
+        # The lost read's entitlement went with its voucher: reading it again pays, and the
+        # forgotten slice shows as unpaid ...
+        again = read(env, agent, lost)
+        assert again.json()["complete"]
+        assert agent.auth.payments[-1].offer.scheme == "channel"
+        assert statement_of(env, agent)["unpaid"] == [[str(2 * PRICE), str(3 * PRICE)]]
+        # ... which the client's next read pays into: four articles, four prices signed.
+        assert read(env, agent, env.fresh()).json()["complete"]
+        statement = statement_of(env, agent)
+        assert (statement["served"], statement["highest"]) == (str(4 * PRICE), str(4 * PRICE))
+        assert "unpaid" not in statement
+        assert len(agent.auth.payments) == 5  # the lost article twice; one more read free
+    finally:
+        env.bed.close()
+        handler.watch.close()  # the crashed process: no last claim round
+        handler.settler.close(final_round=False)
+        handler.store.close()
+        env.bed.ledger.close()
+
+
+def test_a_replay_is_written_once_and_an_unreadable_store_is_a_503(tmp_path: Path) -> None:
+    server = _file_bed(tmp_path)
+    env = server.bed
+    agent = channel_agent(env)
+    opening = env.fresh()
+    assert read(env, agent, opening).json()["complete"]
+    assert agent.channels is not None
+    (record,) = agent.channels.channels()
+    channel = record.channel_id
+    slug = env.fresh()
+    offer, _ = offer_for(env, slug)
+    payload = voucher(env, agent.signer, channel, 2 * PRICE)
+    for _ in range(3):
+        assert pay_raw(env, slug, offer, payload).json()["complete"]
+    handler = env.bed.channels
+    assert handler is not None
+    handler.store.flush()
+    with sqlite3.connect(server.channels_dir / "channels.sqlite") as db:
+        rows = db.execute("SELECT cumulative, price, resource FROM reads").fetchall()
+    assert sorted(rows) == [  # one row per read paid, the replays none
+        (str(PRICE), str(PRICE), f"/articles/{opening}"),
+        (str(2 * PRICE), str(PRICE), f"/articles/{slug}"),
+    ]
+    env.bed.close()  # the store is closed: entitlements cannot be read
+    try:
+        response = prove(env, agent.signer, slug)
+        assert response.status_code == 503  # not "not bought": nothing would be paid twice
+    finally:
+        env.bed.ledger.close()

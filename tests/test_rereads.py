@@ -12,15 +12,21 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from agent_pay.chain.channel import ChannelStatus
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
 from agent_pay.errors import Reason
+from agent_pay.facilitator.channel_book import ChannelAccount
 from agent_pay.protocol import PaymentRequired, SettleResponse
+from agent_pay.protocol.channel import CHANNEL_EXTENSION
 from agent_pay.protocol.codec import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
@@ -31,23 +37,29 @@ from agent_pay.protocol.codec import (
 from agent_pay.protocol.extensions import (
     ENTITLEMENT_EXTENSION,
     ENTITLEMENT_HEADER,
+    NO_TRANSACTION,
     RECEIPT_EXTENSION,
     RECEIPT_HEADER,
     EntitlementChallenge,
     EntitlementProof,
+    ReceiptClaims,
     SignedReceipt,
 )
 from agent_pay.receipts import ReceiptError, load_receipt, verify_receipt
 from agent_pay.receipts_cli import register
+from agent_pay.server.channel_offers import ChannelCharge
+from agent_pay.server.entitlements import ReceiptIssuer
 from agent_pay.server.ledger import PaymentState
 from agent_pay.signing import LocalSigner, Signer
 from agent_pay.signing.receipt import sign_read_proof
 from agent_pay.testing import TestAgent, Testbed
+from tests._wire_strategies import addresses, uint256
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
 OTHER = "reading-a-vyper-contract"  # 0.25 USDX
 PRICE = 100_000
 BASE = "http://testserver"
+_ISSUER_KEY = LocalSigner.random()
 
 
 @pytest.fixture(scope="module")
@@ -402,3 +414,65 @@ def test_the_receipts_commands(bed: Testbed, http: httpx.Client, tmp_path: Path)
     code, out = run_cli("receipts", "--dir", str(tmp_path / "nowhere"))
     assert code == 0
     assert "nothing bought" in out
+
+
+# -- receipts of reads paid inline (channel vouchers) -------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payer=addresses,
+    pay_to=addresses,
+    asset=addresses,
+    amount=uint256,
+    issued_at=st.integers(0, 2**64 - 1),
+    path=st.text(min_size=1, max_size=60),
+    scheme=st.sampled_from(["channel", "exact"]),
+)
+def test_the_hot_path_receipt_is_the_model_receipt(
+    payer: str, pay_to: str, asset: str, amount: int, issued_at: int, path: str, scheme: str
+) -> None:
+    issuer = ReceiptIssuer(_ISSUER_KEY)
+    fields: dict[str, Any] = {
+        "scheme": scheme,
+        "payer": payer,
+        "pay_to": pay_to,
+        "resource": f"{BASE}/{path}",
+        "amount": amount,
+        "asset": asset,
+        "network": "eip155:31337",
+        "transaction": NO_TRANSACTION,
+        "issued_at": issued_at,
+    }
+    expected = issuer.sign(ReceiptClaims(**fields)).to_wire()
+    # As the voucher path builds them: unvalidated, addresses however the chain spelled them.
+    raw = {**fields, "payer": payer.lower(), "asset": asset.lower()}
+    assert issuer.sign_wire(ReceiptClaims.model_construct(**raw)) == expected
+    assert verify_receipt(expected, _ISSUER_KEY.address).amount == amount
+
+
+def test_a_voucher_charge_encodes_its_receipt_as_the_model_does() -> None:
+    account = ChannelAccount(
+        b"\x07" * 32,
+        LocalSigner.random().address,
+        LocalSigner.random().address,
+        LocalSigner.random().address,
+        None,
+        10 * PRICE,
+        0,
+        ChannelStatus.OPEN,
+    )
+    acceptance = account.accept(
+        PRICE, PRICE, b"\x01" * 65, resource="/a", now=1_700_000_000.5, replay_window=300
+    )
+    charge = ChannelCharge(None, acceptance, "eip155:31337")  # type: ignore[arg-type]
+    claims = charge.receipt_claims()
+    assert (claims.scheme, claims.transaction, claims.amount) == ("channel", NO_TRANSACTION, PRICE)
+    assert (claims.resource, claims.issued_at) == ("/a", 1_700_000_000)
+    receipt = ReceiptIssuer(_ISSUER_KEY).sign_wire(claims)
+    header = charge.response_header(receipt)
+    assert header == encode_header(charge.settle_response(receipt))
+    settled = decode_header(header, SettleResponse)
+    assert settled.extensions is not None
+    assert SignedReceipt.from_wire(settled.extensions[RECEIPT_EXTENSION]).payer == account.payer
+    assert settled.extensions[CHANNEL_EXTENSION] == acceptance.statement

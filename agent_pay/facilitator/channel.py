@@ -4,9 +4,10 @@
 content server calls for every voucher (`accept`):
 
 - **A read paid by a voucher** (the common case) is pure CPU: parse, one signature recovery
-  (`VoucherChecker`), the acceptance rule under the channel's lock (`ChannelAccount.accept`),
-  mark the channel dirty for the write-behind store. No chain read, no thread hop, no
-  transaction. `accept` returns None when the payment needs the chain (a new channel's
+  (`VoucherChecker`), the acceptance rule under the channel's lock (`ChannelAccount.accept`,
+  which also notes the read the voucher paid for: the payer's entitlement to read it again,
+  `paid_read`), mark the channel dirty for the write-behind store. No chain read, no thread
+  hop, no transaction. `accept` returns None when the payment needs the chain (a new channel's
   deposit, a top-up, a channel this server has not seen): the server then takes the ordinary
   verify/settle path, which runs in a worker thread.
 - **The first read on a new channel** carries the payer's `ReceiveWithAuthorization` of the
@@ -34,7 +35,12 @@ from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.errors import ChainUnavailableError, PaymentRejectedError, Reason
 from agent_pay.facilitator.base import Settlement
-from agent_pay.facilitator.channel_book import Acceptance, ChannelAccount, ChannelRefusedError
+from agent_pay.facilitator.channel_book import (
+    Acceptance,
+    ChannelAccount,
+    ChannelRefusedError,
+    PaidRead,
+)
 from agent_pay.facilitator.channel_deposits import ChannelDeposits
 from agent_pay.facilitator.channel_settler import (
     DEFAULT_BATCH_SIZE,
@@ -109,6 +115,9 @@ class ChannelEvmScheme:
         self._transactor = transactor
         self.store = store if store is not None else ChannelStore.in_memory()
         self.accounts: dict[bytes, ChannelAccount] = {a.channel_id: a for a in self.store.load()}
+        self._by_payer: dict[str, list[ChannelAccount]] = {}
+        for account in self.accounts.values():
+            self._by_payer.setdefault(account.payer, []).append(account)
         self.checker = VoucherChecker(manager.domain)
         self.replay_window = replay_window
         self._receipt_timeout = receipt_timeout
@@ -199,9 +208,11 @@ class ChannelEvmScheme:
         resource: str,
         *,
         parsed: ParsedPayload | None = None,
+        url: str | None = None,
     ) -> Acceptance | None:
-        """Pay one read of `resource` (a URL path) with the voucher in `payment`, which
-        accepted `requirements` (an offer this server made): pure CPU, no chain, no wait.
+        """Pay one read of `resource` (a URL path; `url` as sold, for its receipt) with the
+        voucher in `payment`, which accepted `requirements` (an offer this server made): pure
+        CPU, no chain, no wait. The read entitles the payer to `resource` (`paid_read`).
 
         `parsed` is `payment`'s payload if the caller parsed it already. Returns None when the
         payment needs the chain first (a deposit or top-up to submit, or
@@ -216,7 +227,7 @@ class ChannelEvmScheme:
             return None
         # An `open` for a channel that is open already is ignored: a client attaches it to
         # every read until it hears that the channel is open.
-        return self._accept(account, payload, requirements, resource)
+        return self._accept(account, payload, requirements, resource, url)
 
     def release(self, acceptance: Acceptance) -> None:
         """Undo `acceptance`: its read could not be served (the content failed). The voucher
@@ -227,6 +238,25 @@ class ChannelEvmScheme:
         if account is not None:
             account.release(acceptance.cumulative_amount, acceptance.price)
             self.store.mark(account)
+
+    def paid_read(self, payer: str, resource: str) -> PaidRead | None:
+        """A read of `resource` (a URL path) that `payer` paid by voucher, if any: its
+        entitlement to read it again. Survives a restart as the voucher that paid does."""
+        # The accounts first: a read leaves them only once the store has it on disk.
+        for account in self._by_payer.get(payer, ()):
+            read = account.unwritten_read(resource)
+            if read is not None:
+                return read
+        found = self.store.paid_read(payer, resource)
+        if found is None:
+            return None
+        channel, cumulative, url, price, at = found
+        terms = self.accounts.get(channel)
+        if terms is None:  # pragma: no cover - every stored read's channel is loaded
+            return None
+        return PaidRead(
+            channel, cumulative, terms.payer, terms.payee, terms.token, resource, url, price, at
+        )
 
     def statement(self, channel: bytes) -> dict[str, Any] | None:
         """Where `channel` stands (the wire's `ChannelStatement`), or None if unknown here."""
@@ -239,6 +269,7 @@ class ChannelEvmScheme:
         payload: ParsedPayload,
         requirements: PaymentRequirements,
         resource: str,
+        url: str | None = None,
     ) -> Acceptance:
         self._check_terms(account, requirements)
         signature = bytes.fromhex(payload.signature[2:])
@@ -250,6 +281,7 @@ class ChannelEvmScheme:
             resource=resource,
             now=self._clock(),
             replay_window=self.replay_window,
+            url=url,
         )
         if not acceptance.replayed:
             self.store.mark(account)
@@ -361,6 +393,7 @@ class ChannelEvmScheme:
             account = self.accounts.get(channel)
             if account is None:
                 account = self.accounts[channel] = ChannelAccount.from_chain(channel, state)
+                self._by_payer.setdefault(account.payer, []).append(account)
         account.refresh(state)
         self.store.mark(account)
         return account
@@ -389,7 +422,8 @@ class ChannelEvmScheme:
             self._check_terms(account, requirements)
             self.deposits.verify_top_up(account, payload.top_up, requirements)
             transaction = self.deposits.top_up(account, payload.top_up)
-        acceptance = self._accept(account, payload, requirements, _resource_path(payment))
+        url = payment.resource.url if payment.resource is not None else None
+        acceptance = self._accept(account, payload, requirements, _resource_path(payment), url)
         block = None
         if transaction:
             receipt = self.chain.get_receipt(bytes.fromhex(transaction[2:]))

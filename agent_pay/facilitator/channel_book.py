@@ -23,6 +23,12 @@ The issue's "cumulative amount = last accepted + price" is this rule when reads 
 time. Where a channel stands is reported to the payer (`ChannelStatement`) so that a client that
 lost track resumes from it.
 
+Every read a voucher paid is also a `PaidRead`: what entitles the payer to read that resource
+again for free (a re-read by key proof, see `agent_pay.server.entitlements`). The account queues
+it, under the same lock as the acceptance, for the store to write in the same transaction as the
+account's snapshot (`checkpoint`), so that a voucher and the entitlement it bought are on disk
+together or not at all; until written it stays findable here (`unwritten_read`).
+
 The account also caches the channel's on-chain terms (payer, payee, token, deposit, status),
 refreshed in the background (`agent_pay.facilitator.channel_view`): checking a voucher reads no
 chain. Pure and thread-safe: no I/O here.
@@ -46,6 +52,8 @@ __all__ = [
     "Acceptance",
     "ChannelAccount",
     "ChannelRefusedError",
+    "PaidRead",
+    "ReadChange",
 ]
 
 MAX_UNPAID_RANGES: Final = 256
@@ -79,6 +87,22 @@ class ChannelRefusedError(PaymentRejectedError):
 
 
 @dataclass(frozen=True, slots=True)
+class PaidRead:
+    """One read of `resource` (a URL path; `url` as sold) paid by the voucher `cumulative` on
+    `channel_id`: what entitles `payer` to read it again. Everything its receipt states."""
+
+    channel_id: bytes
+    cumulative: int
+    payer: str
+    payee: str
+    token: str
+    resource: str
+    url: str
+    price: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Acceptance:
     """A read paid by a voucher: `price` more served (nothing more when `replayed`)."""
 
@@ -88,6 +112,12 @@ class Acceptance:
     price: int
     replayed: bool
     statement: dict[str, Any]  # the wire's `ChannelStatement`
+    read: PaidRead  # what the read's receipt states (a replay's: the original read's)
+
+
+ReadChange = tuple[int, PaidRead | None]
+"""A change to a channel's paid reads, for the store: (cumulative, the read) when a voucher paid
+one, (cumulative, None) when that read was undone (`release`)."""
 
 
 @dataclass(slots=True)
@@ -127,6 +157,9 @@ class ChannelAccount:
     version: int = 0  # bumped on every change, so the store writes what changed
     recent: dict[int, _Recent] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Paid reads not yet handed to the store (`checkpoint`), and those not yet known written.
+    _changes: list[ReadChange] = field(default_factory=list, repr=False)
+    _unwritten: dict[int, PaidRead] = field(default_factory=dict, repr=False)
     _signers: tuple[bytes, ...] = field(default=(), repr=False)
     _channel_hex: str = field(default="", repr=False)
 
@@ -196,12 +229,16 @@ class ChannelAccount:
         resource: str,
         now: float,
         replay_window: float,
+        url: str | None = None,
     ) -> Acceptance:
         """Apply the rule to a voucher whose signature was checked (it is the payer's or the
-        signer's, for this channel): serve one read priced `price`, or raise
-        `ChannelRefusedError`. See the module docstring."""
+        signer's, for this channel): serve one read priced `price` of `resource` (a URL path;
+        `url` is the URL as sold, for its receipt), or raise `ChannelRefusedError`. See the
+        module docstring."""
         with self.lock:
-            return self._accept(cumulative_amount, price, signature, resource, now, replay_window)
+            return self._accept(
+                cumulative_amount, price, signature, resource, url, now, replay_window
+            )
 
     def check(self, cumulative_amount: int, price: int, signature: bytes, resource: str) -> None:
         """Raise `ChannelRefusedError` if `accept` would refuse the voucher now (a replay of an
@@ -215,13 +252,16 @@ class ChannelAccount:
         price: int,
         signature: bytes,
         resource: str,
+        url: str | None,
         now: float,
         replay_window: float,
     ) -> Acceptance:
         recent = self.recent.get(cumulative)
         if recent is not None and recent.signature == signature:
             if recent.resource == resource and now - recent.at <= replay_window:
-                return self._acceptance(cumulative, recent.price, replayed=True)
+                # The original read, again: same price and time, so the same receipt.
+                again = self._read(cumulative, resource, url, recent.price, recent.at)
+                return self._acceptance(again, replayed=True)
             raise self._refused(
                 "this voucher was already spent on a read; sign the next amount",
                 Reason.CHANNEL_VOUCHER_USED,
@@ -238,12 +278,30 @@ class ChannelAccount:
         self.served += price
         self.version += 1
         self.recent[cumulative] = _Recent(signature, resource, now, price)
+        read = self._read(cumulative, resource, url, price, now)
+        self._changes.append((cumulative, read))
+        self._unwritten[cumulative] = read
         if len(self.recent) > MAX_RECENT:
             del self.recent[next(iter(self.recent))]
         if len(self.unpaid) > MAX_UNPAID_RANGES:
             start, end = self.unpaid.pop(0)
             self.forfeited += end - start
-        return self._acceptance(cumulative, price, replayed=False)
+        return self._acceptance(read, replayed=False)
+
+    def _read(
+        self, cumulative: int, resource: str, url: str | None, price: int, at: float
+    ) -> PaidRead:
+        return PaidRead(
+            self.channel_id,
+            cumulative,
+            self.payer,
+            self.payee,
+            self.token,
+            resource,
+            url or resource,
+            price,
+            at,
+        )
 
     def _refusal(self, cumulative: int, price: int, signature: bytes, resource: str) -> None:
         if self.status is not ChannelStatus.OPEN or self.stopping:
@@ -286,6 +344,10 @@ class ChannelAccount:
             self.served -= price
             self._give_back(cumulative - price, cumulative)
             self.version += 1
+            # The read it paid for was not had: no entitlement (the store deletes the row if
+            # it was written already).
+            self._unwritten.pop(cumulative, None)
+            self._changes.append((cumulative, None))
 
     def _give_back(self, start: int, end: int) -> None:
         ranges = [*self.unpaid, [start, end]]
@@ -313,9 +375,15 @@ class ChannelAccount:
 
     # -- what the payee tells the payer
 
-    def _acceptance(self, cumulative: int, price: int, *, replayed: bool) -> Acceptance:
+    def _acceptance(self, read: PaidRead, *, replayed: bool) -> Acceptance:
         return Acceptance(
-            self.channel_id, self.payer, cumulative, price, replayed, self._statement()
+            self.channel_id,
+            self.payer,
+            read.cumulative,
+            read.price,
+            replayed,
+            self._statement(),
+            read,
         )
 
     def _refused(self, message: str, reason: Reason) -> ChannelRefusedError:
@@ -347,33 +415,66 @@ class ChannelAccount:
             statement["unpaid"] = [[str(a), str(b)] for a, b in self.unpaid]
         return statement
 
+    # -- paid reads (entitlements), for the store
+
+    def unwritten_read(self, resource: str) -> PaidRead | None:
+        """A read of `resource` paid on this channel that the store has not written yet."""
+        with self.lock:
+            for read in self._unwritten.values():
+                if read.resource == resource:
+                    return read
+            return None
+
+    def checkpoint(self) -> tuple[dict[str, Any], list[ReadChange]]:
+        """`snapshot()` and the paid-read changes since the last checkpoint, taken together
+        (under the lock): every read the snapshot counts as served is in these changes or in
+        earlier ones. The store writes both in one transaction, then calls `written`."""
+        with self.lock:
+            changes, self._changes = self._changes, []
+            return self._snapshot(), changes
+
+    def written(self, changes: list[ReadChange]) -> None:
+        """`changes` (from `checkpoint`) are on disk: their reads need not be kept here."""
+        with self.lock:
+            for cumulative, read in changes:
+                if read is not None and self._unwritten.get(cumulative) is read:
+                    del self._unwritten[cumulative]
+
+    def unwritten(self, changes: list[ReadChange]) -> None:
+        """Writing `changes` (from `checkpoint`) failed: hand them to the next checkpoint."""
+        with self.lock:
+            self._changes[:0] = changes
+
     # -- persistence (see channel_store)
 
     def snapshot(self) -> dict[str, Any]:
         """The state to persist, as JSON-ready values (caller holds no lock)."""
         with self.lock:
-            return {
-                "channel_id": "0x" + self.channel_id.hex(),
-                "payer": self.payer,
-                "payee": self.payee,
-                "token": self.token,
-                "signer": self.signer,
-                "deposit": str(self.deposit),
-                "claimed": str(self.claimed),
-                "status": int(self.status),
-                "closes_at": self.closes_at,
-                "highest": str(self.highest),
-                "signature": "0x" + self.signature.hex(),
-                "served": str(self.served),
-                "unpaid": [[str(a), str(b)] for a, b in self.unpaid],
-                "forfeited": str(self.forfeited),
-                "stopping": self.stopping,
-                "recent": [
-                    [str(c), "0x" + r.signature.hex(), r.resource, r.at, str(r.price)]
-                    for c, r in self.recent.items()
-                ],
-                "version": self.version,
-            }
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "channel_id": "0x" + self.channel_id.hex(),
+            "payer": self.payer,
+            "payee": self.payee,
+            "token": self.token,
+            "signer": self.signer,
+            "deposit": str(self.deposit),
+            "claimed": str(self.claimed),
+            "status": int(self.status),
+            "closes_at": self.closes_at,
+            "highest": str(self.highest),
+            "signature": "0x" + self.signature.hex(),
+            "served": str(self.served),
+            "unpaid": [[str(a), str(b)] for a, b in self.unpaid],
+            "forfeited": str(self.forfeited),
+            "stopping": self.stopping,
+            "recent": [
+                [str(c), "0x" + r.signature.hex(), r.resource, r.at, str(r.price)]
+                for c, r in self.recent.items()
+            ],
+            "version": self.version,
+        }
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> ChannelAccount:

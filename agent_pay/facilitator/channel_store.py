@@ -12,6 +12,15 @@ voucher on the channel covers the forgotten amount again, and the payee loses on
 never reads again. The gap shows up as an unpaid range: after a restart the server accepts the
 next voucher and records the skipped range as unpaid (see `channel_book`).
 
+The same goes for the reads those vouchers paid for (`PaidRead`, table `reads`): each is what
+entitles its payer to read that resource again for free, and it is written in the *same
+transaction* as the snapshot of the channel that accepted its voucher (`ChannelAccount.checkpoint`).
+So a voucher and the entitlement it bought survive a crash together or are lost together, never
+one without the other; and a lost pair is made good as above: the payer's next voucher leaves the
+forgotten slice unpaid and the client pays a later read with it, so a payer that re-reads (and
+pays again for) an article whose purchase was lost still pays one price per article, once it
+reads on. Until a read is written, its account holds it (`ChannelAccount.unwritten_read`).
+
 The file is opened in WAL mode with `synchronous=FULL`: a flush that returned is on disk.
 """
 
@@ -21,10 +30,11 @@ import json
 import logging
 import sqlite3
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
-from agent_pay.facilitator.channel_book import ChannelAccount
+from agent_pay.facilitator.channel_book import ChannelAccount, ReadChange
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "ChannelStore"]
 
@@ -38,8 +48,37 @@ CREATE TABLE IF NOT EXISTS channels (
     status INTEGER NOT NULL,
     version INTEGER NOT NULL,
     state TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS reads (  -- payee and token: the channel's
+    channel_id TEXT NOT NULL,
+    cumulative TEXT NOT NULL,       -- the voucher that paid (decimal: uint256)
+    payer TEXT NOT NULL,
+    resource TEXT NOT NULL,         -- the URL path: what entitlements are looked up by
+    url TEXT NOT NULL,              -- the URL as sold: what the receipt names
+    price TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (channel_id, cumulative)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reads_by_reader ON reads (payer, resource);
 """
+_ADD_READ: Final = (
+    "INSERT OR REPLACE INTO reads (channel_id, cumulative, payer, resource, url, price, at) VALUES "
+)
+_READ_ROW: Final = "(?, ?, ?, ?, ?, ?, ?)"
+_READ_FIELDS: Final = 7
+_ROWS_PER_INSERT: Final = 32
+_FIND_READ: Final = (
+    "SELECT channel_id, cumulative, payer, resource, url, price, at FROM reads "
+    "WHERE payer = ? AND resource = ? ORDER BY at LIMIT 1"
+)
+_DROP_READ: Final = "DELETE FROM reads WHERE channel_id = ? AND cumulative = ?"
+_UPSERT: Final = (
+    "INSERT INTO channels (channel_id, payee, status, version, state) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(channel_id) DO UPDATE SET "
+    "payee=excluded.payee, status=excluded.status, "
+    "version=excluded.version, state=excluded.state "
+    "WHERE excluded.version >= channels.version"
+)
 
 
 class ChannelStore:
@@ -57,8 +96,15 @@ class ChannelStore:
         if target != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         self._db_lock = threading.Lock()
+        # Entitlement look-ups come from the event loop: on a file they read through their own
+        # connection (WAL: never behind a flush's fsync); in memory there is only the one.
+        self._reader, self._reader_lock = self._db, self._db_lock
+        if target != ":memory:":
+            self._reader = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+            self._reader.execute("PRAGMA busy_timeout=5000")
+            self._reader_lock = threading.Lock()
         self._dirty: dict[bytes, ChannelAccount] = {}
         self._dirty_lock = threading.Lock()
         self._wake = threading.Event()
@@ -90,6 +136,17 @@ class ChannelStore:
             rows = self._db.execute("SELECT state FROM channels").fetchall()
         return [ChannelAccount.restore(json.loads(state)) for (state,) in rows]
 
+    def paid_read(self, payer: str, resource: str) -> tuple[bytes, int, str, int, float] | None:
+        """The earliest written read of `resource` (a URL path) paid by `payer`, if any, as
+        (channel, cumulative, url, price, at). (Reads not written yet are their accounts' to
+        tell: `ChannelAccount.unwritten_read`.)"""
+        with self._reader_lock:
+            row = self._reader.execute(_FIND_READ, (payer, resource)).fetchone()
+        if row is None:
+            return None
+        channel, cumulative, _, _, url, price, at = row
+        return bytes.fromhex(channel[2:]), int(cumulative), url, int(price), float(at)
+
     # -- writing
 
     def mark(self, account: ChannelAccount) -> None:
@@ -98,14 +155,15 @@ class ChannelStore:
             self._dirty[account.channel_id] = account
 
     def flush(self) -> int:
-        """Write every dirty account now, in one transaction; return how many."""
+        """Write every dirty account now, with the reads its vouchers paid for, in one
+        transaction; return how many accounts."""
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, {}
         if not dirty:
             return 0
-        rows = []
+        rows, taken = [], []
         for account in dirty.values():
-            state = account.snapshot()
+            state, changes = account.checkpoint()
             rows.append(
                 (
                     state["channel_id"],
@@ -115,27 +173,28 @@ class ChannelStore:
                     json.dumps(state, separators=(",", ":")),
                 )
             )
+            taken.append((account, state["channel_id"], changes))
         try:
             with self._db_lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._db.executemany(
-                        "INSERT INTO channels (channel_id, payee, status, version, state) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(channel_id) DO UPDATE SET "
-                        "payee=excluded.payee, status=excluded.status, "
-                        "version=excluded.version, state=excluded.state "
-                        "WHERE excluded.version >= channels.version",
-                        rows,
-                    )
+                    self._db.executemany(_UPSERT, rows)
+                    for _, channel, changes in taken:
+                        if changes:
+                            _write_reads(self._db, channel, changes)
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
         except sqlite3.Error:
-            with self._dirty_lock:  # keep them for the next attempt
+            for account, _, changes in taken:  # keep them for the next attempt
+                account.unwritten(changes)
+            with self._dirty_lock:
                 for key, account in dirty.items():
                     self._dirty.setdefault(key, account)
             raise
+        for account, _, changes in taken:
+            account.written(changes)
         self.writes += len(rows)
         return len(rows)
 
@@ -172,3 +231,45 @@ class ChannelStore:
         finally:
             with self._db_lock:
                 self._db.close()
+            if self._reader is not self._db:
+                with self._reader_lock:
+                    self._reader.close()
+
+
+def _write_reads(db: sqlite3.Connection, channel: str, changes: list[ReadChange]) -> None:
+    """Apply one channel's read changes in order (a read undone after it was added is
+    deleted)."""
+    added: list[object] = []
+    for cumulative, read in changes:
+        if read is not None:
+            added += (
+                channel,
+                str(cumulative),
+                read.payer,
+                read.resource,
+                read.url,
+                str(read.price),
+                read.at,
+            )
+            continue
+        _add_reads(db, added)
+        added = []
+        db.execute(_DROP_READ, (channel, str(cumulative)))
+    _add_reads(db, added)
+
+
+def _add_reads(db: sqlite3.Connection, values: list[object]) -> None:
+    """Insert rows of `_READ_FIELDS` values, `_ROWS_PER_INSERT` per statement. The writer
+    thread holds the GIL while it binds a statement and lets go while SQLite runs it: one row
+    per statement would hand the GIL back and forth with the event loop for every row, and
+    thousands per statement would hold the event loop up for a millisecond; a few dozen keep
+    each hold to some tens of microseconds."""
+    width = _ROWS_PER_INSERT * _READ_FIELDS
+    for start in range(0, len(values), width):
+        chunk = values[start : start + width]
+        db.execute(_insert_reads(len(chunk) // _READ_FIELDS), chunk)
+
+
+@lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_reads(rows: int) -> str:
+    return _ADD_READ + ", ".join([_READ_ROW] * rows)

@@ -8,6 +8,8 @@ A paid read goes: verify → record (ledger) → produce the content → record 
 settle → record "settled" → respond with PAYMENT-RESPONSE and a signed receipt. The server
 never touches the chain (it asks its `Facilitator`), never charges for content it could not
 produce, and charges each payment once however often it is sent (`agent_pay.server.checkout`).
+A read paid inline (a channel voucher: `agent_pay.server.inline`) skips the ledger but earns the
+same: a signed receipt in its PAYMENT-RESPONSE, and the re-read below (its scheme records it).
 A payer who bought an article re-reads it by answering the 402's challenge with its key
 (`AGENT-PAY-ENTITLEMENT`), without paying again.
 """
@@ -49,6 +51,7 @@ from agent_pay.server.checkout import DEFAULT_REPLAY_WINDOW, Checkout, Purchase
 from agent_pay.server.entitlements import (
     EntitlementHeader,
     Entitlements,
+    EntitlementSource,
     ReceiptIssuer,
     discovery_document,
 )
@@ -111,7 +114,8 @@ def create_app(
     paywall = Paywall(assets, facilitator, schemes)
     ledger = ledger if ledger is not None else Ledger.in_memory()
     issuer = ReceiptIssuer(receipt_signer or LocalSigner.random())
-    entitlements = Entitlements(ledger, issuer.address, secret=entitlement_secret)
+    sources = [b for b in paywall.schemes.values() if isinstance(b, EntitlementSource)]
+    entitlements = Entitlements(ledger, issuer, sources=sources, secret=entitlement_secret)
     faults = faults or FaultPlan()
     checkout = Checkout(ledger, facilitator, issuer, faults=faults, replay_window=replay_window)
     payment_header = PaymentHeader(auto_error=False, schemes=paywall.schemes)
@@ -259,7 +263,7 @@ def create_app(
             return _unavailable(ChainUnavailableError("unexpected server error; retry"))
 
     def reread(article: Article, request: Request, proof: EntitlementProof) -> Response:
-        entry = entitlements.check(proof, request.url.path)
+        grant = entitlements.check(proof, request.url.path)
         try:
             content = render(article)
         except Exception:
@@ -273,7 +277,7 @@ def create_app(
             "Access-Control-Expose-Headers": _EXPOSED,
             "Cache-Control": "private, no-store",
         }
-        receipt = entry.receipt
+        receipt = grant.receipt
         if receipt is not None:
             headers[RECEIPT_HEADER] = encode_header(receipt)
         return JSONResponse(page(article, content, complete=True), 200, headers)
@@ -290,7 +294,8 @@ def create_app(
         # agent_pay.server.inline), is asked first: a channel voucher costs no I/O.
         charge_inline = getattr(paywall.schemes.get(requirements.scheme), "charge_inline", None)
         if charge_inline is not None:
-            charge: InlineCharge | None = charge_inline(payment, requirements, path)
+            url = str(request.url)
+            charge: InlineCharge | None = charge_inline(payment, requirements, path, url=url)
             if charge is not None:
                 return serve_charged(article, charge)
         purchase = Purchase(
@@ -310,9 +315,10 @@ def create_app(
         return JSONResponse(body, 200, headers, background=delivered)
 
     def serve_charged(article: Article, charge: InlineCharge) -> Response:
-        """A read charged inline: produce it, or undo the charge."""
+        """A read charged inline: produce it and sign its receipt, or undo the charge."""
         try:
             content = render(article)
+            receipt = issuer.sign_wire(charge.receipt_claims())
         except Exception:
             charge.release()
             log.exception("producing the content failed")
@@ -324,7 +330,7 @@ def create_app(
                 )
             )
         headers = {
-            PAYMENT_RESPONSE_HEADER: charge.response_header(),
+            PAYMENT_RESPONSE_HEADER: charge.response_header(receipt),
             "Access-Control-Expose-Headers": _EXPOSED,
             "Cache-Control": "private, no-store",
         }

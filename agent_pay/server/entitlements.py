@@ -8,8 +8,10 @@ back in `AGENT-PAY-ENTITLEMENT`. A challenge is an HMAC, under a secret only thi
 holds, of (resource, expiry, receipt address): the server keeps nothing per challenge, and a
 challenge made for one article or by another server does not verify. A proof is the payer's
 EIP-712 signature over (resource, challenge, expiry, server). What grants the read is the
-server's own ledger — a paid entry for (payer, resource) — and possession of the payer's key;
-a receipt alone, copied or not, grants nothing.
+server's own record of the purchase — a paid entry for (payer, resource) in its ledger, or in
+an `EntitlementSource` (a scheme that records its own reads: a channel's voucher reads, kept by
+the channel store) — and possession of the payer's key; a receipt alone, copied or not, grants
+nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import sqlite3
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, runtime_checkable
 
 from fastapi import Request
 
 from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
+from agent_pay.protocol import normalize_address
 from agent_pay.protocol.codec import decode_header
 from agent_pay.protocol.extensions import (
     ENTITLEMENT_EXTENSION,
@@ -37,10 +42,14 @@ from agent_pay.protocol.extensions import (
     SignedReceipt,
 )
 from agent_pay.server.ledger import Entry, Ledger
+from agent_pay.server.refusals import ledger_down
 from agent_pay.signing import Signer
+from agent_pay.signing.eip712 import sign_typed
 from agent_pay.signing.receipt import (
     PROOF_DOMAIN,
     RECEIPT_DOMAIN,
+    receipt_digest,
+    receipt_typed_data,
     recover_read_proof_signer,
     sign_receipt,
 )
@@ -48,7 +57,9 @@ from agent_pay.signing.receipt import (
 __all__ = [
     "CHALLENGE_TTL_SECONDS",
     "EntitlementHeader",
+    "EntitlementSource",
     "Entitlements",
+    "Grant",
     "ReceiptIssuer",
     "discovery_document",
 ]
@@ -81,15 +92,59 @@ class ReceiptIssuer:
             transaction=transaction or NO_TRANSACTION,
             issued_at=int(self._clock()),
         )
+        return self.sign(claims)
+
+    def sign(self, claims: ReceiptClaims) -> SignedReceipt:
+        """`claims` signed (the same claims always give the same receipt)."""
         return sign_receipt(self.signer, claims)
+
+    def sign_wire(self, claims: ReceiptClaims) -> dict[str, Any]:
+        """`sign(claims).to_wire()`, built without the models (a test holds them equal): every
+        voucher read signs one, so this is on the hot path. `claims` may be unvalidated
+        (`model_construct`) but must hold valid values."""
+        signature = sign_typed(
+            self.signer, receipt_digest(claims), lambda: receipt_typed_data(claims)
+        )
+        return {
+            "scheme": claims.scheme,
+            "payer": normalize_address(claims.payer),
+            "payTo": normalize_address(claims.pay_to),
+            "resource": claims.resource,
+            "amount": str(claims.amount),
+            "asset": normalize_address(claims.asset),
+            "network": claims.network,
+            "transaction": claims.transaction,
+            "issuedAt": claims.issued_at,
+            "signer": self.address,
+            "signature": "0x" + signature.hex(),
+        }
+
+
+@runtime_checkable
+class EntitlementSource(Protocol):
+    """Where paid reads that bypass the ledger are recorded (an `OfferBuilder` may be one)."""
+
+    def entitlement(self, payer: str, resource: str) -> ReceiptClaims | None:
+        """What the receipt of `payer`'s purchase of `resource` (a URL path) states, if
+        `payer` bought it here; None otherwise."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A re-read granted: the receipt of the purchase that entitles it, when there is one."""
+
+    receipt: SignedReceipt | None
 
 
 class Entitlements:
-    """Challenges for re-reads, and the check of a proof against the ledger.
+    """Challenges for re-reads, and the check of a proof against the server's records.
 
     Args:
-        ledger: where paid entries (the entitlements) are looked up.
-        server: the server's receipt address; proofs are bound to it.
+        ledger: where paid entries (the entitlements) are looked up first.
+        issuer: the server's receipt key: proofs are bound to its address, and it signs the
+            receipt of a purchase found in `sources`.
+        sources: where else purchases are recorded (a channel's voucher reads), in order.
         secret: the HMAC key for challenges (random by default: challenges then die with the
             process, which only costs a client one more round trip).
         ttl: seconds a challenge stays valid.
@@ -98,14 +153,17 @@ class Entitlements:
     def __init__(
         self,
         ledger: Ledger,
-        server: str,
+        issuer: ReceiptIssuer,
         *,
+        sources: Iterable[EntitlementSource] = (),
         secret: bytes | None = None,
         ttl: int = CHALLENGE_TTL_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
-        self.server = server
+        self.issuer = issuer
+        self.server = issuer.address
+        self.sources = list(sources)
         self._secret = secret or secrets.token_bytes(32)
         self.ttl = ttl
         self._clock = clock
@@ -119,11 +177,13 @@ class Entitlements:
             signer=self.server,
         )
 
-    def check(self, proof: EntitlementProof, resource: str) -> Entry:
-        """The paid ledger entry that entitles the prover to `resource`.
+    def check(self, proof: EntitlementProof, resource: str) -> Grant:
+        """What entitles the prover to `resource`: a paid ledger entry, or a purchase one of
+        the `sources` recorded.
 
         Raises:
             PaymentRejectedError: with `Reason.ENTITLEMENT_INVALID`, saying why.
+            ChainUnavailableError: the records cannot be read (503: retry).
         """
         now = int(self._clock())
         if proof.resource != resource:
@@ -145,10 +205,18 @@ class Entitlements:
             raise _invalid(f"bad proof signature: {exc}") from None
         if signer != proof.payer:
             raise _invalid("the proof is not signed by the payer's key")
-        entry = self.ledger.entitlement(proof.payer, resource)
-        if entry is None:
-            raise _invalid(f"{proof.payer} has not bought {resource}")
-        return entry
+        try:
+            entry = self.ledger.entitlement(proof.payer, resource)
+            if entry is not None:
+                return Grant(entry.receipt)
+            for source in self.sources:
+                claims = source.entitlement(proof.payer, resource)
+                if claims is not None:
+                    return Grant(self.issuer.sign(claims))
+        except sqlite3.Error as exc:
+            # Unknown is not "not bought": a refusal here would have the payer pay again.
+            raise ledger_down(exc) from exc
+        raise _invalid(f"{proof.payer} has not bought {resource}")
 
     def _mac(self, resource: str, expires_at: int) -> bytes:
         message = f"{resource}\n{expires_at}\n{self.server}".encode()
