@@ -373,7 +373,10 @@ def test_concurrent_threads_on_one_channel_serve_each_slice_exactly_once() -> No
         t.join()
     assert sorted(served) == list(range(1, 801))
     assert replays_served == []
-    assert reasons == {Reason.CHANNEL_VOUCHER_USED}
+    # A replay is refused as "voucher used" while the voucher is among the channel's recent
+    # ones; a thread descheduled long enough finds it evicted, and then it is an old amount.
+    assert Reason.CHANNEL_VOUCHER_USED in reasons
+    assert reasons <= {Reason.CHANNEL_VOUCHER_USED, Reason.CHANNEL_AMOUNT_NOT_INCREASING}
     assert (acct.served, acct.highest, acct.unpaid) == (800 * P, 800 * P, [])
 
 
