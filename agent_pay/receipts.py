@@ -22,13 +22,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent_pay.client.receipts import ReceiptStore, StoredReceipt
+from agent_pay.client.receipts import ReceiptStore, StoredPurchase, StoredReceipt
 from agent_pay.errors import AgentPayError, Reason
 from agent_pay.protocol import normalize_address
 from agent_pay.protocol.extensions import RECEIPT_EXTENSION, SignedReceipt
 from agent_pay.signing.receipt import recover_receipt_signer
 
-__all__ = ["ReceiptError", "list_receipts", "load_receipt", "verify_receipt"]
+__all__ = ["ReceiptError", "list_purchases", "list_receipts", "load_receipt", "verify_receipt"]
 
 
 class ReceiptError(AgentPayError):
@@ -102,6 +102,18 @@ def list_receipts(
     store = ReceiptStore.open(directory)
     try:
         return store.receipts(normalize_address(payer) if payer else None)
+    finally:
+        store.close()
+
+
+def list_purchases(
+    directory: str | os.PathLike[str], payer: str | None = None
+) -> list[StoredPurchase]:
+    """The articles an agent in `directory` bought without a receipt (by channel voucher: the
+    server signs none per voucher read; re-reading the article returns one), oldest first."""
+    store = ReceiptStore.open(directory)
+    try:
+        return store.purchases(normalize_address(payer) if payer else None)
     finally:
         store.close()
 

@@ -1,7 +1,8 @@
 """`agent-pay receipts` and `agent-pay verify-receipt`, and `serve`'s hidden fault flags.
 
     agent-pay receipts [--dir DIR] [--payer ADDRESS] [--json]
-        what an agent bought: one line per receipt in its receipt store
+        what an agent bought: one line per receipt in its receipt store, and one per article
+        bought by channel voucher (no receipt: re-reading it returns one)
     agent-pay verify-receipt RECEIPT --signer ADDRESS
         check a receipt offline against the server's published receipt address; RECEIPT is a
         file, "-" for stdin, or the JSON / base64 text itself. Exit 0 valid, 2 invalid.
@@ -19,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from agent_pay.client.receipts import StoredReceipt
-from agent_pay.receipts import ReceiptError, list_receipts, verify_receipt
+from agent_pay.client.receipts import StoredPurchase, StoredReceipt
+from agent_pay.receipts import ReceiptError, list_purchases, list_receipts, verify_receipt
 from agent_pay.server.faults import FaultPlan, FaultPoint
 
 __all__ = [
@@ -40,24 +41,32 @@ EXIT_INVALID: Final = 2
 
 
 def receipts_command(args: argparse.Namespace, _settings: object = None) -> int:
-    """List the receipts in `args.dir` (only `args.payer`'s if given)."""
+    """List the receipts and receipt-less purchases in `args.dir` (only `args.payer`'s if
+    given), oldest first."""
     out: TextIO = getattr(args, "out", None) or sys.stdout
     directory = Path(args.dir)
     if not directory.is_dir():
         print(f"no receipts in {directory} (nothing bought yet)", file=out)
         return EXIT_OK
     stored = list_receipts(directory, args.payer)
+    bought = list_purchases(directory, args.payer)
+    items: list[StoredReceipt | StoredPurchase] = sorted(
+        [*stored, *bought], key=lambda item: item.stored_at
+    )
     if args.json:
-        json.dump([_as_json(item) for item in stored], out, indent=2)
+        json.dump([_as_json(item) for item in items], out, indent=2)
         print(file=out)
         return EXIT_OK
-    if not stored:
+    if not items:
         print(f"no receipts in {directory}", file=out)
         return EXIT_OK
-    for item in stored:
+    for item in items:
         print(_as_line(item), file=out)
     total = len(stored)
-    print(f"{total} receipt{'s' if total != 1 else ''} in {directory}", file=out)
+    summary = f"{total} receipt{'s' if total != 1 else ''}"
+    if bought:
+        summary += f" and {len(bought)} bought without one"
+    print(f"{summary} in {directory}", file=out)
     return EXIT_OK
 
 
@@ -132,11 +141,25 @@ def fault_plan(args: argparse.Namespace) -> FaultPlan | None:
     return FaultPlan(FaultPoint(point), nth=getattr(args, "fault_nth", 1))
 
 
-def _as_json(item: StoredReceipt) -> dict[str, Any]:
+def _as_json(item: StoredReceipt | StoredPurchase) -> dict[str, Any]:
+    if isinstance(item, StoredPurchase):
+        return {
+            "url": item.url,
+            "storedAt": item.stored_at,
+            "receipt": None,
+            "payer": item.payer,
+            "scheme": item.scheme,
+        }
     return {"url": item.url, "storedAt": item.stored_at, "receipt": item.receipt.to_wire()}
 
 
-def _as_line(item: StoredReceipt) -> str:
+def _as_line(item: StoredReceipt | StoredPurchase) -> str:
+    if isinstance(item, StoredPurchase):
+        how = "by voucher" if item.scheme == "channel" else f"({item.scheme})"
+        return (
+            f"{_when(int(item.stored_at))}  {'':27}  {item.payer}  {item.url}  "
+            f"bought {how}, no receipt (re-read it for one)"
+        )
     receipt = item.receipt
     # The receipt states atomic units; the token's decimals are the chain's to say.
     return (

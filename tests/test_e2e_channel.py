@@ -27,8 +27,11 @@ from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.channel_cli import describe, payer_account, request_close, withdraw
 from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
+from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.channel_store import ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
+from agent_pay.client.policy import SpendingPolicy
+from agent_pay.client.receipts import ReceiptStore
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.protocol import (
     PaymentPayload,
@@ -145,11 +148,16 @@ def env() -> Iterator[Bed]:
     bed.bed.close()
 
 
-def channel_agent(env: Bed, *, usdx: str = "5", **policy: Any) -> TestAgent:
+def channel_agent(
+    env: Bed, *, usdx: str = "5", receipts: ReceiptStore | None = None, **policy: Any
+) -> TestAgent:
     policy.setdefault("min_expected_reads", 1)
     policy.setdefault("deposit_reads", 20)
     return env.bed.agent(
-        funds={"USDX": usdx}, tokens=["USDX"], channel_policy=ChannelPolicy(**policy)
+        funds={"USDX": usdx},
+        tokens=["USDX"],
+        receipts=receipts,
+        channel_policy=ChannelPolicy(**policy),
     )
 
 
@@ -310,11 +318,14 @@ def test_concurrent_first_reads_share_one_deposit(env: Bed) -> None:
     } - {""}
     assert len(opens) == 1  # one deposit transaction, whoever carried it
     # Reads that waited for the deposit went through the ledger: their receipts (which name
-    # no transaction) are kept like the opener's.
+    # no transaction) are kept like the opener's. Reads paid by voucher came without one, and
+    # are kept as purchases: every article is re-read by key proof.
     signed = [
         p for p in agent.auth.payments if RECEIPT_EXTENSION in (p.settlement.extensions or {})
     ]
     assert all(p.receipt is not None for p in signed)
+    urls = [f"http://testserver/articles/{slug}" for slug in slugs]
+    assert all(agent.auth.receipts.bought(url, agent.address) for url in urls)
     assert env.bed.chain.block_number() == block + 1
     assert statement_of(env, agent)["served"] == str(6 * PRICE)
 
@@ -500,8 +511,6 @@ def test_a_restarted_agent_resumes_from_the_server(env: Bed, tmp_path: Path) -> 
     signer = LocalSigner.random()
     env.bed.fund(signer.address, "USDX", "5")
     usdx = [env.bed.tokens["USDX"].asset]
-    from agent_pay.client.policy import SpendingPolicy
-
     policy = SpendingPolicy.per_token(usdx, max_per_payment="1", budget="10")
 
     def start() -> TestAgent:
@@ -621,10 +630,8 @@ def voucher_read(env: Bed, agent: TestAgent) -> tuple[str, httpx.Response]:
     return slug, response
 
 
-def receipt_in(response: httpx.Response) -> SignedReceipt:
-    settled = decode_header(response.headers[PAYMENT_RESPONSE_HEADER], SettleResponse)
-    assert settled.extensions is not None
-    return SignedReceipt.from_wire(settled.extensions[RECEIPT_EXTENSION])
+def settlement_of(response: httpx.Response) -> SettleResponse:
+    return decode_header(response.headers[PAYMENT_RESPONSE_HEADER], SettleResponse)
 
 
 def challenge_of(env: Bed, slug: str) -> EntitlementChallenge:
@@ -663,18 +670,65 @@ def prove(
         return http.get(path, headers={ENTITLEMENT_HEADER: encode_header(proof)})
 
 
-def test_a_voucher_read_returns_a_receipt_the_client_verifies_and_keeps(env: Bed) -> None:
+def published_signer(env: Bed) -> str:
+    with env.bed.client() as http:
+        return str(http.get("/.well-known/agent-pay").json()["receiptSigner"])
+
+
+def test_a_voucher_read_carries_no_receipt_and_the_client_records_the_purchase(
+    env: Bed,
+) -> None:
     agent = channel_agent(env)
     assert read(env, agent, env.fresh()).json()["complete"]  # opens the channel
     slug, response = voucher_read(env, agent)
-    receipt = receipt_in(response)
-    settled = decode_header(response.headers[PAYMENT_RESPONSE_HEADER], SettleResponse)
-    assert CHANNEL_EXTENSION in (settled.extensions or {})  # where the channel stands, as before
-    with env.bed.client() as http:
-        published = http.get("/.well-known/agent-pay").json()["receiptSigner"]
-    assert verify_receipt(receipt, published) == receipt
+    extensions = settlement_of(response).extensions or {}
+    assert CHANNEL_EXTENSION in extensions  # where the channel stands, as before
+    assert RECEIPT_EXTENSION not in extensions  # no receipt signed per voucher read
+    url = f"http://testserver/articles/{slug}"
+    record = agent.auth.payments[-1]
+    assert (record.offer.scheme, record.receipt) == ("channel", None)
+    store = agent.auth.receipts
+    assert store.find(url, agent.address) is None
+    assert store.bought(url, agent.address)  # so the next read proves the key
+    assert [(p.url, p.payer, p.scheme) for p in store.purchases(agent.address)] == [
+        (url, agent.address, "channel")
+    ]
+
+
+def test_a_voucher_read_article_is_read_again_free_with_a_signed_receipt(env: Bed) -> None:
+    agent = channel_agent(env)
+    assert read(env, agent, env.fresh()).json()["complete"]
+    accepted_from = int(time.time())
+    slug, _ = voucher_read(env, agent)
+    accepted_by = int(time.time())
+    assert agent.channels is not None
+    (record,) = agent.channels.channels()
+    top, payments = record.top, len(agent.auth.payments)
+    before = statement_of(env, agent)
+    usdx = env.bed.tokens["USDX"].asset
+    spent = agent.spending.spent(usdx)
+    block = env.bed.chain.block_number()
     article = env.bed.catalogue.get(slug)
     assert article is not None
+
+    receipts = []
+    for _ in range(2):
+        again = read(env, agent, slug)
+        assert again.status_code == 200
+        assert again.json()["content"] == article.body
+        assert PAYMENT_RESPONSE_HEADER not in again.headers  # nothing paid
+        receipts.append(load_receipt(again.headers[RECEIPT_HEADER]))
+    assert agent.auth.rereads == [f"http://testserver/articles/{slug}"] * 2
+    assert (record.top, len(agent.auth.payments)) == (top, payments)  # no new voucher
+    assert statement_of(env, agent) == before  # `served` unchanged
+    assert agent.spending.spent(usdx) == spent
+    assert env.bed.chain.block_number() == block
+
+    # The re-read's receipt is the voucher read's: it verifies against the published signer,
+    # names no transaction and the read's price, and is the same at every re-read.
+    receipt = receipts[0]
+    assert receipts[1] == receipt
+    assert verify_receipt(receipt, published_signer(env)) == receipt
     claims = (
         receipt.scheme,
         receipt.payer,
@@ -693,43 +747,16 @@ def test_a_voucher_read_returns_a_receipt_the_client_verifies_and_keeps(env: Bed
         env.bed.tokens["USDX"].address,
         NO_TRANSACTION,
     )
-    record = agent.auth.payments[-1]
-    assert (record.offer.scheme, record.receipt) == ("channel", receipt)
-    assert agent.auth.receipts.find(f"http://testserver/articles/{slug}", agent.address)
-
-
-def test_a_voucher_read_article_is_read_again_free_with_a_proof(env: Bed) -> None:
-    agent = channel_agent(env)
-    assert read(env, agent, env.fresh()).json()["complete"]
-    slug, first = voucher_read(env, agent)
-    assert agent.channels is not None
-    (record,) = agent.channels.channels()
-    top, payments = record.top, len(agent.auth.payments)
-    before = statement_of(env, agent)
-    usdx = env.bed.tokens["USDX"].asset
-    spent = agent.spending.spent(usdx)
-    block = env.bed.chain.block_number()
-
-    for _ in range(2):
-        again = read(env, agent, slug)
-        assert again.status_code == 200
-        article = env.bed.catalogue.get(slug)
-        assert article is not None
-        assert again.json()["content"] == article.body
-        assert PAYMENT_RESPONSE_HEADER not in again.headers  # nothing paid
-        assert load_receipt(again.headers[RECEIPT_HEADER]) == receipt_in(first)
-    assert agent.auth.rereads == [f"http://testserver/articles/{slug}"] * 2
-    assert (record.top, len(agent.auth.payments)) == (top, payments)  # no new voucher
-    assert statement_of(env, agent) == before  # `served` unchanged
-    assert agent.spending.spent(usdx) == spent
-    assert env.bed.chain.block_number() == block
+    assert accepted_from <= receipt.issued_at <= accepted_by  # when the voucher was accepted
 
 
 def test_a_proof_for_what_the_payer_did_not_buy_by_voucher_is_refused(env: Bed) -> None:
     agent = channel_agent(env)
     assert read(env, agent, env.fresh()).json()["complete"]
-    bought, response = voucher_read(env, agent)
-    receipt = receipt_in(response)
+    bought, _ = voucher_read(env, agent)
+    owned = prove(env, agent.signer, bought)  # the payer's own proof: the receipt
+    assert owned.status_code == 200
+    receipt = load_receipt(owned.headers[RECEIPT_HEADER])
     unbought = env.fresh()
     thief = LocalSigner.random()
     before = statement_of(env, agent)
@@ -750,7 +777,7 @@ def test_a_proof_for_what_the_payer_did_not_buy_by_voucher_is_refused(env: Bed) 
     assert statement_of(env, agent) == before
 
 
-def test_a_replayed_voucher_doubles_neither_the_charge_nor_the_receipt(
+def test_a_replayed_voucher_doubles_neither_the_charge_nor_the_entitlement(
     env: Bed, opened: tuple[TestAgent, str]
 ) -> None:
     agent, channel = opened
@@ -759,15 +786,16 @@ def test_a_replayed_voucher_doubles_neither_the_charge_nor_the_receipt(
     payload = voucher(env, agent.signer, channel, served + PRICE)
     responses = [pay_raw(env, C1, offer, payload) for _ in range(3)]  # answers lost, retried
     assert all(r.json()["complete"] for r in responses)
-    receipts = [receipt_in(r) for r in responses]
-    assert receipts[0].amount == PRICE
-    assert receipts[1:] == receipts[:-1]  # the same receipt each time, for one price
+    assert all(RECEIPT_EXTENSION not in (settlement_of(r).extensions or {}) for r in responses)
     assert statement_of(env, agent)["served"] == str(served + PRICE)
     handler = env.bed.channels
     assert handler is not None
     paid = handler.paid_read(agent.address, f"/articles/{C1}")  # entitled (once: see below)
     assert paid is not None
     assert paid.price == PRICE
+    again = prove(env, agent.signer, C1)
+    assert again.status_code == 200
+    assert load_receipt(again.headers[RECEIPT_HEADER]).amount == PRICE  # one price
     assert agent.channels is not None
     agent.channels.store.get(channel).top = served + PRICE  # type: ignore[union-attr]
 
@@ -832,29 +860,45 @@ def crash_image(directory: Path, into: Path) -> Path:
     return into
 
 
-def test_voucher_re_reads_survive_a_server_restart(tmp_path: Path) -> None:
+def test_voucher_re_reads_survive_a_server_and_a_client_restart(tmp_path: Path) -> None:
     server = _file_bed(tmp_path)
     env = server.bed
-    agent = channel_agent(env)
+    receipts = tmp_path / "receipts"
+    agent = channel_agent(env, receipts=ReceiptStore.open(receipts))
     opening = env.fresh()
     assert read(env, agent, opening).json()["complete"]  # the ledger path
     slug, _ = voucher_read(env, agent)
     served = statement_of(env, agent)["served"]
+    agent.auth.receipts.close()  # the agent stops
     old = env.bed.channels
     assert old is not None
     old.close()  # a clean stop: the store is written
     restart(server, server.channels_dir)
+    # A new agent process: a new PaymentAuth over the same receipt store, that cannot pay.
+    usdx = env.bed.tokens["USDX"].asset
+    restarted = PaymentAuth(
+        agent.signer,
+        SpendingPolicy.per_token([usdx], max_per_payment="1", budget="0"),
+        receipts=ReceiptStore.open(receipts),
+    )
     try:
-        for bought in (opening, slug):
-            again = read(env, agent, bought)
+        with env.bed.client() as http:
+            answers = [http.get(f"/articles/{b}", auth=restarted) for b in (opening, slug)]
+        for again in answers:
             assert again.status_code == 200
+            assert again.json()["complete"]
             assert PAYMENT_RESPONSE_HEADER not in again.headers
-        assert agent.auth.rereads == [
+        assert restarted.rereads == [
             f"http://testserver/articles/{opening}",
             f"http://testserver/articles/{slug}",
         ]
+        assert restarted.payments == []
+        # The voucher read's receipt is signed at the re-read, by the new server's key.
+        receipt = load_receipt(answers[1].headers[RECEIPT_HEADER])
+        assert verify_receipt(receipt, published_signer(env)).amount == PRICE
         assert statement_of(env, agent)["served"] == served == str(2 * PRICE)
     finally:
+        restarted.receipts.close()
         env.bed.close()
         env.bed.ledger.close()
 

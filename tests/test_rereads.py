@@ -1,8 +1,11 @@
 """Receipts and re-reads: a bought article is read again by proving the paying key, for free.
 
-The server signs a receipt for every paid read (checked here offline, against the address it
-publishes); the agent keeps it, and on the next 402 for that article answers the server's
-challenge with its key instead of paying. A receipt copied to another key reads nothing.
+The server signs a receipt for every read paid through its ledger (checked here offline,
+against the address it publishes); the agent keeps it, and on the next 402 for that article
+answers the server's challenge with its key instead of paying. A receipt copied to another key
+reads nothing. A read paid by channel voucher carries no receipt: the agent keeps it as a
+purchase, re-read the same way (end to end in `tests/test_e2e_channel.py`; the store and the
+CLI here).
 """
 
 from __future__ import annotations
@@ -10,23 +13,18 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from agent_pay.chain.channel import ChannelStatus
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import SpendingPolicy
-from agent_pay.client.receipts import ReceiptStore
+from agent_pay.client.receipts import RECEIPTS_FILENAME, ReceiptStore, StoredPurchase
 from agent_pay.errors import Reason
-from agent_pay.facilitator.channel_book import ChannelAccount
 from agent_pay.protocol import PaymentRequired, SettleResponse
-from agent_pay.protocol.channel import CHANNEL_EXTENSION
 from agent_pay.protocol.codec import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
@@ -42,24 +40,19 @@ from agent_pay.protocol.extensions import (
     RECEIPT_HEADER,
     EntitlementChallenge,
     EntitlementProof,
-    ReceiptClaims,
     SignedReceipt,
 )
 from agent_pay.receipts import ReceiptError, load_receipt, verify_receipt
 from agent_pay.receipts_cli import register
-from agent_pay.server.channel_offers import ChannelCharge
-from agent_pay.server.entitlements import ReceiptIssuer
 from agent_pay.server.ledger import PaymentState
 from agent_pay.signing import LocalSigner, Signer
 from agent_pay.signing.receipt import sign_read_proof
 from agent_pay.testing import TestAgent, Testbed
-from tests._wire_strategies import addresses, uint256
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
 OTHER = "reading-a-vyper-contract"  # 0.25 USDX
 PRICE = 100_000
 BASE = "http://testserver"
-_ISSUER_KEY = LocalSigner.random()
 
 
 @pytest.fixture(scope="module")
@@ -416,63 +409,91 @@ def test_the_receipts_commands(bed: Testbed, http: httpx.Client, tmp_path: Path)
     assert "nothing bought" in out
 
 
-# -- receipts of reads paid inline (channel vouchers) -------------------------------------------
+# -- purchases without a receipt (reads paid by channel voucher) -------------------------------
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    payer=addresses,
-    pay_to=addresses,
-    asset=addresses,
-    amount=uint256,
-    issued_at=st.integers(0, 2**64 - 1),
-    path=st.text(min_size=1, max_size=60),
-    scheme=st.sampled_from(["channel", "exact"]),
-)
-def test_the_hot_path_receipt_is_the_model_receipt(
-    payer: str, pay_to: str, asset: str, amount: int, issued_at: int, path: str, scheme: str
+_OLD_SCHEMA = """
+CREATE TABLE receipts (
+    url TEXT NOT NULL, payer TEXT NOT NULL, transaction_hash TEXT NOT NULL,
+    receipt TEXT NOT NULL, stored_at REAL NOT NULL, PRIMARY KEY (url, payer, transaction_hash)
+);
+CREATE TABLE pending (
+    url TEXT NOT NULL, payer TEXT NOT NULL, header TEXT NOT NULL, offer TEXT NOT NULL,
+    created_at REAL NOT NULL, PRIMARY KEY (url, payer, header)
+);
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_store_keeps_purchases_without_receipts_across_reopening(tmp_path: Path) -> None:
+    clock = Clock()
+    payer, other = LocalSigner.random().address, LocalSigner.random().address
+    url = f"{BASE}/articles/{SLUG}"
+    store = ReceiptStore.open(tmp_path, clock=clock)
+    assert not store.bought(url, payer)
+    store.add_purchase(f"{url}?utm=1#top", payer, "channel")  # filed by origin and path
+    clock.now += 60
+    store.add_purchase(url, payer, "channel")  # bought again (a crash lost it): one record
+    assert store.bought(url, payer)
+    assert not store.bought(url, other)
+    assert not store.bought(f"{BASE}/articles/{OTHER}", payer)
+    assert store.find(url, payer) is None  # a purchase is not a receipt
+    store.close()
+
+    reopened = ReceiptStore.open(tmp_path, clock=clock)
+    try:
+        assert reopened.bought(url, payer)
+        assert reopened.purchases() == [StoredPurchase(url, payer, "channel", 1_700_000_000.0)]
+        assert reopened.purchases(other) == []
+        assert reopened.receipts() == []
+    finally:
+        reopened.close()
+
+
+def test_a_store_made_before_purchases_were_kept_opens_and_keeps_its_receipts(
+    tmp_path: Path,
 ) -> None:
-    issuer = ReceiptIssuer(_ISSUER_KEY)
-    fields: dict[str, Any] = {
-        "scheme": scheme,
-        "payer": payer,
-        "pay_to": pay_to,
-        "resource": f"{BASE}/{path}",
-        "amount": amount,
-        "asset": asset,
-        "network": "eip155:31337",
-        "transaction": NO_TRANSACTION,
-        "issued_at": issued_at,
-    }
-    expected = issuer.sign(ReceiptClaims(**fields)).to_wire()
-    # As the voucher path builds them: unvalidated, addresses however the chain spelled them.
-    raw = {**fields, "payer": payer.lower(), "asset": asset.lower()}
-    assert issuer.sign_wire(ReceiptClaims.model_construct(**raw)) == expected
-    assert verify_receipt(expected, _ISSUER_KEY.address).amount == amount
+    with sqlite3.connect(tmp_path / RECEIPTS_FILENAME) as db:
+        db.executescript(_OLD_SCHEMA)
+        db.execute(
+            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?)",
+            (f"{BASE}/articles/{SLUG}", "0x" + "11" * 20, NO_TRANSACTION, "{}", 1.0),
+        )
+    db.close()
+    for _ in range(2):  # created once, then found
+        store = ReceiptStore.open(tmp_path)
+        try:
+            assert store.bought(f"{BASE}/articles/{SLUG}", "0x" + "11" * 20)
+            assert store.purchases() == []
+        finally:
+            store.close()
 
 
-def test_a_voucher_charge_encodes_its_receipt_as_the_model_does() -> None:
-    account = ChannelAccount(
-        b"\x07" * 32,
-        LocalSigner.random().address,
-        LocalSigner.random().address,
-        LocalSigner.random().address,
-        None,
-        10 * PRICE,
-        0,
-        ChannelStatus.OPEN,
-    )
-    acceptance = account.accept(
-        PRICE, PRICE, b"\x01" * 65, resource="/a", now=1_700_000_000.5, replay_window=300
-    )
-    charge = ChannelCharge(None, acceptance, "eip155:31337")  # type: ignore[arg-type]
-    claims = charge.receipt_claims()
-    assert (claims.scheme, claims.transaction, claims.amount) == ("channel", NO_TRANSACTION, PRICE)
-    assert (claims.resource, claims.issued_at) == ("/a", 1_700_000_000)
-    receipt = ReceiptIssuer(_ISSUER_KEY).sign_wire(claims)
-    header = charge.response_header(receipt)
-    assert header == encode_header(charge.settle_response(receipt))
-    settled = decode_header(header, SettleResponse)
-    assert settled.extensions is not None
-    assert SignedReceipt.from_wire(settled.extensions[RECEIPT_EXTENSION]).payer == account.payer
-    assert settled.extensions[CHANNEL_EXTENSION] == acceptance.statement
+def test_the_receipts_command_lists_purchases_without_receipts(
+    bed: Testbed, tmp_path: Path
+) -> None:
+    store = ReceiptStore.open(tmp_path)
+    agent = bed.agent(funds={"USDX": "1"}, receipts=store)
+    buy(bed, agent)  # a receipt
+    store.add_purchase(f"{BASE}/articles/{OTHER}", agent.address, "channel")  # a voucher read
+    store.close()
+
+    code, out = run_cli("receipts", "--dir", str(tmp_path))
+    assert code == 0
+    lines = out.splitlines()
+    assert f"/articles/{SLUG}" in lines[0]
+    assert f"/articles/{OTHER}" in lines[1]
+    assert "bought by voucher, no receipt" in lines[1]
+    assert "1 receipt and 1 bought without one" in out
+
+    code, out = run_cli("receipts", "--dir", str(tmp_path), "--json")
+    listed = json.loads(out)
+    assert [r["receipt"] is None for r in listed] == [False, True]
+    assert (listed[1]["url"], listed[1]["scheme"]) == (f"{BASE}/articles/{OTHER}", "channel")

@@ -8,9 +8,10 @@ header — so one generator serves `httpx.Client` and `httpx.AsyncClient` alike:
 
 On a 402 carrying `PAYMENT-REQUIRED` it tries, in order:
 
-1. **re-read**: if it holds a receipt for this URL (in its `ReceiptStore`) and the 402 carries
-   an agent-pay entitlement challenge, it signs the challenge with the paying key and retries
-   with `AGENT-PAY-ENTITLEMENT`. Nothing is paid and the budget is not touched.
+1. **re-read**: if it bought this URL before (its `ReceiptStore` holds a receipt for it, or a
+   purchase that came without one: a read paid by channel voucher) and the 402 carries an
+   agent-pay entitlement challenge, it signs the challenge with the paying key and retries with
+   `AGENT-PAY-ENTITLEMENT`. Nothing is paid and the budget is not touched.
 2. **resume**: if an earlier payment to this URL never got an answer (timeout, dropped
    connection, crash), it sends that very `PAYMENT-SIGNATURE` again: the server treats it as
    the same payment, so it is charged at most once.
@@ -20,7 +21,9 @@ On a 402 carrying `PAYMENT-REQUIRED` it tries, in order:
 
 Every confirmed payment is recorded in `payments` and passed to `on_payment`; the receipt that
 came with it (checked: signed by the key it names, for this payer, URL, amount and
-transaction) is kept in the store for later re-reads.
+transaction) is kept in the store for later re-reads. A payment whose answer carried no valid
+receipt (a voucher read: the server signs none per voucher) is kept as a purchase instead, and
+re-read the same way; the re-read's answer carries the server's signed receipt.
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ class PaymentAuth(httpx.Auth):
         self._lock = threading.Lock()
         self._reserved: set[str] = set()  # headers whose amount this process reserved
         self.payments: list[PaymentRecord] = []
-        self.rereads: list[str] = []  # URLs read again on a receipt, without paying
+        self.rereads: list[str] = []  # URLs read again by key proof, without paying
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         response = yield request
@@ -147,7 +150,7 @@ class PaymentAuth(httpx.Auth):
             if (
                 offer_to_prove is not None
                 and not tried_proof
-                and (already_used or self.receipts.find(request.url, payer) is not None)
+                and (already_used or self.receipts.bought(request.url, payer))
             ):
                 tried_proof = True
                 request.headers.pop(PAYMENT_SIGNATURE_HEADER, None)
@@ -232,6 +235,8 @@ class PaymentAuth(httpx.Auth):
             with self._lock:
                 self._reserved.discard(header)
             receipt = self._keep_receipt(request, offer, settlement)
+            if receipt is None:  # a voucher read: re-read by key proof all the same
+                self.receipts.add_purchase(request.url, pending.payer, offer.scheme)
             record = PaymentRecord(
                 str(request.url), offer, settlement, pending.created_at, self._clock(), receipt
             )

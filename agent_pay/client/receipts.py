@@ -5,6 +5,9 @@
 
 - a **receipt** (the server-signed `SignedReceipt` from `PAYMENT-RESPONSE`) for each article
   bought, looked up by URL before paying, to re-read it by proving the key instead;
+- a **purchase** for each article bought whose answer carried no receipt (a read paid by channel
+  voucher: the server signs none per voucher read), so that it is re-read by key proof all the
+  same (`bought`); the re-read's answer carries the server's signed receipt;
 - a **pending payment**: a signed `PAYMENT-SIGNATURE` header written down *before* it is sent,
   and removed once the server answered it. If the answer never came (timeout, dropped
   connection, crash), the next read of that URL sends the very same header again, which the
@@ -31,7 +34,14 @@ from agent_pay.errors import ConfigurationError
 from agent_pay.protocol import PaymentRequirements
 from agent_pay.protocol.extensions import SignedReceipt
 
-__all__ = ["RECEIPTS_FILENAME", "PendingPayment", "ReceiptStore", "StoredReceipt", "resource_key"]
+__all__ = [
+    "RECEIPTS_FILENAME",
+    "PendingPayment",
+    "ReceiptStore",
+    "StoredPurchase",
+    "StoredReceipt",
+    "resource_key",
+]
 
 RECEIPTS_FILENAME: Final = "receipts.sqlite"
 
@@ -52,6 +62,13 @@ CREATE TABLE IF NOT EXISTS pending (
     created_at  REAL NOT NULL,
     PRIMARY KEY (url, payer, header)
 );
+CREATE TABLE IF NOT EXISTS purchases (  -- bought, but the answer carried no receipt
+    url         TEXT NOT NULL,
+    payer       TEXT NOT NULL,
+    scheme      TEXT NOT NULL,
+    stored_at   REAL NOT NULL,
+    PRIMARY KEY (url, payer)
+);
 """
 
 
@@ -71,6 +88,17 @@ class StoredReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredPurchase:
+    """An article bought without a receipt (by channel voucher): where, by whom, in which
+    scheme, and when it was stored."""
+
+    url: str
+    payer: str
+    scheme: str
+    stored_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class PendingPayment:
     """A payment header sent (or about to be) whose answer has not been seen."""
 
@@ -82,8 +110,9 @@ class PendingPayment:
 
 
 class ReceiptStore:
-    """Receipts and pending payments on SQLite; thread-safe. `ReceiptStore.open(directory)` to
-    keep them across restarts, `ReceiptStore.in_memory()` for one process's life."""
+    """Receipts, purchases and pending payments on SQLite; thread-safe.
+    `ReceiptStore.open(directory)` to keep them across restarts, `ReceiptStore.in_memory()` for
+    one process's life."""
 
     def __init__(
         self,
@@ -165,6 +194,36 @@ class ReceiptStore:
                 (payer,),
             )
         return [_stored(row) for row in rows]
+
+    # -- purchases without a receipt -------------------------------------------------------------
+
+    def add_purchase(self, url: str | httpx.URL, payer: str, scheme: str) -> None:
+        """Note that `payer` bought `url` (in `scheme`) and got no receipt (idempotent: the
+        first purchase is kept)."""
+        self._execute(
+            "INSERT OR IGNORE INTO purchases VALUES (?, ?, ?, ?)",
+            (resource_key(url), payer, scheme, self._clock()),
+        )
+
+    def bought(self, url: str | httpx.URL, payer: str) -> bool:
+        """Whether `payer` bought `url`, as far as this store knows: it holds a receipt for it,
+        or a purchase without one. (The server's records decide whether it re-reads free.)"""
+        key = resource_key(url)
+        rows = self._query(
+            "SELECT 1 FROM receipts WHERE url = ? AND payer = ? "
+            "UNION ALL SELECT 1 FROM purchases WHERE url = ? AND payer = ? LIMIT 1",
+            (key, payer, key, payer),
+        )
+        return bool(rows)
+
+    def purchases(self, payer: str | None = None) -> list[StoredPurchase]:
+        """Every purchase kept without a receipt (only `payer`'s, if given), oldest first."""
+        sql = "SELECT url, payer, scheme, stored_at FROM purchases"
+        params: tuple[object, ...] = ()
+        if payer is not None:
+            sql, params = sql + " WHERE payer = ?", (payer,)
+        rows = self._query(sql + " ORDER BY stored_at", params)
+        return [StoredPurchase(str(u), str(p), str(s), float(t)) for u, p, s, t in rows]
 
     # -- pending payments ----------------------------------------------------------------------
 

@@ -210,8 +210,8 @@ class ChannelEvmScheme:
         parsed: ParsedPayload | None = None,
         url: str | None = None,
     ) -> Acceptance | None:
-        """Pay one read of `resource` (a URL path; `url` as sold, for its receipt) with the
-        voucher in `payment`, which accepted `requirements` (an offer this server made): pure
+        """Pay one read of `resource` (a URL path; `url` as sold, for a re-read's receipt) with
+        the voucher in `payment`, which accepted `requirements` (an offer this server made): pure
         CPU, no chain, no wait. The read entitles the payer to `resource` (`paid_read`).
 
         `parsed` is `payment`'s payload if the caller parsed it already. Returns None when the

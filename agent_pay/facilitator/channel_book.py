@@ -112,7 +112,6 @@ class Acceptance:
     price: int
     replayed: bool
     statement: dict[str, Any]  # the wire's `ChannelStatement`
-    read: PaidRead  # what the read's receipt states (a replay's: the original read's)
 
 
 ReadChange = tuple[int, PaidRead | None]
@@ -233,8 +232,8 @@ class ChannelAccount:
     ) -> Acceptance:
         """Apply the rule to a voucher whose signature was checked (it is the payer's or the
         signer's, for this channel): serve one read priced `price` of `resource` (a URL path;
-        `url` is the URL as sold, for its receipt), or raise `ChannelRefusedError`. See the
-        module docstring."""
+        `url` is the URL as sold, named by a re-read's receipt), or raise
+        `ChannelRefusedError`. See the module docstring."""
         with self.lock:
             return self._accept(
                 cumulative_amount, price, signature, resource, url, now, replay_window
@@ -259,9 +258,7 @@ class ChannelAccount:
         recent = self.recent.get(cumulative)
         if recent is not None and recent.signature == signature:
             if recent.resource == resource and now - recent.at <= replay_window:
-                # The original read, again: same price and time, so the same receipt.
-                again = self._read(cumulative, resource, url, recent.price, recent.at)
-                return self._acceptance(again, replayed=True)
+                return self._acceptance(cumulative, recent.price, replayed=True)
             raise self._refused(
                 "this voucher was already spent on a read; sign the next amount",
                 Reason.CHANNEL_VOUCHER_USED,
@@ -286,7 +283,7 @@ class ChannelAccount:
         if len(self.unpaid) > MAX_UNPAID_RANGES:
             start, end = self.unpaid.pop(0)
             self.forfeited += end - start
-        return self._acceptance(read, replayed=False)
+        return self._acceptance(cumulative, price, replayed=False)
 
     def _read(
         self, cumulative: int, resource: str, url: str | None, price: int, at: float
@@ -375,15 +372,9 @@ class ChannelAccount:
 
     # -- what the payee tells the payer
 
-    def _acceptance(self, read: PaidRead, *, replayed: bool) -> Acceptance:
+    def _acceptance(self, cumulative: int, price: int, *, replayed: bool) -> Acceptance:
         return Acceptance(
-            self.channel_id,
-            self.payer,
-            read.cumulative,
-            read.price,
-            replayed,
-            self._statement(),
-            read,
+            self.channel_id, self.payer, cumulative, price, replayed, self._statement()
         )
 
     def _refused(self, message: str, reason: Reason) -> ChannelRefusedError:

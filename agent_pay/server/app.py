@@ -8,8 +8,9 @@ A paid read goes: verify → record (ledger) → produce the content → record 
 settle → record "settled" → respond with PAYMENT-RESPONSE and a signed receipt. The server
 never touches the chain (it asks its `Facilitator`), never charges for content it could not
 produce, and charges each payment once however often it is sent (`agent_pay.server.checkout`).
-A read paid inline (a channel voucher: `agent_pay.server.inline`) skips the ledger but earns the
-same: a signed receipt in its PAYMENT-RESPONSE, and the re-read below (its scheme records it).
+A read paid inline (a channel voucher: `agent_pay.server.inline`) skips the ledger and carries
+no receipt (signing one would cost more than the rest of the read), but earns the re-read below
+(its scheme records it), which answers with the signed receipt.
 A payer who bought an article re-reads it by answering the 402's challenge with its key
 (`AGENT-PAY-ENTITLEMENT`), without paying again.
 """
@@ -315,10 +316,9 @@ def create_app(
         return JSONResponse(body, 200, headers, background=delivered)
 
     def serve_charged(article: Article, charge: InlineCharge) -> Response:
-        """A read charged inline: produce it and sign its receipt, or undo the charge."""
+        """A read charged inline: produce it, or undo the charge."""
         try:
             content = render(article)
-            receipt = issuer.sign_wire(charge.receipt_claims())
         except Exception:
             charge.release()
             log.exception("producing the content failed")
@@ -330,7 +330,7 @@ def create_app(
                 )
             )
         headers = {
-            PAYMENT_RESPONSE_HEADER: charge.response_header(receipt),
+            PAYMENT_RESPONSE_HEADER: charge.response_header(),
             "Access-Control-Expose-Headers": _EXPOSED,
             "Cache-Control": "private, no-store",
         }

@@ -14,7 +14,8 @@ worker thread), which is exactly-once for the deposit transaction.
 And it is an `EntitlementSource` (`agent_pay.server.entitlements`): every read a voucher paid
 is recorded by the channel handler with the voucher (`ChannelEvmScheme.paid_read`, persisted by
 the channel store in the same transaction as the channel), so its payer re-reads it free with
-a key proof, and gets the same receipt, signed again, as the one the paid read returned.
+a key proof. A voucher read's `PAYMENT-RESPONSE` carries no receipt (signing one per read would
+cost more than the rest of the charge); the re-read answers with one, signed then.
 
 `channel_router` adds `GET /channels/{channelId}`: where a channel stands, for a client that
 restarted and resumes from the server's last accepted voucher.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Final
+from typing import Final
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -35,7 +36,7 @@ from agent_pay.facilitator.channel import ChannelEvmScheme, parse_payload
 from agent_pay.facilitator.channel_book import Acceptance, PaidRead
 from agent_pay.protocol import PaymentPayload, PaymentRequirements, SettleResponse
 from agent_pay.protocol.channel import CHANNEL_EXTENSION, CHANNEL_SCHEME, ParsedPayload
-from agent_pay.protocol.extensions import NO_TRANSACTION, RECEIPT_EXTENSION, ReceiptClaims
+from agent_pay.protocol.extensions import NO_TRANSACTION, ReceiptClaims
 from agent_pay.server.catalogue import Article
 from agent_pay.server.ledger import PaymentKey
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
@@ -58,12 +59,9 @@ class ChannelCharge:
         self.acceptance = acceptance
         self.network = network
 
-    def receipt_claims(self) -> ReceiptClaims:
-        return _claims(self.acceptance.read, self.network)
-
-    def response_header(self, receipt: dict[str, Any] | None = None) -> str:
-        """`settle_response(receipt)`, encoded for `PAYMENT-RESPONSE`: built by hand, as the
-        model would serialise it (a test holds them equal), at a third of the cost."""
+    def response_header(self) -> str:
+        """`settle_response()`, encoded for `PAYMENT-RESPONSE`: built by hand, as the model
+        would serialise it (a test holds them equal), at a third of the cost."""
         acceptance = self.acceptance
         body = {
             "success": True,
@@ -71,12 +69,12 @@ class ChannelCharge:
             "transaction": "",
             "network": self.network,
             "amount": str(acceptance.price),
-            "extensions": self._extensions(receipt),
+            "extensions": {CHANNEL_EXTENSION: acceptance.statement},
         }
         text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
-    def settle_response(self, receipt: dict[str, Any] | None = None) -> SettleResponse:
+    def settle_response(self) -> SettleResponse:
         acceptance = self.acceptance
         # Every field is ours and already valid: skip validation, this is every paid read.
         return SettleResponse.model_construct(
@@ -85,14 +83,8 @@ class ChannelCharge:
             transaction="",
             network=self.network,
             amount=acceptance.price,
-            extensions=self._extensions(receipt),
+            extensions={CHANNEL_EXTENSION: acceptance.statement},
         )
-
-    def _extensions(self, receipt: dict[str, Any] | None) -> dict[str, Any]:
-        extensions: dict[str, Any] = {CHANNEL_EXTENSION: self.acceptance.statement}
-        if receipt is not None:
-            extensions[RECEIPT_EXTENSION] = receipt
-        return extensions
 
     def release(self) -> None:
         self.handler.release(self.acceptance)
@@ -195,17 +187,16 @@ class ChannelOffers:
         return ChannelCharge(self.handler, acceptance, requirements.network)
 
     def entitlement(self, payer: str, resource: str) -> ReceiptClaims | None:
-        """The receipt claims of a read of `resource` (a URL path) `payer` paid by voucher."""
+        """The receipt claims of a read of `resource` (a URL path) `payer` paid by voucher:
+        what the receipt a re-read returns states."""
         read = self.handler.paid_read(payer, resource)
         return _claims(read, self.handler.network) if read is not None else None
 
 
 def _claims(read: PaidRead, network: str) -> ReceiptClaims:
     """What the receipt of `read` states: scheme "channel", no transaction, the read's price,
-    issued when its voucher was first accepted (so a replay's receipt is the original's)."""
-    # Every value is ours and already checked (addresses as the chain and the offer spell
-    # them): skip validation, this is every voucher read.
-    return ReceiptClaims.model_construct(
+    issued when its voucher was first accepted (the same receipt at every re-read)."""
+    return ReceiptClaims(
         scheme=CHANNEL_SCHEME,
         payer=read.payer,
         pay_to=read.payee,

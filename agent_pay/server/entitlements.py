@@ -1,7 +1,8 @@
 """Receipts and re-reads on the server: sign what was paid for, let the payer read it again.
 
-`ReceiptIssuer` signs a `Receipt` for every settled payment with the server's receipt key;
-the address of that key is published at `GET /.well-known/agent-pay`.
+`ReceiptIssuer` signs a `Receipt` with the server's receipt key for every payment settled
+through the ledger, and for every re-read of a read paid by channel voucher (whose own answer
+carries none); the address of that key is published at `GET /.well-known/agent-pay`.
 
 `Entitlements` issues the stateless challenges carried in every 402 and checks the proofs sent
 back in `AGENT-PAY-ENTITLEMENT`. A challenge is an HMAC, under a secret only this server
@@ -28,7 +29,6 @@ from typing import Any, Final, Protocol, runtime_checkable
 from fastapi import Request
 
 from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
-from agent_pay.protocol import normalize_address
 from agent_pay.protocol.codec import decode_header
 from agent_pay.protocol.extensions import (
     ENTITLEMENT_EXTENSION,
@@ -44,12 +44,9 @@ from agent_pay.protocol.extensions import (
 from agent_pay.server.ledger import Entry, Ledger
 from agent_pay.server.refusals import ledger_down
 from agent_pay.signing import Signer
-from agent_pay.signing.eip712 import sign_typed
 from agent_pay.signing.receipt import (
     PROOF_DOMAIN,
     RECEIPT_DOMAIN,
-    receipt_digest,
-    receipt_typed_data,
     recover_read_proof_signer,
     sign_receipt,
 )
@@ -97,27 +94,6 @@ class ReceiptIssuer:
     def sign(self, claims: ReceiptClaims) -> SignedReceipt:
         """`claims` signed (the same claims always give the same receipt)."""
         return sign_receipt(self.signer, claims)
-
-    def sign_wire(self, claims: ReceiptClaims) -> dict[str, Any]:
-        """`sign(claims).to_wire()`, built without the models (a test holds them equal): every
-        voucher read signs one, so this is on the hot path. `claims` may be unvalidated
-        (`model_construct`) but must hold valid values."""
-        signature = sign_typed(
-            self.signer, receipt_digest(claims), lambda: receipt_typed_data(claims)
-        )
-        return {
-            "scheme": claims.scheme,
-            "payer": normalize_address(claims.payer),
-            "payTo": normalize_address(claims.pay_to),
-            "resource": claims.resource,
-            "amount": str(claims.amount),
-            "asset": normalize_address(claims.asset),
-            "network": claims.network,
-            "transaction": claims.transaction,
-            "issuedAt": claims.issued_at,
-            "signer": self.address,
-            "signature": "0x" + signature.hex(),
-        }
 
 
 @runtime_checkable

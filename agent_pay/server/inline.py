@@ -6,17 +6,18 @@ voucher is checked with one signature recovery against cached state and recorded
 scheme's store. An `OfferBuilder` that can charge such payments also implements
 `InlinePayments`; the server asks it first and takes the ordinary path when it answers None.
 
-A read charged inline earns what a ledger read earns: a signed receipt (the server signs
-`receipt_claims()` once the content is produced) and a free re-read by key proof, which the
-scheme records itself and answers for as an `agent_pay.server.entitlements.EntitlementSource`.
+A read charged inline earns the free re-read a ledger read earns (by key proof; the scheme
+records the purchase itself and answers for it as an
+`agent_pay.server.entitlements.EntitlementSource`), but no receipt in its `PAYMENT-RESPONSE`:
+signing one would cost more than the rest of the charge. The payer gets the signed receipt by
+re-reading: the re-read answers with it (`AGENT-PAY-RECEIPT`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from agent_pay.protocol import PaymentPayload, PaymentRequirements, SettleResponse
-from agent_pay.protocol.extensions import ReceiptClaims
 
 __all__ = ["InlineCharge", "InlinePayments"]
 
@@ -24,19 +25,13 @@ __all__ = ["InlineCharge", "InlinePayments"]
 class InlineCharge(Protocol):
     """A read charged inline: paid already, or undone with `release`."""
 
-    def receipt_claims(self) -> ReceiptClaims:
-        """What this read's receipt states. The same for a replay of the same payment, so a
-        replay gets the same receipt."""
+    def settle_response(self) -> SettleResponse:
+        """The `PAYMENT-RESPONSE` body."""
         ...
 
-    def settle_response(self, receipt: dict[str, Any] | None = None) -> SettleResponse:
-        """The `PAYMENT-RESPONSE` body, with `receipt` (the signed receipt, in its wire form)
-        in its extensions if given."""
-        ...
-
-    def response_header(self, receipt: dict[str, Any] | None = None) -> str:
-        """`settle_response(receipt)` encoded as the `PAYMENT-RESPONSE` header value (a scheme
-        may build it faster than the model serialises)."""
+    def response_header(self) -> str:
+        """`settle_response()` encoded as the `PAYMENT-RESPONSE` header value (a scheme may
+        build it faster than the model serialises)."""
         ...
 
     def release(self) -> None:
@@ -56,8 +51,8 @@ class InlinePayments(Protocol):
         *,
         url: str | None = None,
     ) -> InlineCharge | None:
-        """Charge one read of `resource` (a URL path; `url` as sold, named by its receipt)
-        now, on the event loop (pure CPU, no I/O); None when the payment must take the
-        ordinary verify-and-settle path. Raises PaymentRejectedError (402) or
+        """Charge one read of `resource` (a URL path; `url` as sold, named by the receipt a
+        re-read returns) now, on the event loop (pure CPU, no I/O); None when the payment must
+        take the ordinary verify-and-settle path. Raises PaymentRejectedError (402) or
         MalformedPaymentError (400)."""
         ...
