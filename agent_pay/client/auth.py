@@ -231,12 +231,14 @@ class PaymentAuth(httpx.Auth):
                 return _Outcome.UNKNOWN, None
             self.spending.commit(offer, reserved=reserved)
             self.schemes[offer.scheme].settled(offer, settlement)
-            self.receipts.resolve_pending(request.url, pending.payer, header)
-            with self._lock:
-                self._reserved.discard(header)
+            # What entitles us to re-read is written before the pending header is dropped: a
+            # crash in between resends the header (served again, uncharged), never pays twice.
             receipt = self._keep_receipt(request, offer, settlement)
             if receipt is None:  # a voucher read: re-read by key proof all the same
                 self.receipts.add_purchase(request.url, pending.payer, offer.scheme)
+            self.receipts.resolve_pending(request.url, pending.payer, header)
+            with self._lock:
+                self._reserved.discard(header)
             record = PaymentRecord(
                 str(request.url), offer, settlement, pending.created_at, self._clock(), receipt
             )
