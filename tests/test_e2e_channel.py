@@ -49,13 +49,11 @@ from agent_pay.protocol.codec import (
     encode_header,
 )
 from agent_pay.protocol.extensions import (
-    ENTITLEMENT_EXTENSION,
     ENTITLEMENT_HEADER,
     NO_TRANSACTION,
     RECEIPT_EXTENSION,
     RECEIPT_HEADER,
     EntitlementChallenge,
-    EntitlementProof,
     SignedReceipt,
 )
 from agent_pay.receipts import load_receipt, verify_receipt
@@ -65,10 +63,10 @@ from agent_pay.server.channel_offers import channel_router
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import ExactOffers
 from agent_pay.signing import LocalSigner
-from agent_pay.signing.receipt import sign_read_proof
 from agent_pay.signing.voucher import Voucher, sign_voucher, voucher_domain
 from agent_pay.stack import FACILITATOR_INDEX
 from agent_pay.testing import TestAgent, Testbed
+from tests._entitlement import challenge_for, proof_header
 
 GRACE = 600
 PRICE = 100_000  # 0.1 USDX
@@ -636,10 +634,7 @@ def settlement_of(response: httpx.Response) -> SettleResponse:
 
 def challenge_of(env: Bed, slug: str) -> EntitlementChallenge:
     with env.bed.client() as http:
-        response = http.get(f"/articles/{slug}")
-    required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
-    assert required.extensions is not None
-    return EntitlementChallenge.from_wire(required.extensions[ENTITLEMENT_EXTENSION])
+        return challenge_for(http, slug)
 
 
 def prove(
@@ -654,20 +649,11 @@ def prove(
     """GET `slug` with an entitlement proof signed by `signer` (for `resource`, by default
     the article's own path), claiming to be `payer` (`signer` by default)."""
     path = f"/articles/{slug}"
-    challenge = challenge_of(env, slug)
-    nonce = bytes.fromhex(challenge.challenge[2:])
-    signed_for = resource or path
-    signature = sign_read_proof(signer, signed_for, nonce, challenge.expires_at, challenge.signer)
-    proof = EntitlementProof(
-        payer=payer or signer.address,
-        resource=signed_for,
-        challenge=challenge.challenge,
-        expires_at=challenge.expires_at,
-        signature="0x" + signature.hex(),
-        receipt=receipt,
+    header = proof_header(
+        signer, challenge_of(env, slug), resource or path, payer=payer, receipt=receipt
     )
     with env.bed.client() as http:
-        return http.get(path, headers={ENTITLEMENT_HEADER: encode_header(proof)})
+        return http.get(path, headers={ENTITLEMENT_HEADER: header})
 
 
 def published_signer(env: Bed) -> str:

@@ -38,16 +38,14 @@ from agent_pay.protocol.extensions import (
     NO_TRANSACTION,
     RECEIPT_EXTENSION,
     RECEIPT_HEADER,
-    EntitlementChallenge,
-    EntitlementProof,
     SignedReceipt,
 )
 from agent_pay.receipts import ReceiptError, load_receipt, verify_receipt
 from agent_pay.receipts_cli import register
 from agent_pay.server.ledger import PaymentState
-from agent_pay.signing import LocalSigner, Signer
-from agent_pay.signing.receipt import sign_read_proof
+from agent_pay.signing import LocalSigner
 from agent_pay.testing import TestAgent, Testbed
+from tests._entitlement import challenge_for, proof_header
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
 OTHER = "reading-a-vyper-contract"  # 0.25 USDX
@@ -77,38 +75,6 @@ def receipt_of(response: httpx.Response) -> SignedReceipt:
     settled = decode_header(response.headers[PAYMENT_RESPONSE_HEADER], SettleResponse)
     assert settled.extensions is not None
     return SignedReceipt.from_wire(settled.extensions[RECEIPT_EXTENSION])
-
-
-def challenge_for(http: httpx.Client, slug: str) -> EntitlementChallenge:
-    response = http.get(f"/articles/{slug}")
-    assert response.status_code == 402
-    required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
-    assert required.extensions is not None
-    return EntitlementChallenge.from_wire(required.extensions[ENTITLEMENT_EXTENSION])
-
-
-def proof_header(
-    signer: Signer,
-    challenge: EntitlementChallenge,
-    resource: str,
-    *,
-    payer: str | None = None,
-    server: str | None = None,
-    receipt: SignedReceipt | None = None,
-) -> str:
-    nonce = bytes.fromhex(challenge.challenge[2:])
-    signature = sign_read_proof(
-        signer, resource, nonce, challenge.expires_at, server or challenge.signer
-    )
-    proof = EntitlementProof(
-        payer=payer or signer.address,
-        resource=resource,
-        challenge=challenge.challenge,
-        expires_at=challenge.expires_at,
-        signature="0x" + signature.hex(),
-        receipt=receipt,
-    )
-    return encode_header(proof)
 
 
 def assert_refused(bed: Testbed, response: httpx.Response, slug: str, reason: str) -> None:
