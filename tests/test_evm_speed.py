@@ -191,6 +191,8 @@ def test_memory_and_gas_exactly_as_py_evm(
     assert _run(fast, bytes.fromhex(code), gas) == _run(plain, bytes.fromhex(code), gas)
 
 
+# Random code may hold SELFDESTRUCT, for which py-evm warns on every run (on both VMs alike).
+@pytest.mark.filterwarnings("ignore:SELFDESTRUCT opcode present:DeprecationWarning")
 @settings(max_examples=150, deadline=None)
 @given(code=st.one_of(st.binary(max_size=64), PUSHY))
 def test_arbitrary_bytecode_runs_identically(
