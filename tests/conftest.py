@@ -6,8 +6,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from agent_pay.node.anvil import AnvilNotFoundError, find_anvil, run_anvil
+
+# Property tests draw the same examples on every run, so that a run (CI's above all) passes or
+# fails on the code, not on the draw. `HYPOTHESIS_PROFILE=explore pytest` searches afresh.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture
