@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -196,3 +197,19 @@ def test_memory_is_read_from_proc() -> None:
         pytest.skip("no /proc here")
     assert 0 < reading.rss_mib <= reading.peak_mib
     assert read_memory(2**30) is None
+
+
+@pytest.mark.skipif(not HAVE_CHANNEL, reason="the channel scheme is not available")
+def test_channel_alone_skips_the_stock_comparison() -> None:
+    # The stock x402 server is paid by the "exact" payers: without them it would answer 402 to
+    # every read, and fail the run's checks.
+    config = dataclasses.replace(
+        TINY, schemes=("channel",), free_requests=20, mining_batch=2, mining_singles=1
+    )
+    report = run_bench(config, Progress(enabled=False))
+    assert report["stock_x402"] == {
+        "status": "not run",
+        "reason": "the exact scheme is not benchmarked",
+    }
+    assert report["phases"].keys() == {"free", "paid_channel"}
+    assert all(report["checks"].values()), report["checks"]
