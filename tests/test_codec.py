@@ -123,6 +123,10 @@ def test_garbled_base64(value: str) -> None:
         b'{"x402Version": NaN}',
         b'{"a": Infinity}',
         b'{"x402Version": 2, "x402Version": 2}',  # duplicate key
+        b'{"x402Version": 2, "accepted": {"amount": "1", "amount": "2"}}',  # nested duplicate
+        b'{"a": "\\ud800"}',  # a lone surrogate: no UTF-8 text has one
+        b'{"a": 1}\x00',
+        b"\xef\xbb\xbf{}",  # a byte order mark
         b"[" * 50_000 + b"]" * 50_000,
         b'{"a": ' + b"9" * 5000 + b"}",  # beyond Python's int-from-text limit
     ],
@@ -267,3 +271,10 @@ def test_fuzz_valid_payload_with_one_member_replaced(data: st.DataObject) -> Non
 def test_fuzz_objects_against_every_model(obj: dict[str, Any]) -> None:
     for model in MODELS:
         _only_malformed(b64_json(obj), model)
+
+
+def test_text_with_a_lone_surrogate_is_not_json() -> None:
+    # A str (a facilitator body) can hold a surrogate no UTF-8 byte string can.
+    with pytest.raises(MalformedPaymentError) as caught:
+        decode_json('{"x402Version": 2, "a": "\ud800"}', PaymentPayload)
+    assert caught.value.reason is Reason.INVALID_HEADER
