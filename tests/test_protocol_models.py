@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from _wire_strategies import any_model, requirements
+from _wire_strategies import any_model, payment_payloads, requirements
 from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import agent_pay.protocol as protocol
@@ -24,6 +25,7 @@ from agent_pay.protocol import (
     caip2,
     parse_caip2,
 )
+from agent_pay.protocol.base import WIRE_CONTEXT
 
 USDC_BASE_SEPOLIA = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 PAYEE = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
@@ -337,3 +339,70 @@ def test_a_peers_address_spelling_is_echoed_back_verbatim() -> None:
     moved = offer.model_copy(update={"pay_to": PAYER})
     assert moved.to_wire()["payTo"] == PAYER
     assert moved.to_wire()["asset"] == USDC_BASE_SEPOLIA.lower()
+
+
+# -- the offer a payment echoes is validated once per content (`PaymentPayload.from_wire`) -----
+
+
+def _validated_afresh(data: dict[str, Any]) -> PaymentPayload:
+    return PaymentPayload.model_validate(data, context=WIRE_CONTEXT, by_alias=True, by_name=False)
+
+
+def _outcome(validate: Any, data: dict[str, Any]) -> str:
+    """The JSON a validation gives (types spelled out: 1, 1.0 and true differ), or its error."""
+    try:
+        return str(validate(data).to_json())
+    except ValidationError as error:
+        return "error: " + str(error.errors(include_url=False)[0]["loc"])
+
+
+def _respelled(value: Any, flips: list[bool]) -> Any:
+    """`value` with some numbers in another type that compares equal (1 -> 1.0 -> True)."""
+    if isinstance(value, dict):
+        return {k: _respelled(v, flips) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_respelled(v, flips) for v in value]
+    if type(value) in (int, float, bool) and flips and flips.pop():
+        if type(value) is int:
+            return float(value)
+        if type(value) is float and value in (0.0, 1.0):
+            return bool(value)
+        if type(value) is bool:
+            return int(value)
+    return value
+
+
+@given(payment_payloads, st.lists(st.booleans(), max_size=12))
+def test_a_seen_offer_validates_as_it_would_afresh(
+    payment: PaymentPayload, flips: list[bool]
+) -> None:
+    # The second payment's offer compares == to the first's, but some of its numbers are in
+    # another type: reusing the first's validation would hide that.
+    first = payment.to_wire()
+    second = {**first, "accepted": _respelled(first["accepted"], list(flips))}
+    assert _outcome(PaymentPayload.from_wire, first) == _outcome(_validated_afresh, first)
+    assert _outcome(PaymentPayload.from_wire, second) == _outcome(_validated_afresh, second)
+    assert _outcome(PaymentPayload.from_wire, first) == _outcome(_validated_afresh, first)
+
+
+def test_a_seen_offer_is_reused_only_for_the_same_content() -> None:
+    first = PaymentPayload.from_wire(STOCK_PAYMENT_PAYLOAD)
+    again = PaymentPayload.from_wire(json.loads(json.dumps(STOCK_PAYMENT_PAYLOAD)))
+    assert again.accepted is first.accepted  # validated once
+    for changed in (
+        {"maxTimeoutSeconds": 300.0},  # == 300, but not an integer on the wire
+        {"extra": {"name": "USDC", "version": "2", "flag": True}},
+    ):
+        data = {**STOCK_PAYMENT_PAYLOAD, "accepted": {**STOCK_REQUIREMENTS, **changed}}
+        assert _outcome(PaymentPayload.from_wire, data) == _outcome(_validated_afresh, data)
+    with_one = {**STOCK_REQUIREMENTS, "extra": {"name": "USDC", "version": "2", "flag": 1}}
+    PaymentPayload.from_wire({**STOCK_PAYMENT_PAYLOAD, "accepted": with_one})
+    with_true = {**STOCK_REQUIREMENTS, "extra": {"name": "USDC", "version": "2", "flag": True}}
+    payment = PaymentPayload.from_wire({**STOCK_PAYMENT_PAYLOAD, "accepted": with_true})
+    assert payment.accepted.extra["flag"] is True
+    # A lowercase payee is its own content, echoed back as it was spelled.
+    lower = {**STOCK_REQUIREMENTS, "payTo": PAYEE.lower()}
+    for _ in range(2):
+        echoed = PaymentPayload.from_wire({**STOCK_PAYMENT_PAYLOAD, "accepted": lower})
+        assert echoed.accepted.to_wire()["payTo"] == PAYEE.lower()
+        assert echoed.accepted.pay_to == PAYEE

@@ -162,6 +162,79 @@ class PaymentRequired(WireModel):
     extensions: dict[str, Any] | None = None
 
 
+JsonPath = tuple[str | int, ...]
+
+
+class _SeenRequirements:
+    """The `accepted` objects validated lately, by content: an agent echoes one offer in every
+    payment, and validating it again (a model, two checksummed addresses) was a third of the
+    cost of reading a channel voucher's header.
+
+    A hit is exactly what validation would return. Decoded JSON compares equal across types
+    (1 == 1.0 == True), so besides `==` the leaves that are not strings must have the types
+    they had when the object was validated. Thread-safe (single dict operations).
+    """
+
+    _SIZE: Final = 256
+
+    def __init__(self) -> None:
+        self._seen: dict[
+            tuple[Any, ...], tuple[dict[str, Any], list[tuple[JsonPath, type]], PaymentRequirements]
+        ] = {}
+
+    @staticmethod
+    def _key(raw: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(raw.get(name) for name in ("scheme", "network", "amount", "asset", "payTo"))
+
+    def get(self, raw: Any) -> PaymentRequirements | None:
+        if type(raw) is not dict:
+            return None
+        try:
+            seen = self._seen.get(self._key(raw))
+        except TypeError:  # an unhashable value where a string belongs: not one we saw
+            return None
+        if seen is None:
+            return None
+        known, typed, model = seen
+        if raw != known:
+            return None
+        for path, kind in typed:
+            value: Any = raw
+            for step in path:
+                value = value[step]
+            if type(value) is not kind:
+                return None
+        return model
+
+    def remember(self, raw: Any, model: PaymentRequirements) -> None:
+        if type(raw) is not dict:
+            return
+        typed: list[tuple[JsonPath, type]] = []
+        known = _copy_json(raw, (), typed)
+        try:
+            key = self._key(raw)
+            hash(key)
+        except TypeError:
+            return
+        if len(self._seen) >= self._SIZE:
+            self._seen.clear()
+        self._seen[key] = (known, typed, model)
+
+
+def _copy_json(value: Any, path: JsonPath, typed: list[tuple[JsonPath, type]]) -> Any:
+    """A copy of decoded JSON `value`, noting the path and type of every leaf not a string."""
+    if type(value) is dict:
+        return {k: _copy_json(v, (*path, k), typed) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy_json(v, (*path, i), typed) for i, v in enumerate(value)]
+    if type(value) is not str:
+        typed.append((path, type(value)))
+    return value
+
+
+_SEEN_REQUIREMENTS: Final = _SeenRequirements()
+
+
 class PaymentPayload(WireModel):
     """The body of the `PAYMENT-SIGNATURE` header an agent retries with.
 
@@ -173,6 +246,17 @@ class PaymentPayload(WireModel):
     accepted: PaymentRequirements
     payload: dict[str, Any]
     extensions: dict[str, Any] | None = None
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Self:
+        # `accepted` is the offer echoed: one validated before with the same content is reused.
+        raw = data.get("accepted") if type(data) is dict else None
+        seen = _SEEN_REQUIREMENTS.get(raw)
+        if seen is not None:
+            return super().from_wire({**data, "accepted": seen})
+        payment = super().from_wire(data)
+        _SEEN_REQUIREMENTS.remember(raw, payment.accepted)
+        return payment
 
     def exact_evm(self) -> ExactEvmPayload:
         """`payload` as an "exact" EVM payload.
