@@ -21,7 +21,7 @@ from agent_pay.bench.schemes import (
     scheme_kit,
     unavailable_reason,
 )
-from agent_pay.bench.server import read_memory
+from agent_pay.bench.server import read_cpu_seconds, read_memory
 from agent_pay.bench.text import render_bench
 
 HAVE_X402 = importlib.util.find_spec("x402") is not None
@@ -54,6 +54,7 @@ PHASE_KEYS = {
     "latency_ms",
     "statuses",
     "server_timing_ms",
+    "server_cpu_us_per_read",
 }
 PAID_KEYS = PHASE_KEYS | {
     "signing_per_second",
@@ -112,6 +113,10 @@ def test_figures_are_consistent(report: dict[str, Any]) -> None:
         paid["reads_per_second"] / free["reads_per_second"], rel=0.01
     )
     assert report["mining"]["batch_size"] == TINY.mining_batch
+    if os.path.exists("/proc/self/task"):
+        # The server process spends CPU on every read; a free preview costs it some 20-1000 us.
+        assert 10 < free["server_cpu_us_per_read"] < 5_000
+        assert paid["server_cpu_us_per_read"] > 0
 
 
 @pytest.mark.skipif(not HAVE_CHANNEL, reason="the channel scheme is not available")
@@ -197,6 +202,17 @@ def test_memory_is_read_from_proc() -> None:
         pytest.skip("no /proc here")
     assert 0 < reading.rss_mib <= reading.peak_mib
     assert read_memory(2**30) is None
+
+
+def test_cpu_time_is_read_from_proc() -> None:
+    before = read_cpu_seconds(os.getpid())
+    if before is None:
+        pytest.skip("no /proc here")
+    sum(i * i for i in range(300_000))  # some CPU work
+    after = read_cpu_seconds(os.getpid())
+    assert after is not None
+    assert after > before
+    assert read_cpu_seconds(2**30) is None
 
 
 @pytest.mark.skipif(not HAVE_CHANNEL, reason="the channel scheme is not available")

@@ -36,6 +36,10 @@ def _rate(figures: dict[str, Any] | None) -> float | None:
     return None if figures is None else float(figures["reads_per_second"])
 
 
+def _cpu(figures: dict[str, Any] | None) -> float | None:
+    return None if figures is None else figures.get("server_cpu_us_per_read")
+
+
 def ratios(report: dict[str, Any]) -> dict[str, float | None]:
     phases = report["phases"]
     free = _rate(phases.get("free"))
@@ -48,6 +52,11 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
         "channel_over_exact": _ratio(channel, exact),
         "exact_over_stock_x402": _ratio(exact, _rate(stock)),
     }
+    # The same comparison by the server's own CPU time per read: less swayed by what else
+    # runs on the machine (the load generator included) than reads/s.
+    ratios["free_over_paid_channel_cpu"] = _ratio(
+        _cpu(phases.get("free")), _cpu(phases.get("paid_channel"))
+    )
     unloaded = report["unloaded"]
     free_p50 = unloaded["free"]["latency_ms"]["p50_ms"]
     for name in ("exact", "channel"):

@@ -86,6 +86,7 @@ class LoadResult:
     unsent: int = 0  # requests not started because the time cap was reached
     payment_responses: list[str] = field(default_factory=list)  # PAYMENT-RESPONSE values
     server_timing: dict[str, float] = field(default_factory=dict)  # step -> total milliseconds
+    server_cpu_seconds: float | None = None  # the server process's CPU time (set by the caller)
     server_timing_count: int = 0  # answers that carried Server-Timing
 
     @property

@@ -70,6 +70,7 @@ class Session:
     ) -> LoadResult:
         total = sum(len(lane) for lane in lanes)
         self.progress.step(f"{label}: {total:,} requests, {concurrency} connection(s)")
+        cpu_before = self.server.cpu_seconds()
         result = run_load(
             self.url(base),
             lanes,
@@ -77,10 +78,18 @@ class Session:
             max_seconds=self.config.phase_seconds,
             on_progress=self.progress.counter(label, total),
         )
+        cpu_after = self.server.cpu_seconds()
+        if cpu_before is not None and cpu_after is not None and result.completed:
+            result.server_cpu_seconds = cpu_after - cpu_before
         self.progress.step(
             f"{label}: {result.completed:,} answered in {result.seconds:.2f} s = "
             f"{result.rate:,.1f}/s, p50 {result.latency.p50_ms:.1f} ms, "
             f"p99 {result.latency.p99_ms:.1f} ms"
+            + (
+                f", server CPU {result.server_cpu_seconds / result.completed * 1e6:.0f} us/read"
+                if result.server_cpu_seconds is not None and result.completed
+                else ""
+            )
             + (f", {result.errors} errors" if result.errors else "")
             + (f", {result.unsent} not sent (time cap)" if result.unsent else "")
         )
@@ -100,6 +109,12 @@ def phase_figures(result: LoadResult, requests: int, concurrency: int) -> dict[s
         "latency_ms": result.latency.to_dict(),
         "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
         "server_timing_ms": {k: round(v, 3) for k, v in result.server_timing_mean_ms().items()},
+        # CPU time of the whole server process (every thread) over the phase, per answer.
+        "server_cpu_us_per_read": (
+            round(result.server_cpu_seconds / result.completed * 1e6, 1)
+            if result.server_cpu_seconds is not None and result.completed
+            else None
+        ),
     }
 
 

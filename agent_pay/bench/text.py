@@ -25,12 +25,16 @@ def _row(name: str, phase: dict[str, Any]) -> str:
         extra += f" unsent {phase['unsent']}"
     return (
         f"  {name:<28}{_n(phase['reads_per_second']):>10}{_n(latency['p50_ms'], 2):>10}"
-        f"{_n(latency['p99_ms'], 2):>10}{_n(phase['completed'], 0):>10}   {statuses}{extra}"
+        f"{_n(latency['p99_ms'], 2):>10}{_n(phase.get('server_cpu_us_per_read')):>10}"
+        f"{_n(phase['completed'], 0):>10}   {statuses}{extra}"
     )
 
 
 def _header() -> str:
-    return f"  {'':<28}{'reads/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'reads':>10}   statuses"
+    return (
+        f"  {'':<28}{'reads/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us':>10}{'reads':>10}"
+        "   statuses"
+    )
 
 
 def _ratio(value: float | None, digits: int = 3) -> str:
@@ -76,6 +80,8 @@ def render_bench(report: dict[str, Any]) -> str:
         "ratios:",
         f"  paid exact / free preview (reads/s)      {_ratio(ratios['paid_exact_over_free'], 4)}",
         f"  paid channel / free preview (reads/s)    {_ratio(ratios['paid_channel_over_free'])}",
+        "  free preview / paid channel (server CPU per read)   "
+        f"{_ratio(ratios['free_over_paid_channel_cpu'])}",
         f"  channel / exact (paid reads/s)           {_ratio(ratios['channel_over_exact'])}",
         f"  ours exact / stock x402 exact (reads/s)  {_ratio(ratios['exact_over_stock_x402'])}",
         "  paid / free p50 latency, unloaded        exact "
