@@ -182,6 +182,33 @@ def test_fast_recovery_refuses_what_the_contract_refuses(mangle: Any, match: str
         VoucherChecker(domain).recover(bytes(32), 5, mangle(signature))
 
 
+_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _contract_accepts_format(signature: bytes) -> bool:
+    """The contract's rule, on integers: 65 bytes, v 27 or 28, 0 < r < n, 0 < s <= n / 2."""
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
+    return len(signature) == 65 and signature[64] in (27, 28) and 0 < r < _N and 0 < s <= _N // 2
+
+
+_EDGES = [0, 1, _N // 2 - 1, _N // 2, _N // 2 + 1, _N - 1, _N, 2**256 - 1]
+
+
+@pytest.mark.parametrize("v", [27, 28, 0, 1, 29])
+@pytest.mark.parametrize("s", _EDGES)
+@pytest.mark.parametrize("r", _EDGES)
+def test_signature_format_is_checked_as_the_contract_checks_it(r: int, s: int, v: int) -> None:
+    from agent_pay.signing.voucher_check import _check_format
+
+    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((v,))
+    try:
+        _check_format(signature)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == _contract_accepts_format(signature)
+
+
 # -- the payload parser ------------------------------------------------------------------------
 
 _HEX = "0123456789abcdefABCDEF"

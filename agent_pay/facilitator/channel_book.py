@@ -263,13 +263,13 @@ class ChannelAccount:
                 "this voucher was already spent on a read; sign the next amount",
                 Reason.CHANNEL_VOUCHER_USED,
             )
-        self._refusal(cumulative, price, signature, resource)
+        hole = self._refusal(cumulative, price, signature, resource)
         low, highest = cumulative - price, self.highest
         if low >= highest:
             if low > highest:  # skipped over: a concurrent read's voucher will pay in here
                 self.unpaid.append([highest, low])
         else:
-            self._take(low, min(cumulative, highest))
+            self._take(hole, low, min(cumulative, highest))
         if cumulative > highest:
             self.highest, self.signature = cumulative, signature
         self.served += price
@@ -300,7 +300,9 @@ class ChannelAccount:
             at,
         )
 
-    def _refusal(self, cumulative: int, price: int, signature: bytes, resource: str) -> None:
+    def _refusal(self, cumulative: int, price: int, signature: bytes, resource: str) -> int:
+        """Raise `ChannelRefusedError` if the voucher must be refused; else return the index of
+        the unpaid range its slice lies in (-1: above `highest`, or a retry of a paid read)."""
         if self.status is not ChannelStatus.OPEN or self.stopping:
             why = "closed" if self.status is ChannelStatus.CLOSED else "closing"
             raise self._refused(
@@ -310,7 +312,7 @@ class ChannelAccount:
         recent = self.recent.get(cumulative)
         if recent is not None and recent.signature == signature:
             if recent.resource == resource:
-                return  # a retry of a paid read (accept decides on the replay window)
+                return -1  # a retry of a paid read (accept decides on the replay window)
             raise self._refused(
                 "this voucher was already spent on a read; sign the next amount",
                 Reason.CHANNEL_VOUCHER_USED,
@@ -322,13 +324,16 @@ class ChannelAccount:
                 Reason.CHANNEL_OVER_DEPOSIT,
             )
         low = cumulative - price
-        if low < 0 or (low < self.highest and self._hole(low, min(cumulative, self.highest)) < 0):
+        below = low < self.highest  # pays into the range signed already: only into a hole
+        hole = self._hole(low, min(cumulative, self.highest)) if below else -1
+        if low < 0 or (below and hole < 0):
             raise self._refused(
                 f"the voucher's {cumulative} pays for a range already paid for (the server "
                 f"accepted up to {self.highest} and served {self.served}): sign "
                 f"{self.highest + price} for this read",
                 Reason.CHANNEL_AMOUNT_NOT_INCREASING,
             )
+        return hole
 
     def release(self, cumulative: int, price: int) -> None:
         """Undo the acceptance of voucher `cumulative` (its read could not be served): its
@@ -364,8 +369,8 @@ class ChannelAccount:
                 return index
         return -1
 
-    def _take(self, start: int, end: int) -> None:
-        index = self._hole(start, end)
+    def _take(self, index: int, start: int, end: int) -> None:
+        """Pay (start, end] out of unpaid range `index`, which holds it."""
         low, high = self.unpaid[index]
         pieces = [[a, b] for a, b in ((low, start), (end, high)) if b > a]
         self.unpaid[index : index + 1] = pieces

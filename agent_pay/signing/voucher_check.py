@@ -55,7 +55,9 @@ _ffi, _lib, _CONTEXT = _low_level()
 __all__ = ["VOUCHER_TYPEHASH", "VoucherChecker"]
 
 VOUCHER_TYPEHASH: Final = keccak(b"Voucher(bytes32 channelId,uint256 cumulativeAmount)")
-_HALF_N: Final = SECP256K1_N // 2
+_ZERO: Final = bytes(32)
+_N_BYTES: Final = SECP256K1_N.to_bytes(32, "big")
+_HALF_N_BYTES: Final = (SECP256K1_N // 2).to_bytes(32, "big")
 _CACHE_SIZE: Final = 65_536
 
 
@@ -158,13 +160,14 @@ class VoucherChecker:
 
 
 def _check_format(signature: bytes) -> None:
+    # r and s are compared as 32-byte big-endian strings: bytes order as the numbers do, and
+    # no integers are built (this runs on every paid read).
     if len(signature) != SIGNATURE_LENGTH:
         raise ValueError(f"signature must be {SIGNATURE_LENGTH} bytes")
     if signature[64] not in (27, 28):
         raise ValueError("signature v must be 27 or 28")
-    r = int.from_bytes(signature[0:32], "big")
-    s = int.from_bytes(signature[32:64], "big")
-    if not 0 < r < SECP256K1_N:
+    r, s = signature[0:32], signature[32:64]
+    if not _ZERO < r < _N_BYTES:
         raise ValueError("signature r is out of range")
-    if not 0 < s <= _HALF_N:
+    if not _ZERO < s <= _HALF_N_BYTES:
         raise ValueError("signature s is zero or in the high half (not EIP-2 canonical)")
