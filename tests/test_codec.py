@@ -125,6 +125,7 @@ def test_garbled_base64(value: str) -> None:
         b'{"x402Version": 2, "x402Version": 2}',  # duplicate key
         b'{"x402Version": 2, "accepted": {"amount": "1", "amount": "2"}}',  # nested duplicate
         b'{"a": "\\ud800"}',  # a lone surrogate: no UTF-8 text has one
+        b'{"a": "\xff"}',  # not UTF-8 inside a string
         b'{"a": 1}\x00',
         b"\xef\xbb\xbf{}",  # a byte order mark
         b"[" * 50_000 + b"]" * 50_000,

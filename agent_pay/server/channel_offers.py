@@ -47,6 +47,8 @@ DEFAULT_MIN_DEPOSIT_READS: Final = 10
 """A channel's deposit must pay for at least this many reads at the offer's price."""
 _UNKNOWN_PAYER: Final = "0x" + "00" * 20
 _PARSED_KEPT: Final = 64
+_to_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""Compact JSON, as the models write it (json.dumps with options builds an encoder per call)."""
 
 
 class ChannelCharge:
@@ -71,8 +73,7 @@ class ChannelCharge:
             "amount": str(acceptance.price),
             "extensions": {CHANNEL_EXTENSION: acceptance.statement},
         }
-        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+        return base64.b64encode(_to_json(body).encode("utf-8")).decode("ascii")
 
     def settle_response(self) -> SettleResponse:
         acceptance = self.acceptance
