@@ -418,6 +418,20 @@ def test_account_snapshots_round_trip() -> None:
     refused(Reason.CHANNEL_VOUCHER_USED, accept, back, 7 * P, resource="/x")  # and the replays
 
 
+def test_a_checkpoint_encodes_the_snapshot() -> None:
+    import json
+
+    acct = account(signer=_KEYS[1].address)
+    for n in range(1, 80):  # past the 64 recent vouchers kept: the oldest go
+        accept(acct, n * P, resource=f'/r{n % 5}-\u00e9"')
+        if n % 9 == 0:
+            state, text, _ = acct.checkpoint()  # encodes the entries it has, and keeps them
+            assert json.loads(text) == acct.snapshot()
+            assert state == {k: v for k, v in acct.snapshot().items() if k != "recent"}
+    back = ChannelAccount.restore(json.loads(acct.checkpoint()[1]))
+    assert json.loads(back.checkpoint()[1]) == acct.snapshot()
+
+
 # -- the server's store ------------------------------------------------------------------------
 
 

@@ -163,15 +163,9 @@ class ChannelStore:
             return 0
         rows, taken = [], []
         for account in dirty.values():
-            state, changes = account.checkpoint()
+            state, text, changes = account.checkpoint()
             rows.append(
-                (
-                    state["channel_id"],
-                    state["payee"],
-                    state["status"],
-                    state["version"],
-                    json.dumps(state, separators=(",", ":")),
-                )
+                (state["channel_id"], state["payee"], state["status"], state["version"], text)
             )
             taken.append((account, state["channel_id"], changes))
         try:
