@@ -423,7 +423,7 @@ def test_a_checkpoint_encodes_the_snapshot() -> None:
 
     acct = account(signer=_KEYS[1].address)
     for n in range(1, 80):  # past the 64 recent vouchers kept: the oldest go
-        accept(acct, n * P, resource=f'/r{n % 5}-\u00e9"')
+        accept(acct, n * P, resource=f'/r{n % 5}-\u00e9"', now=1.7e9 + n / 7)
         if n % 9 == 0:
             state, text, _ = acct.checkpoint()  # encodes the entries it has, and keeps them
             assert json.loads(text) == acct.snapshot()
@@ -450,6 +450,60 @@ def test_store_writes_behind_and_reloads(tmp_path: Path) -> None:
     store.close()  # flushes what is dirty
     (back,) = ChannelStore.open(tmp_path).load()
     assert back.snapshot() == acct.snapshot()
+
+
+def test_store_moves_reads_out_of_a_file_of_the_earlier_layout(tmp_path: Path) -> None:
+    import sqlite3
+
+    # The layout stores had before `paid_reads`: reads keyed by channel, and a second index.
+    with sqlite3.connect(tmp_path / "channels.sqlite") as db:
+        db.executescript(
+            """
+            CREATE TABLE reads (
+                channel_id TEXT NOT NULL, cumulative TEXT NOT NULL, payer TEXT NOT NULL,
+                resource TEXT NOT NULL, url TEXT NOT NULL, price TEXT NOT NULL, at REAL NOT NULL,
+                PRIMARY KEY (channel_id, cumulative)
+            ) WITHOUT ROWID;
+            CREATE INDEX reads_by_reader ON reads (payer, resource);
+            """
+        )
+        db.execute(
+            "INSERT INTO reads VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("0x" + "07" * 32, str(2 * P), _KEYS[0].address, "/a", "http://h/a", str(P), 12.5),
+        )
+    store = ChannelStore.open(tmp_path)
+    try:
+        assert store.paid_read(_KEYS[0].address, "/a") == (
+            b"\x07" * 32,
+            2 * P,
+            "http://h/a",
+            P,
+            12.5,
+        )
+        assert store.paid_read(_KEYS[0].address, "/b") is None
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "channels.sqlite") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "reads" not in tables
+    assert "paid_reads" in tables
+
+
+def test_an_undone_read_leaves_the_store(tmp_path: Path) -> None:
+    store = ChannelStore.open(tmp_path)
+    acct = account()
+    accept(acct, P, resource="/a")
+    accept(acct, 2 * P, resource="/b")
+    store.mark(acct)
+    store.flush()  # both written
+    acct.release(2 * P, P)  # /b could not be served after all
+    store.mark(acct)
+    store.flush()
+    try:
+        assert store.paid_read(_KEYS[0].address, "/a") is not None
+        assert store.paid_read(_KEYS[0].address, "/b") is None
+    finally:
+        store.close()
 
 
 def test_store_never_overwrites_a_newer_snapshot(tmp_path: Path) -> None:

@@ -946,7 +946,7 @@ def test_a_replay_is_written_once_and_an_unreadable_store_is_a_503(tmp_path: Pat
     assert handler is not None
     handler.store.flush()
     with sqlite3.connect(server.channels_dir / "channels.sqlite") as db:
-        rows = db.execute("SELECT cumulative, price, resource FROM reads").fetchall()
+        rows = db.execute("SELECT cumulative, price, resource FROM paid_reads").fetchall()
     assert sorted(rows) == [  # one row per read paid, the replays none
         (str(PRICE), str(PRICE), f"/articles/{opening}"),
         (str(2 * PRICE), str(PRICE), f"/articles/{slug}"),

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from eth_utils import to_canonical_address
@@ -115,9 +116,9 @@ class Acceptance:
     statement: dict[str, Any]  # the wire's `ChannelStatement`
 
 
-ReadChange = tuple[int, PaidRead | None]
-"""A change to a channel's paid reads, for the store: (cumulative, the read) when a voucher paid
-one, (cumulative, None) when that read was undone (`release`)."""
+ReadChange = tuple[int, str, PaidRead | None]
+"""A change to a channel's paid reads, for the store: (cumulative, resource, the read) when a
+voucher paid one, (cumulative, resource, None) when that read was undone (`release`)."""
 
 
 @dataclass(slots=True)
@@ -139,7 +140,17 @@ def _recent_entry(cumulative: int, recent: _Recent) -> list[Any]:
     ]
 
 
+def _recent_wire(cumulative: int, recent: _Recent) -> str:
+    """`_recent_entry` as compact JSON, written out: the resource is the one string that
+    needs escaping (its encoding is kept), and a float's JSON is its repr."""
+    resource = _json_string(recent.resource)
+    return (
+        f'["{cumulative}","0x{recent.signature.hex()}",{resource},{recent.at!r},"{recent.price}"]'
+    )
+
+
 _to_json: Final = json.JSONEncoder(separators=(",", ":")).encode
+_json_string: Final = lru_cache(maxsize=1024)(_to_json)
 
 
 @dataclass(slots=True, eq=False)
@@ -291,7 +302,7 @@ class ChannelAccount:
         self.version += 1
         self.recent[cumulative] = _Recent(signature, resource, now, price)
         read = self._read(cumulative, resource, url, price, now)
-        self._changes.append((cumulative, read))
+        self._changes.append((cumulative, resource, read))
         self._unwritten[cumulative] = read
         if len(self.recent) > MAX_RECENT:
             del self.recent[next(iter(self.recent))]
@@ -364,7 +375,7 @@ class ChannelAccount:
             # The read it paid for was not had: no entitlement (the store deletes the row if
             # it was written already).
             self._unwritten.pop(cumulative, None)
-            self._changes.append((cumulative, None))
+            self._changes.append((cumulative, recent.resource, None))
 
     def _give_back(self, start: int, end: int) -> None:
         ranges = [*self.unpaid, [start, end]]
@@ -455,7 +466,7 @@ class ChannelAccount:
     def written(self, changes: list[ReadChange]) -> None:
         """`changes` (from `checkpoint`) are on disk: their reads need not be kept here."""
         with self.lock:
-            for cumulative, read in changes:
+            for cumulative, _, read in changes:
                 if read is not None and self._unwritten.get(cumulative) is read:
                     del self._unwritten[cumulative]
 
@@ -475,7 +486,7 @@ class ChannelAccount:
         entries = []
         for cumulative, recent in self.recent.items():
             if not recent.wire:
-                recent.wire = _to_json(_recent_entry(cumulative, recent))
+                recent.wire = _recent_wire(cumulative, recent)
             entries.append(recent.wire)
         return f"[{','.join(entries)}]"
 

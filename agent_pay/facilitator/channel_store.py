@@ -12,7 +12,7 @@ voucher on the channel covers the forgotten amount again, and the payee loses on
 never reads again. The gap shows up as an unpaid range: after a restart the server accepts the
 next voucher and records the skipped range as unpaid (see `channel_book`).
 
-The same goes for the reads those vouchers paid for (`PaidRead`, table `reads`): each is what
+The same goes for the reads those vouchers paid for (`PaidRead`, table `paid_reads`): each is what
 entitles its payer to read that resource again for free, and it is written in the *same
 transaction* as the snapshot of the channel that accepted its voucher (`ChannelAccount.checkpoint`).
 So a voucher and the entitlement it bought survive a crash together or are lost together, never
@@ -49,29 +49,39 @@ CREATE TABLE IF NOT EXISTS channels (
     version INTEGER NOT NULL,
     state TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS reads (  -- payee and token: the channel's
-    channel_id TEXT NOT NULL,
-    cumulative TEXT NOT NULL,       -- the voucher that paid (decimal: uint256)
+CREATE TABLE IF NOT EXISTS paid_reads (  -- payee and token: the channel's
     payer TEXT NOT NULL,
     resource TEXT NOT NULL,         -- the URL path: what entitlements are looked up by
+    channel_id TEXT NOT NULL,
+    cumulative TEXT NOT NULL,       -- the voucher that paid (decimal: uint256)
     url TEXT NOT NULL,              -- the URL as sold: what the receipt names
     price TEXT NOT NULL,
     at REAL NOT NULL,
-    PRIMARY KEY (channel_id, cumulative)
+    -- One tree, keyed for the look-up: a second index cost each read as much again to write.
+    PRIMARY KEY (payer, resource, channel_id, cumulative)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS reads_by_reader ON reads (payer, resource);
 """
 _ADD_READ: Final = (
-    "INSERT OR REPLACE INTO reads (channel_id, cumulative, payer, resource, url, price, at) VALUES "
+    "INSERT OR REPLACE INTO paid_reads (payer, resource, channel_id, cumulative, url, price, at) "
+    "VALUES "
 )
 _READ_ROW: Final = "(?, ?, ?, ?, ?, ?, ?)"
 _READ_FIELDS: Final = 7
 _ROWS_PER_INSERT: Final = 32
 _FIND_READ: Final = (
-    "SELECT channel_id, cumulative, payer, resource, url, price, at FROM reads "
+    "SELECT channel_id, cumulative, url, price, at FROM paid_reads "
     "WHERE payer = ? AND resource = ? ORDER BY at LIMIT 1"
 )
-_DROP_READ: Final = "DELETE FROM reads WHERE channel_id = ? AND cumulative = ?"
+_DROP_READ: Final = (
+    "DELETE FROM paid_reads WHERE payer = ? AND resource = ? AND channel_id = ? AND cumulative = ?"
+)
+# Files written before `paid_reads` keep their reads in `reads`, keyed by channel, with a
+# second index for the look-up: moved over once, when the file is opened.
+_MIGRATE: Final = """
+INSERT OR REPLACE INTO paid_reads (payer, resource, channel_id, cumulative, url, price, at)
+SELECT payer, resource, channel_id, cumulative, url, price, at FROM reads;
+DROP TABLE reads;
+"""
 _UPSERT: Final = (
     "INSERT INTO channels (channel_id, payee, status, version, state) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(channel_id) DO UPDATE SET "
@@ -97,6 +107,7 @@ class ChannelStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._db_lock = threading.Lock()
         # Entitlement look-ups come from the event loop: on a file they read through their own
         # connection (WAL: never behind a flush's fsync); in memory there is only the one.
@@ -111,6 +122,13 @@ class ChannelStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.writes = 0  # snapshots written, for tests and metrics
+
+    def _migrate(self) -> None:
+        old = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reads'"
+        ).fetchone()
+        if old is not None:
+            self._db.executescript(f"BEGIN IMMEDIATE; {_MIGRATE} COMMIT;")
 
     @classmethod
     def open(
@@ -144,7 +162,7 @@ class ChannelStore:
             row = self._reader.execute(_FIND_READ, (payer, resource)).fetchone()
         if row is None:
             return None
-        channel, cumulative, _, _, url, price, at = row
+        channel, cumulative, url, price, at = row
         return bytes.fromhex(channel[2:]), int(cumulative), url, int(price), float(at)
 
     # -- writing
@@ -173,9 +191,9 @@ class ChannelStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     self._db.executemany(_UPSERT, rows)
-                    for _, channel, changes in taken:
+                    for account, channel, changes in taken:
                         if changes:
-                            _write_reads(self._db, channel, changes)
+                            _write_reads(self._db, channel, account.payer, changes)
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -230,25 +248,19 @@ class ChannelStore:
                     self._reader.close()
 
 
-def _write_reads(db: sqlite3.Connection, channel: str, changes: list[ReadChange]) -> None:
+def _write_reads(
+    db: sqlite3.Connection, channel: str, payer: str, changes: list[ReadChange]
+) -> None:
     """Apply one channel's read changes in order (a read undone after it was added is
     deleted)."""
     added: list[object] = []
-    for cumulative, read in changes:
+    for cumulative, resource, read in changes:
         if read is not None:
-            added += (
-                channel,
-                str(cumulative),
-                read.payer,
-                read.resource,
-                read.url,
-                str(read.price),
-                read.at,
-            )
+            added += (payer, resource, channel, str(cumulative), read.url, str(read.price), read.at)
             continue
         _add_reads(db, added)
         added = []
-        db.execute(_DROP_READ, (channel, str(cumulative)))
+        db.execute(_DROP_READ, (payer, resource, channel, str(cumulative)))
     _add_reads(db, added)
 
 

@@ -184,7 +184,8 @@ class _SeenRequirements:
 
     @staticmethod
     def _key(raw: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(raw.get(name) for name in ("scheme", "network", "amount", "asset", "payTo"))
+        get = raw.get
+        return (get("scheme"), get("network"), get("amount"), get("asset"), get("payTo"))
 
     def get(self, raw: Any) -> PaymentRequirements | None:
         if type(raw) is not dict:
