@@ -49,6 +49,10 @@ _UNKNOWN_PAYER: Final = "0x" + "00" * 20
 _PARSED_KEPT: Final = 64
 _to_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 """Compact JSON, as the models write it (json.dumps with options builds an encoder per call)."""
+_SHORT_STATEMENT: Final = frozenset(
+    {"channelId", "deposit", "highest", "served", "status", "unpaid"}
+)
+"""The fields of the statement a paid read's response carries (`ChannelAccount._statement`)."""
 
 
 class ChannelCharge:
@@ -62,18 +66,32 @@ class ChannelCharge:
         self.network = network
 
     def response_header(self) -> str:
-        """`settle_response()`, encoded for `PAYMENT-RESPONSE`: built by hand, as the model
-        would serialise it (a test holds them equal), at a third of the cost."""
+        """`settle_response()`, encoded for `PAYMENT-RESPONSE`: written out by hand, as the
+        model would serialise it (a test holds them equal), at a fifth of the cost. Every
+        value is ours: an address, a CAIP-2 network, decimal amounts, hex and a status word,
+        none of which JSON escapes."""
         acceptance = self.acceptance
-        body = {
-            "success": True,
-            "payer": acceptance.payer,
-            "transaction": "",
-            "network": self.network,
-            "amount": str(acceptance.price),
-            "extensions": {CHANNEL_EXTENSION: acceptance.statement},
-        }
-        return base64.b64encode(_to_json(body).encode("utf-8")).decode("ascii")
+        statement = acceptance.statement
+        if statement.keys() - _SHORT_STATEMENT:  # pragma: no cover - a statement grew a field
+            channel = _to_json(statement)
+        else:
+            unpaid = statement.get("unpaid")
+            ranges = (
+                ',"unpaid":[' + ",".join(f'["{a}","{b}"]' for a, b in unpaid) + "]"
+                if unpaid
+                else ""
+            )
+            channel = (
+                f'{{"channelId":"{statement["channelId"]}","deposit":"{statement["deposit"]}",'
+                f'"highest":"{statement["highest"]}","served":"{statement["served"]}",'
+                f'"status":"{statement["status"]}"{ranges}}}'
+            )
+        text = (
+            f'{{"success":true,"payer":"{acceptance.payer}","transaction":"",'
+            f'"network":"{self.network}","amount":"{acceptance.price}",'
+            f'"extensions":{{"{CHANNEL_EXTENSION}":{channel}}}}}'
+        )
+        return base64.b64encode(text.encode("ascii")).decode("ascii")
 
     def settle_response(self) -> SettleResponse:
         acceptance = self.acceptance
