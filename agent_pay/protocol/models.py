@@ -8,7 +8,7 @@ address) we are strict, but only in ways a conforming peer never notices.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any, Final, Generic, Self, TypeVar
 
 from pydantic import (
     BeforeValidator,
@@ -163,31 +163,33 @@ class PaymentRequired(WireModel):
 
 
 JsonPath = tuple[str | int, ...]
+M = TypeVar("M", bound=WireModel)
 
 
-class _SeenRequirements:
-    """The `accepted` objects validated lately, by content: an agent echoes one offer in every
-    payment, and validating it again (a model, two checksummed addresses) was a third of the
-    cost of reading a channel voucher's header.
+class _Seen(Generic[M]):
+    """Parts of payments validated lately, by content: an agent echoes one offer (`accepted`)
+    for one resource in every payment, and validating them again (models, checksummed
+    addresses) was a third of the cost of reading a channel voucher's header.
 
     A hit is exactly what validation would return. Decoded JSON compares equal across types
     (1 == 1.0 == True), so besides `==` the leaves that are not strings must have the types
-    they had when the object was validated. Thread-safe (single dict operations).
+    they had when the part was validated. Thread-safe (single dict operations).
+
+    Args:
+        key: the fields that find a candidate (it is then compared whole).
     """
 
     _SIZE: Final = 256
 
-    def __init__(self) -> None:
-        self._seen: dict[
-            tuple[Any, ...], tuple[dict[str, Any], list[tuple[JsonPath, type]], PaymentRequirements]
-        ] = {}
+    def __init__(self, *key: str) -> None:
+        self._fields = key
+        self._seen: dict[tuple[Any, ...], tuple[dict[str, Any], list[tuple[JsonPath, type]], M]]
+        self._seen = {}
 
-    @staticmethod
-    def _key(raw: dict[str, Any]) -> tuple[Any, ...]:
-        get = raw.get
-        return (get("scheme"), get("network"), get("amount"), get("asset"), get("payTo"))
+    def _key(self, raw: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple([raw.get(name) for name in self._fields])
 
-    def get(self, raw: Any) -> PaymentRequirements | None:
+    def get(self, raw: Any) -> M | None:
         if type(raw) is not dict:
             return None
         try:
@@ -207,7 +209,7 @@ class _SeenRequirements:
                 return None
         return model
 
-    def remember(self, raw: Any, model: PaymentRequirements) -> None:
+    def remember(self, raw: Any, model: M) -> None:
         if type(raw) is not dict:
             return
         typed: list[tuple[JsonPath, type]] = []
@@ -233,7 +235,8 @@ def _copy_json(value: Any, path: JsonPath, typed: list[tuple[JsonPath, type]]) -
     return value
 
 
-_SEEN_REQUIREMENTS: Final = _SeenRequirements()
+_SEEN_OFFERS: Final = _Seen[PaymentRequirements]("scheme", "network", "amount", "asset", "payTo")
+_SEEN_RESOURCES: Final = _Seen[ResourceInfo]("url")
 
 
 class PaymentPayload(WireModel):
@@ -250,13 +253,23 @@ class PaymentPayload(WireModel):
 
     @classmethod
     def from_wire(cls, data: Any) -> Self:
-        # `accepted` is the offer echoed: one validated before with the same content is reused.
-        raw = data.get("accepted") if type(data) is dict else None
-        seen = _SEEN_REQUIREMENTS.get(raw)
-        if seen is not None:
-            return super().from_wire({**data, "accepted": seen})
+        # The offer echoed and the resource: parts validated before with the same content are
+        # reused (`_Seen`).
+        if type(data) is not dict:
+            return super().from_wire(data)
+        raw_offer, raw_resource = data.get("accepted"), data.get("resource")
+        offer, resource = _SEEN_OFFERS.get(raw_offer), _SEEN_RESOURCES.get(raw_resource)
+        if offer is not None or resource is not None:
+            data = dict(data)
+            if offer is not None:
+                data["accepted"] = offer
+            if resource is not None:
+                data["resource"] = resource
         payment = super().from_wire(data)
-        _SEEN_REQUIREMENTS.remember(raw, payment.accepted)
+        if offer is None:
+            _SEEN_OFFERS.remember(raw_offer, payment.accepted)
+        if resource is None and payment.resource is not None:
+            _SEEN_RESOURCES.remember(raw_resource, payment.resource)
         return payment
 
     def exact_evm(self) -> ExactEvmPayload:
