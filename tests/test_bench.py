@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agent_pay.bench import cli
+from agent_pay.bench.loadgen import read_cpu_seconds
 from agent_pay.bench.progress import Progress
 from agent_pay.bench.run import BenchConfig, run_bench
 from agent_pay.bench.schemes import (
@@ -21,7 +22,7 @@ from agent_pay.bench.schemes import (
     scheme_kit,
     unavailable_reason,
 )
-from agent_pay.bench.server import read_cpu_seconds, read_memory
+from agent_pay.bench.server import read_memory
 from agent_pay.bench.text import render_bench
 
 HAVE_X402 = importlib.util.find_spec("x402") is not None

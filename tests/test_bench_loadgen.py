@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 
@@ -51,6 +52,18 @@ def test_every_request_is_answered_and_counted(server: tuple[str, FastAPI]) -> N
     means = result.server_timing_mean_ms()
     assert means["a"] == pytest.approx(1.0 * 150 / 200)  # mean over answers that carried it
     assert means["verify"] == pytest.approx(2.0 * 50 / 200)
+    assert result.server_cpu_seconds is None  # no server process named
+
+
+def test_the_server_processs_cpu_time_is_measured(server: tuple[str, FastAPI]) -> None:
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("no /proc here")
+    url, _ = server  # served by a thread of this process
+    result = run_load(url, [[{}]] * 300, concurrency=4, max_seconds=30, server_pid=os.getpid())
+    assert result.completed == 300
+    assert result.server_cpu_seconds is not None
+    # Every answer cost this process some CPU; a handful of milliseconds each at most.
+    assert 0 < result.server_cpu_seconds / result.completed < 0.005
 
 
 def test_a_lane_keeps_its_order_on_one_connection(server: tuple[str, FastAPI]) -> None:

@@ -24,6 +24,7 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,7 +87,8 @@ class LoadResult:
     unsent: int = 0  # requests not started because the time cap was reached
     payment_responses: list[str] = field(default_factory=list)  # PAYMENT-RESPONSE values
     server_timing: dict[str, float] = field(default_factory=dict)  # step -> total milliseconds
-    server_cpu_seconds: float | None = None  # the server process's CPU time (set by the caller)
+    # CPU time the server process (every thread) spent over the same span, when its pid was given
+    server_cpu_seconds: float | None = None
     server_timing_count: int = 0  # answers that carried Server-Timing
 
     @property
@@ -117,12 +119,29 @@ def _parse_server_timing(value: str, into: dict[str, float]) -> None:
                 into[name] = into.get(name, 0.0) + float(rest[4:])
 
 
+def read_cpu_seconds(pid: int) -> float | None:
+    """CPU time all threads of process `pid` have run so far, in seconds (nanosecond
+    resolution, from `/proc/<pid>/task/*/schedstat`); None without procfs or process."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    total = 0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text(encoding="ascii").split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
 async def _drive(
     url: str,
     lanes: Sequence[Lane],
     concurrency: int,
     max_seconds: float,
     progress: Callable[[int], None] | None,
+    server_pid: int | None = None,
 ) -> LoadResult:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -132,9 +151,11 @@ async def _drive(
     result = LoadResult()
     deadline = time.perf_counter() + max_seconds
     last_answer = 0.0
+    first_sent = math.inf  # connections are opened before: their set-up is not a read's
+    cpu_at_first: float | None = None
 
     async def connection() -> None:
-        nonlocal last_answer
+        nonlocal last_answer, first_sent, cpu_at_first
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
         for index in next_lane:
@@ -148,7 +169,10 @@ async def _drive(
                         reader, writer = await asyncio.open_connection(host, port)
                     assert reader is not None
                     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                    if first_sent == math.inf and server_pid is not None:
+                        cpu_at_first = read_cpu_seconds(server_pid)
                     start = time.perf_counter()
+                    first_sent = min(first_sent, start)
                     writer.write((prefix + extra + "\r\n").encode("latin-1"))
                     status, length, keep_alive = await _read_head(reader, result)
                     await reader.readexactly(length)
@@ -174,14 +198,16 @@ async def _drive(
             assert progress is not None
             progress(result.completed + result.errors)
 
-    start = time.perf_counter()
     reporter = asyncio.ensure_future(report()) if progress else None
     try:
         await asyncio.gather(*(connection() for _ in range(max(1, concurrency))))
     finally:
         if reporter is not None:
             reporter.cancel()
-    result.seconds = max(last_answer - start, 1e-9) if result.latencies else 0.0
+    result.seconds = max(last_answer - first_sent, 1e-9) if result.latencies else 0.0
+    cpu_at_end = read_cpu_seconds(server_pid) if server_pid is not None else None
+    if cpu_at_first is not None and cpu_at_end is not None:
+        result.server_cpu_seconds = cpu_at_end - cpu_at_first
     return result
 
 
@@ -224,6 +250,7 @@ def _child(
     concurrency: int,
     max_seconds: float,
     out: Any,
+    server_pid: int | None,
 ) -> None:
     try:
         import uvloop
@@ -236,7 +263,7 @@ def _child(
         out.put(("progress", done))
 
     try:
-        result = asyncio.run(_drive(url, lanes, concurrency, max_seconds, progress))
+        result = asyncio.run(_drive(url, lanes, concurrency, max_seconds, progress, server_pid))
     except BaseException as exc:  # report, never hang the parent
         out.put(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -250,12 +277,14 @@ def run_load(
     *,
     max_seconds: float = 60.0,
     on_progress: Callable[[int], None] | None = None,
+    server_pid: int | None = None,
 ) -> LoadResult:
     """GET `url` once per entry of `lanes` (its headers) from a separate process; wait for it.
 
     `concurrency` keep-alive connections each take whole lanes and send one request at a time;
     no request starts after `max_seconds`. `on_progress` is called with the number of requests
-    answered so far, about twice a second.
+    answered so far, about twice a second. With `server_pid` (a local process, Linux), the
+    result also has the CPU time that process spent from the first request to the last answer.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -263,7 +292,7 @@ def run_load(
     out = ctx.Queue()
     proc = ctx.Process(
         target=_child,
-        args=(url, [list(lane) for lane in lanes], concurrency, max_seconds, out),
+        args=(url, [list(lane) for lane in lanes], concurrency, max_seconds, out, server_pid),
         name="agent-pay-loadgen",
         daemon=True,
     )

@@ -70,17 +70,14 @@ class Session:
     ) -> LoadResult:
         total = sum(len(lane) for lane in lanes)
         self.progress.step(f"{label}: {total:,} requests, {concurrency} connection(s)")
-        cpu_before = self.server.cpu_seconds()
         result = run_load(
             self.url(base),
             lanes,
             concurrency,
             max_seconds=self.config.phase_seconds,
             on_progress=self.progress.counter(label, total),
+            server_pid=self.server.pid,
         )
-        cpu_after = self.server.cpu_seconds()
-        if cpu_before is not None and cpu_after is not None and result.completed:
-            result.server_cpu_seconds = cpu_after - cpu_before
         self.progress.step(
             f"{label}: {result.completed:,} answered in {result.seconds:.2f} s = "
             f"{result.rate:,.1f}/s, p50 {result.latency.p50_ms:.1f} ms, "

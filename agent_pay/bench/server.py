@@ -51,22 +51,6 @@ def read_memory(pid: int) -> MemoryReading | None:
     return MemoryReading(values["VmRSS"], values.get("VmHWM", values["VmRSS"]))
 
 
-def read_cpu_seconds(pid: int) -> float | None:
-    """CPU time all threads of process `pid` have run so far, in seconds (nanosecond
-    resolution, from `/proc/<pid>/task/*/schedstat`); None without procfs or process."""
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return None
-    total = 0
-    for task in tasks:
-        try:
-            total += int((task / "schedstat").read_text(encoding="ascii").split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that ended meanwhile
-    return total / 1e9
-
-
 @dataclass(frozen=True, slots=True)
 class SettlementInfo:
     """What the chain says about one settlement transaction."""
@@ -266,9 +250,6 @@ class BenchServer:
 
     def memory(self) -> MemoryReading | None:
         return read_memory(self.pid) if self._proc is not None else None
-
-    def cpu_seconds(self) -> float | None:
-        return read_cpu_seconds(self.pid) if self._proc is not None else None
 
 
 @contextmanager
