@@ -667,6 +667,15 @@ def test_a_voucher_read_carries_no_receipt_and_the_client_records_the_purchase(
     agent = channel_agent(env)
     assert read(env, agent, env.fresh()).json()["complete"]  # opens the channel
     slug, response = voucher_read(env, agent)
+    assert response.headers["Cache-Control"] == "private, no-store"
+    assert response.headers["Content-Type"] == "application/json"
+    assert set(response.headers["Access-Control-Expose-Headers"].split(", ")) == {
+        "PAYMENT-REQUIRED",
+        "PAYMENT-RESPONSE",
+        "AGENT-PAY-RECEIPT",
+    }
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert response.json()["complete"]
     extensions = settlement_of(response).extensions or {}
     assert CHANNEL_EXTENSION in extensions  # where the channel stands, as before
     assert RECEIPT_EXTENSION not in extensions  # no receipt signed per voucher read
