@@ -743,6 +743,10 @@ def test_a_voucher_read_article_is_read_again_free_with_a_signed_receipt(env: Be
         NO_TRANSACTION,
     )
     assert accepted_from <= receipt.issued_at <= accepted_by  # when the voucher was accepted
+    # The client keeps it: the purchase now has its signed receipt.
+    kept = agent.auth.receipts.find(f"http://testserver/articles/{slug}", agent.address)
+    assert kept is not None
+    assert kept.receipt == receipt
 
 
 def test_a_proof_for_what_the_payer_did_not_buy_by_voucher_is_refused(env: Bed) -> None:

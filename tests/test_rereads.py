@@ -463,3 +463,45 @@ def test_the_receipts_command_lists_purchases_without_receipts(
     listed = json.loads(out)
     assert [r["receipt"] is None for r in listed] == [False, True]
     assert (listed[1]["url"], listed[1]["scheme"]) == (f"{BASE}/articles/{OTHER}", "channel")
+
+
+def test_a_re_read_keeps_only_a_receipt_that_is_its_own() -> None:
+    from agent_pay.protocol.codec import encode_header
+    from agent_pay.protocol.extensions import NO_TRANSACTION, RECEIPT_HEADER, ReceiptClaims
+    from agent_pay.signing.receipt import sign_receipt
+
+    payer, server, other = LocalSigner.random(), LocalSigner.random(), LocalSigner.random()
+    auth = PaymentAuth(payer, SpendingPolicy.per_token([], max_per_payment="0", budget="0"))
+    url = "http://shop.test/articles/a"
+    request = httpx.Request("GET", url)
+
+    def receipt(resource: str = url, for_payer: str = payer.address) -> str:
+        claims = ReceiptClaims(
+            scheme="channel",
+            payer=for_payer,
+            pay_to=server.address,
+            resource=resource,
+            amount=100_000,
+            asset=other.address,
+            network="eip155:31337",
+            transaction=NO_TRANSACTION,
+            issued_at=1_700_000_000,
+        )
+        return encode_header(sign_receipt(server, claims))
+
+    def answered(header: str) -> httpx.Response:
+        return httpx.Response(200, headers={RECEIPT_HEADER: header}, request=request)
+
+    forged = load_receipt(receipt()).model_copy(update={"signer": other.address})
+    for wrong in (
+        "not base64!",
+        receipt(resource="http://shop.test/articles/b"),  # another article's
+        receipt(for_payer=other.address),  # another payer's
+        encode_header(forged),  # says another key signed it
+    ):
+        auth._keep_reread_receipt(request, answered(wrong))
+        assert auth.receipts.find(url, payer.address) is None
+    auth._keep_reread_receipt(request, answered(receipt()))
+    kept = auth.receipts.find(url, payer.address)
+    assert kept is not None
+    assert kept.receipt == load_receipt(receipt())

@@ -61,6 +61,7 @@ from agent_pay.protocol.extensions import (
     ENTITLEMENT_HEADER,
     NO_TRANSACTION,
     RECEIPT_EXTENSION,
+    RECEIPT_HEADER,
     EntitlementChallenge,
     EntitlementProof,
     SignedReceipt,
@@ -158,6 +159,7 @@ class PaymentAuth(httpx.Auth):
                 response = yield request
                 del request.headers[ENTITLEMENT_HEADER]
                 if response.status_code < 400:
+                    self._keep_reread_receipt(request, response)
                     with self._lock:
                         self.rereads.append(str(request.url))
                     return
@@ -295,6 +297,25 @@ class PaymentAuth(httpx.Auth):
             return None
         self.receipts.add(request.url, receipt)
         return receipt
+
+    def _keep_reread_receipt(self, request: httpx.Request, response: httpx.Response) -> None:
+        """Store the receipt a re-read answered with (`AGENT-PAY-RECEIPT`) when none is kept
+        for this URL: a read paid by voucher has its signed receipt only from then on."""
+        raw = response.headers.get(RECEIPT_HEADER)
+        payer = self.signer.address
+        if raw is None or self.receipts.find(request.url, payer) is not None:
+            return
+        try:
+            receipt = decode_header(raw, SignedReceipt)
+            signer = recover_receipt_signer(receipt)
+        except (MalformedPaymentError, ValueError):
+            log.warning("ignoring an unreadable receipt from %s", request.url)
+            return
+        found = (signer, receipt.payer, urlsplit(receipt.resource).path)
+        if found != (receipt.signer, payer, request.url.path):
+            log.warning("ignoring a receipt from %s that is not for this read", request.url)
+            return
+        self.receipts.add(request.url, receipt)
 
 
 def _entitlement_challenge(required: PaymentRequired) -> EntitlementChallenge | None:
