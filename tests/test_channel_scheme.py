@@ -904,3 +904,15 @@ def test_a_charge_encodes_its_payment_response_as_the_model_does() -> None:
         assert decode_header(charge.response_header(), SettleResponse) == charge.settle_response()
     assert {len(done.statement.get("unpaid", [])) for done in charges} >= {0, 1, 2}
     assert charges[-1].statement["status"] == "closing"
+
+
+def test_the_exact_fallback_draws_its_nonces_from_the_factory_given() -> None:
+    policy = SpendingPolicy.per_token([_ASSET], max_per_payment="1", budget="1")
+    scheme = ChannelClientScheme(_KEYS[2], policy, None, ChannelPolicy(min_expected_reads=3))
+    nonce = bytes(range(32))
+    auth = scheme.payment_auth(nonce_factory=lambda: nonce)
+    exact = _client_offer().model_copy(
+        update={"scheme": "exact", "extra": {"name": "Agent Dollar", "version": "1"}}
+    )
+    payment = auth.sign(exact, _challenge(exact))
+    assert payment.exact_evm().authorization.nonce == "0x" + nonce.hex()

@@ -161,8 +161,8 @@ class ChannelKit:
 
         if not isinstance(scheme, ChannelClientScheme):
             raise TypeError("a channel PaymentAuth needs the ChannelClientScheme from client()")
-        # As `ChannelClientScheme.payment_auth`, with the "exact" fallback's nonces from
-        # `nonce_factory` (its own draws them at random: a simulation must not).
+        # As `ChannelClientScheme.payment_auth(nonce_factory=...)`, with the "exact"
+        # fallback on the caller's clock (a simulation's), not the channel scheme's.
         schemes: list[ClientScheme] = [scheme]
         if self.exact_fallback:
             schemes.append(

@@ -64,7 +64,12 @@ from agent_pay.protocol.channel import (
     ChannelStatement,
 )
 from agent_pay.protocol.networks import parse_caip2
-from agent_pay.signing import Signer, TokenDomain, receive_with_authorization_typed_data
+from agent_pay.signing import (
+    Signer,
+    TokenDomain,
+    random_nonce,
+    receive_with_authorization_typed_data,
+)
 from agent_pay.signing.voucher import (
     Voucher,
     channel_id,
@@ -127,10 +132,12 @@ class ChannelClientScheme:
         self._deposits = {normalize_address(t): n for t, n in self.channel_policy.deposits.items()}
 
     def payment_auth(self, *, exact: bool = True, **options: Any) -> PaymentAuth:
-        """A `PaymentAuth` paying by channel first and, if `exact`, "exact" otherwise."""
+        """A `PaymentAuth` paying by channel first and, if `exact`, "exact" otherwise.
+        `options` go to `PaymentAuth` (a `nonce_factory` also to the "exact" scheme)."""
         schemes: list[ClientScheme] = [self]
         if exact:
-            schemes.append(ExactClientScheme(self.signer, clock=self._clock))
+            nonces = options.get("nonce_factory", random_nonce)
+            schemes.append(ExactClientScheme(self.signer, clock=self._clock, nonce_factory=nonces))
         return PaymentAuth(self.signer, self.spending, schemes=schemes, **options)
 
     def expect(self, payee: str, reads: int) -> None:
