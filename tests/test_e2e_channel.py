@@ -32,6 +32,7 @@ from agent_pay.client.channel_store import ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
+from agent_pay.errors import Reason
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.protocol import (
     PaymentPayload,
@@ -970,3 +971,89 @@ def test_a_replay_is_written_once_and_an_unreadable_store_is_a_503(tmp_path: Pat
         assert response.status_code == 503  # not "not bought": nothing would be paid twice
     finally:
         env.bed.ledger.close()
+
+
+# -- top-ups ---------------------------------------------------------------------------------
+
+
+def test_a_used_up_channel_is_topped_up_and_reads_on(env: Bed) -> None:
+    agent = channel_agent(env, deposit_reads=10)  # the offer's minimum deposit: 10 reads
+    assert agent.channels is not None
+    slugs = [env.fresh() for _ in range(12)]
+    for slug in slugs[:10]:
+        assert read(env, agent, slug).json()["complete"]
+    (record,) = agent.channels.channels()
+    assert (record.status, record.deposit, record.top) == ("exhausted", 10 * PRICE, 10 * PRICE)
+    chain = env.bed.chain
+    usdx = env.bed.tokens["USDX"]
+    balance = usdx.balance_of(agent.address)
+
+    block = chain.block_number()
+    assert read(env, agent, slugs[10]).json()["complete"]  # the voucher carries a top-up
+    assert chain.block_number() == block + 1  # one transaction: the top-up
+    (record,) = agent.channels.channels()  # the same channel, no new one
+    assert (record.status, record.deposit, record.top_up_payload) == ("open", 20 * PRICE, None)
+    assert usdx.balance_of(agent.address) == balance - 10 * PRICE
+    handler = env.bed.channels
+    assert handler is not None
+    on_chain = handler.manager.channel(bytes.fromhex(record.channel_id[2:]))
+    assert on_chain.deposit == 20 * PRICE
+    assert statement_of(env, agent)["deposit"] == str(20 * PRICE)
+
+    block = chain.block_number()
+    assert read(env, agent, slugs[11]).json()["complete"]  # a plain voucher again
+    assert chain.block_number() == block
+    assert statement_of(env, agent)["served"] == str(12 * PRICE)
+    # The budget counts the whole deposit: 12 reads spent, 8 still locked in the channel.
+    asset = env.bed.tokens["USDX"].asset
+    assert agent.spending.committed_or_reserved(asset) == 20 * PRICE
+
+
+def test_a_top_up_the_payer_cannot_fund_is_refused_and_nothing_moves(env: Bed) -> None:
+    agent = channel_agent(env, usdx="1", deposit_reads=10)  # exactly one deposit's worth
+    assert agent.channels is not None
+    slugs = [env.fresh() for _ in range(11)]
+    for slug in slugs[:10]:
+        assert read(env, agent, slug).json()["complete"]
+    chain = env.bed.chain
+    block = chain.block_number()
+    before = statement_of(env, agent)
+
+    refused = read(env, agent, slugs[10])
+    assert (refused.status_code, refused.json()["error"]) == (402, Reason.INSUFFICIENT_BALANCE)
+    assert "content" not in refused.json() or not refused.json()["complete"]
+    assert chain.block_number() == block  # no transaction
+    assert statement_of(env, agent) == before  # nothing served, nothing deposited
+    (record,) = agent.channels.channels()
+    assert (record.deposit, record.top_up_payload, record.top_up_failed) == (
+        10 * PRICE,
+        None,
+        True,
+    )
+    asset = env.bed.tokens["USDX"].asset
+    assert agent.spending.committed_or_reserved(asset) == 10 * PRICE
+
+
+def test_concurrent_reads_share_one_top_up(env: Bed) -> None:
+    agent = channel_agent(env, deposit_reads=10)
+    assert agent.channels is not None
+    for slug in [env.fresh() for _ in range(10)]:
+        assert read(env, agent, slug).json()["complete"]
+    slugs = [env.fresh() for _ in range(6)]
+    chain = env.bed.chain
+    block = chain.block_number()
+
+    async def many() -> list[httpx.Response]:
+        async with env.bed.async_client(agent) as http:
+            return await asyncio.gather(*(http.get(f"/articles/{slug}") for slug in slugs))
+
+    responses = asyncio.run(many())
+    assert all(r.json()["complete"] for r in responses)
+    assert isinstance(chain, EmbeddedChain)
+    numbers = range(block + 1, chain.block_number() + 1)
+    mined = [chain.evm.get_canonical_block_by_number(n) for n in numbers]
+    assert sum(len(b.transactions) for b in mined) == 1  # one top-up, none reverted
+    (record,) = agent.channels.channels()
+    assert (record.deposit, record.top_up_payload) == (20 * PRICE, None)
+    statement = statement_of(env, agent)
+    assert (statement["deposit"], statement["served"]) == (str(20 * PRICE), str(16 * PRICE))

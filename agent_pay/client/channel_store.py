@@ -26,7 +26,8 @@ from typing import Any, Final, Literal
 __all__ = ["ChannelRecord", "ClientChannelStore", "RecordStatus"]
 
 RecordStatus = Literal["opening", "open", "exhausted", "stale", "closing", "closed", "failed"]
-"""opening: deposit sent, not yet confirmed; open: usable; exhausted: the deposit is used up;
+"""opening: deposit sent, not yet confirmed; open: usable (and being topped up while
+`top_up_payload` is set); exhausted: the deposit is used up;
 stale: the server refused our totals (resume from the server to use it again); closing: we
 asked to close; closed: refunded (or never opened: failed)."""
 
@@ -55,6 +56,11 @@ class ChannelRecord:
     reads: int = 0
     origin: str = ""  # the server (scheme://host:port) the channel was opened with
     open_payload: dict[str, Any] | None = None  # the deposit, until the channel is confirmed
+    # A top-up signed and counted in `deposit`, sent with every voucher until the server's
+    # statement shows it; `top_up_failed` once one was refused (the next channel is new).
+    top_up_payload: dict[str, Any] | None = None
+    top_up_amount: int = 0
+    top_up_failed: bool = False
     refund: int | None = None  # what the close refunded, once known
     created_at: float = 0.0
 

@@ -25,6 +25,12 @@ distinct slices; the highest total ever signed is written to disk before the vou
 lost on the way), is reused by a later read, so the agent never pays twice for a read it had.
 After a restart, `resume(http)` refreshes each channel from the server's `GET /channels/{id}`
 and the agent continues from the server's last accepted voucher.
+
+**Top-ups.** A channel whose deposit is used up is topped up, not replaced: the next read signs
+a top-up of the size a new deposit would have (the same policy and budget rules) and sends it
+with its voucher, and with every voucher after it until the server shows it went in. A top-up
+refused (the payer's balance, say) is taken back out of the deposit and not tried again on that
+channel.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from agent_pay.protocol.channel import (
     ChannelOpen,
     ChannelPayload,
     ChannelStatement,
+    ChannelTopUp,
 )
 from agent_pay.protocol.networks import parse_caip2
 from agent_pay.signing import (
@@ -75,12 +82,14 @@ from agent_pay.signing.voucher import (
     channel_id,
     open_authorization,
     sign_voucher,
+    top_up_authorization,
     voucher_domain,
 )
 
 __all__ = ["ChannelClientScheme", "ChannelPolicy", "ChannelSpending"]
 
 _USABLE: Final = ("opening", "open")
+_TOPPABLE: Final = ("open", "exhausted")
 _HOLDING: Final = ("opening", "open", "exhausted", "stale", "closing")  # deposit not refunded
 _OPEN_FAILED: Final = {
     Reason.CHANNEL_INVALID_OPEN,
@@ -214,12 +223,18 @@ class ChannelClientScheme:
     def sign(self, offer: PaymentRequirements, challenge: PaymentRequired) -> PaymentPayload:
         """A voucher for one read (and the deposit when the channel is new)."""
         with self._lock:
-            record = self.usable(offer) or self._new_channel(offer, challenge)
+            record = (
+                self.usable(offer) or self._topped_up(offer) or self._new_channel(offer, challenge)
+            )
             cumulative = self._allocate(record, offer.amount)
             self._inflight.setdefault(record.channel_id, {})[cumulative] = offer.amount
             opening = record.open_payload if record.status == "opening" else None
             if opening is not None and self._expired(opening):
                 opening = record.open_payload = self._sign_open(record, offer)
+            top_up = record.top_up_payload
+            if top_up is not None and self._expired(top_up):
+                salt = bytes.fromhex(top_up["salt"][2:])
+                top_up = record.top_up_payload = self._sign_top_up(record, offer, salt)
             self.store.save(record)  # before the voucher leaves: `top` never goes back
         _current.set((record.channel_id, cumulative, offer.amount))
         domain = voucher_domain(parse_caip2(offer.network), record.manager)
@@ -232,6 +247,8 @@ class ChannelClientScheme:
         }
         if opening is not None:
             payload["open"] = opening
+        if top_up is not None:
+            payload["topUp"] = top_up
         return PaymentPayload(
             x402_version=X402_VERSION,
             resource=challenge.resource,
@@ -250,6 +267,9 @@ class ChannelClientScheme:
                 record.status, record.open_payload = "open", None
             record.confirmed += voucher[2] if voucher is not None else offer.amount
             record.reads += 1
+            paid_beyond = voucher is not None and voucher[1] > record.deposit - record.top_up_amount
+            if record.top_up_payload is not None and paid_beyond:
+                self._topped(record)  # a voucher beyond the old deposit was paid
             if statement is not None:
                 self._adopt(record, statement)
             spent = record.remaining < offer.amount and not fits(record.unpaid, offer.amount)
@@ -266,6 +286,12 @@ class ChannelClientScheme:
             refill = voucher is not None and voucher[1] <= record.top
             if record.status == "opening" and reason in _OPEN_FAILED:
                 record.status = "failed"
+            elif record.top_up_payload is not None and reason in _OPEN_FAILED:
+                # The top-up did not go in: take it back out of the deposit; the channel is
+                # used up, and what the policy pays next goes elsewhere.
+                record.deposit -= record.top_up_amount
+                record.top_up_payload, record.top_up_amount = None, 0
+                record.status, record.top_up_failed, refill = "exhausted", True, False
             elif reason in (Reason.CHANNEL_CLOSED, Reason.CHANNEL_UNKNOWN):
                 record.status = "closed" if record.status != "opening" else "failed"
             elif reason == Reason.CHANNEL_OVER_DEPOSIT:
@@ -379,6 +405,54 @@ class ChannelClientScheme:
         )
         return opening.to_wire()
 
+    def _topped_up(self, offer: PaymentRequirements) -> ChannelRecord | None:
+        """A used-up channel of ours for `offer`'s terms, topped up (the top-up signed and
+        counted in its deposit), if there is one and a new deposit fits the budget."""
+        manager = _manager(offer)
+        for record in self.store:
+            if (
+                record.status in _TOPPABLE
+                and record.top_up_payload is None
+                and not record.top_up_failed
+                and record.key == (offer.network, manager, offer.pay_to, offer.asset)
+                and record.payer == self.signer.address
+            ):
+                extra = ChannelOfferExtra.from_wire(offer.extra)
+                amount = self._deposit(offer, extra, self.spending.remaining_for(offer))
+                if amount is None:
+                    return None
+                record.top_up_amount = amount
+                record.deposit += amount
+                record.status = "open"
+                record.top_up_payload = self._sign_top_up(record, offer, self._salt_factory())
+                return record
+        return None
+
+    @staticmethod
+    def _topped(record: ChannelRecord) -> None:
+        """The top-up in flight went in: stop sending it."""
+        record.top_up_payload, record.top_up_amount = None, 0
+
+    def _sign_top_up(
+        self, record: ChannelRecord, offer: PaymentRequirements, salt: bytes
+    ) -> dict[str, Any]:
+        now = int(self._clock())
+        auth = top_up_authorization(
+            payer=record.payer,
+            channel=bytes.fromhex(record.channel_id[2:]),
+            amount=record.top_up_amount,
+            salt=salt,
+            valid_after=max(0, now - CLOCK_SKEW_SECONDS),
+            valid_before=now + self.channel_policy.open_validity,
+            manager=record.manager,
+        )
+        domain = TokenDomain.from_requirements(offer)
+        signature = self.signer.sign_typed_data(receive_with_authorization_typed_data(domain, auth))
+        top_up = ChannelTopUp(
+            salt="0x" + salt.hex(), authorization=auth.to_wire(), signature="0x" + signature.hex()
+        )
+        return top_up.to_wire()
+
     def _expired(self, opening: dict[str, Any]) -> bool:
         valid_before = int(opening["authorization"]["validBefore"])
         return valid_before <= self._clock() + 60
@@ -414,6 +488,8 @@ class ChannelClientScheme:
     def _adopt(self, record: ChannelRecord, statement: ChannelStatement) -> None:
         """Take the server's view: its highest and served, and its unpaid ranges (less what
         we have in flight), keeping ranges of ours above its highest."""
+        if record.top_up_payload is not None and statement.deposit >= record.deposit:
+            self._topped(record)  # the server has the new deposit
         record.highest = max(record.highest, statement.highest)
         record.served = max(record.served, statement.served)
         record.claimed = max(record.claimed, statement.claimed or 0)

@@ -90,6 +90,7 @@ class ChannelDeposits:
         self.receipt_timeout = receipt_timeout
         self._lock = threading.Lock()
         self._opening: dict[bytes, Future[str]] = {}
+        self._topping: dict[bytes, Future[str]] = {}  # by authorization nonce
 
     def verify_open(
         self, payload: ParsedPayload, requirements: PaymentRequirements, channel: bytes
@@ -219,7 +220,17 @@ class ChannelDeposits:
                 Reason.CHANNEL_CLOSED,
                 account.statement(),
             )
-        self._check_authorization(self.tokens[requirements.asset], auth, top_up)
+        token = self.tokens[requirements.asset]
+        try:
+            used = token.authorization_state(auth.from_, auth.nonce)
+        except _TROUBLE as exc:
+            raise ChainUnavailableError(f"cannot read the chain: {exc}") from exc
+        if used:
+            # Submitted already (a concurrent read carried the same top-up, or this one is a
+            # retry): the money is in the channel, and the payer's balance and the window no
+            # longer matter. Settling refreshes the channel and checks the voucher against it.
+            return
+        self._check_authorization(token, auth, top_up)
 
     def open_once(
         self, channel: bytes, payload: ParsedPayload, requirements: PaymentRequirements
@@ -227,19 +238,31 @@ class ChannelDeposits:
         """Check and open `channel` with `payload`'s deposit, or wait for the request already
         opening it (and share its outcome); the opening transaction's hash, or "" when the
         channel was found open."""
+        return self._once(
+            self._opening,
+            channel,
+            lambda: self._open(channel, payload, requirements),
+            "the channel is still being opened",
+        )
+
+    def _once(
+        self, flights: dict[bytes, Future[str]], key: bytes, work: Callable[[], str], busy: str
+    ) -> str:
+        """Run `work` unless a request is running it for `key` already: then wait for that one
+        and share its outcome ("" for the transaction: that request reports it)."""
         with self._lock:
-            flight = self._opening.get(channel)
+            flight = flights.get(key)
             owner = flight is None
             if flight is None:
-                flight = self._opening[channel] = Future()
+                flight = flights[key] = Future()
         if not owner:
             try:
                 flight.result(timeout=self.receipt_timeout + 5)
             except TimeoutError as exc:
-                raise ChainUnavailableError("the channel is still being opened") from exc
+                raise ChainUnavailableError(busy) from exc
             return ""
         try:
-            transaction = self._open(channel, payload, requirements)
+            transaction = work()
         except BaseException as exc:
             flight.set_exception(exc)
             raise
@@ -248,7 +271,7 @@ class ChannelDeposits:
             return transaction
         finally:
             with self._lock:
-                del self._opening[channel]
+                del flights[key]
             if flight.done() and not flight.cancelled():
                 flight.exception()  # retrieved: nobody may be waiting
 
@@ -296,6 +319,18 @@ class ChannelDeposits:
         return receipt.tx_hash_hex
 
     def top_up(self, account: ChannelAccount, top_up: ChannelTopUp) -> str:
+        """Submit `top_up` (checked by `verify_top_up`) unless it went in already, or wait for
+        the request submitting it; the transaction's hash, or "" when there was none to send.
+        Concurrent reads carrying the same top-up share one transaction."""
+        nonce = TransferAuthorization.from_wire(top_up.authorization).nonce
+        return self._once(
+            self._topping,
+            nonce,
+            lambda: self._top_up(account, top_up),
+            "the channel is still being topped up",
+        )
+
+    def _top_up(self, account: ChannelAccount, top_up: ChannelTopUp) -> str:
         auth = TransferAuthorization.from_wire(top_up.authorization)
         token = self.tokens[account.token]
         try:
