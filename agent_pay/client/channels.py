@@ -49,8 +49,9 @@ from pydantic import ValidationError
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.channel_policy import ChannelPolicy, ChannelSpending
 from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
+from agent_pay.client.deposit_signing import signed_open, signed_top_up
 from agent_pay.client.policy import SpendingPolicy
-from agent_pay.client.schemes import CLOCK_SKEW_SECONDS, ClientScheme, ExactClientScheme
+from agent_pay.client.schemes import ClientScheme, ExactClientScheme
 from agent_pay.client.voucher_slices import fits, merge, subtract
 from agent_pay.errors import Reason
 from agent_pay.protocol import (
@@ -65,24 +66,18 @@ from agent_pay.protocol.channel import (
     CHANNEL_EXTENSION,
     CHANNEL_SCHEME,
     ChannelOfferExtra,
-    ChannelOpen,
     ChannelPayload,
     ChannelStatement,
-    ChannelTopUp,
 )
 from agent_pay.protocol.networks import parse_caip2
 from agent_pay.signing import (
     Signer,
-    TokenDomain,
     random_nonce,
-    receive_with_authorization_typed_data,
 )
 from agent_pay.signing.voucher import (
     Voucher,
     channel_id,
-    open_authorization,
     sign_voucher,
-    top_up_authorization,
     voucher_domain,
 )
 
@@ -385,25 +380,8 @@ class ChannelClientScheme:
         return record
 
     def _sign_open(self, record: ChannelRecord, offer: PaymentRequirements) -> dict[str, Any]:
-        now = int(self._clock())
-        auth = open_authorization(
-            payer=record.payer,
-            payee=record.payee,
-            token=record.asset,
-            amount=record.deposit,
-            salt=bytes.fromhex(record.salt[2:]),
-            signer=None,
-            valid_after=max(0, now - CLOCK_SKEW_SECONDS),
-            valid_before=now + self.channel_policy.open_validity,
-            manager=record.manager,
-            chain_id=parse_caip2(record.network),
-        )
-        domain = TokenDomain.from_requirements(offer)
-        signature = self.signer.sign_typed_data(receive_with_authorization_typed_data(domain, auth))
-        opening = ChannelOpen(
-            salt=record.salt, authorization=auth.to_wire(), signature="0x" + signature.hex()
-        )
-        return opening.to_wire()
+        validity = self.channel_policy.open_validity
+        return signed_open(self.signer, record, offer, now=int(self._clock()), validity=validity)
 
     def _topped_up(self, offer: PaymentRequirements) -> ChannelRecord | None:
         """A used-up channel of ours for `offer`'s terms, topped up (the top-up signed and
@@ -436,22 +414,9 @@ class ChannelClientScheme:
     def _sign_top_up(
         self, record: ChannelRecord, offer: PaymentRequirements, salt: bytes
     ) -> dict[str, Any]:
+        validity = self.channel_policy.open_validity
         now = int(self._clock())
-        auth = top_up_authorization(
-            payer=record.payer,
-            channel=bytes.fromhex(record.channel_id[2:]),
-            amount=record.top_up_amount,
-            salt=salt,
-            valid_after=max(0, now - CLOCK_SKEW_SECONDS),
-            valid_before=now + self.channel_policy.open_validity,
-            manager=record.manager,
-        )
-        domain = TokenDomain.from_requirements(offer)
-        signature = self.signer.sign_typed_data(receive_with_authorization_typed_data(domain, auth))
-        top_up = ChannelTopUp(
-            salt="0x" + salt.hex(), authorization=auth.to_wire(), signature="0x" + signature.hex()
-        )
-        return top_up.to_wire()
+        return signed_top_up(self.signer, record, offer, salt, now=now, validity=validity)
 
     def _expired(self, opening: dict[str, Any]) -> bool:
         valid_before = int(opening["authorization"]["validBefore"])

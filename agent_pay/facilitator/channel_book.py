@@ -36,17 +36,24 @@ chain. Pure and thread-safe: no I/O here.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from eth_utils import to_canonical_address
 
 from agent_pay.chain.channel import ChannelState, ChannelStatus
-from agent_pay.errors import PaymentRejectedError, Reason
-from agent_pay.protocol.channel import CHANNEL_EXTENSION
+from agent_pay.errors import Reason
+from agent_pay.facilitator.channel_records import (
+    Acceptance,
+    ChannelRefusedError,
+    PaidRead,
+    ReadChange,
+    Recent,
+    recent_entry,
+    recent_wire,
+    to_json,
+)
 
 __all__ = [
     "MAX_RECENT",
@@ -69,88 +76,6 @@ _STATUS_WORDS: Final = {
     ChannelStatus.CLOSED: "closed",
     ChannelStatus.NONE: "closed",
 }
-
-
-class ChannelRefusedError(PaymentRejectedError):
-    """A voucher refused (402), with where its channel stands, for the 402's extensions."""
-
-    def __init__(
-        self, message: str, reason: Reason, statement: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message, reason)
-        self.statement = statement
-
-    @property
-    def extensions(self) -> dict[str, Any]:
-        """`PAYMENT-REQUIRED` extensions: the channel statement, when the channel is known."""
-        if self.statement is None:
-            return {}
-        return {CHANNEL_EXTENSION: self.statement}
-
-
-class PaidRead(NamedTuple):
-    """One read of `resource` (a URL path; `url` as sold) paid by the voucher `cumulative` on
-    `channel_id`: what entitles `payer` to read it again. Everything its receipt states.
-    (A named tuple, as `Acceptance`: one is made on every paid read, four times faster than a
-    frozen dataclass.)"""
-
-    channel_id: bytes
-    cumulative: int
-    payer: str
-    payee: str
-    token: str
-    resource: str
-    url: str
-    price: int
-    at: float
-
-
-class Acceptance(NamedTuple):
-    """A read paid by a voucher: `price` more served (nothing more when `replayed`)."""
-
-    channel_id: bytes
-    payer: str
-    cumulative_amount: int
-    price: int
-    replayed: bool
-    statement: dict[str, Any]  # the wire's `ChannelStatement`
-
-
-ReadChange = tuple[int, str, PaidRead | None]
-"""A change to a channel's paid reads, for the store: (cumulative, resource, the read) when a
-voucher paid one, (cumulative, resource, None) when that read was undone (`release`)."""
-
-
-@dataclass(slots=True)
-class _Recent:
-    signature: bytes
-    resource: str
-    at: float
-    price: int
-    wire: str = ""  # its entry in the snapshot's JSON, once the store has encoded it
-
-
-def _recent_entry(cumulative: int, recent: _Recent) -> list[Any]:
-    return [
-        str(cumulative),
-        "0x" + recent.signature.hex(),
-        recent.resource,
-        recent.at,
-        str(recent.price),
-    ]
-
-
-def _recent_wire(cumulative: int, recent: _Recent) -> str:
-    """`_recent_entry` as compact JSON, written out: the resource is the one string that
-    needs escaping (its encoding is kept), and a float's JSON is its repr."""
-    resource = _json_string(recent.resource)
-    return (
-        f'["{cumulative}","0x{recent.signature.hex()}",{resource},{recent.at!r},"{recent.price}"]'
-    )
-
-
-_to_json: Final = json.JSONEncoder(separators=(",", ":")).encode
-_json_string: Final = lru_cache(maxsize=1024)(_to_json)
 
 
 @dataclass(slots=True, eq=False)
@@ -180,7 +105,7 @@ class ChannelAccount:
     forfeited: int = 0
     stopping: bool = False  # the payee is closing it: no more reads
     version: int = 0  # bumped on every change, so the store writes what changed
-    recent: dict[int, _Recent] = field(default_factory=dict)
+    recent: dict[int, Recent] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Paid reads not yet handed to the store (`checkpoint`), and those not yet known written.
     _changes: list[ReadChange] = field(default_factory=list, repr=False)
@@ -300,7 +225,7 @@ class ChannelAccount:
             self.highest, self.signature = cumulative, signature
         self.served += price
         self.version += 1
-        self.recent[cumulative] = _Recent(signature, resource, now, price)
+        self.recent[cumulative] = Recent(signature, resource, now, price)
         read = self._read(cumulative, resource, url, price, now)
         self._changes.append((cumulative, resource, read))
         self._unwritten[cumulative] = read
@@ -460,7 +385,7 @@ class ChannelAccount:
             changes, self._changes = self._changes, []
             state = self._snapshot(with_recent=False)
             recent = self._recent_json()
-        text = f'{_to_json(state)[:-1]},"recent":{recent}}}'
+        text = f'{to_json(state)[:-1]},"recent":{recent}}}'
         return state, text, changes
 
     def written(self, changes: list[ReadChange]) -> None:
@@ -486,7 +411,7 @@ class ChannelAccount:
         entries = []
         for cumulative, recent in self.recent.items():
             if not recent.wire:
-                recent.wire = _recent_wire(cumulative, recent)
+                recent.wire = recent_wire(cumulative, recent)
             entries.append(recent.wire)
         return f"[{','.join(entries)}]"
 
@@ -510,7 +435,7 @@ class ChannelAccount:
             "version": self.version,
         }
         if with_recent:
-            state["recent"] = [_recent_entry(c, r) for c, r in self.recent.items()]
+            state["recent"] = [recent_entry(c, r) for c, r in self.recent.items()]
         return state
 
     @classmethod
@@ -535,7 +460,7 @@ class ChannelAccount:
             int(data["version"]),
         )
         account.recent = {
-            int(c): _Recent(bytes.fromhex(sig[2:]), resource, float(at), int(price))
+            int(c): Recent(bytes.fromhex(sig[2:]), resource, float(at), int(price))
             for c, sig, resource, at, price in data["recent"]
         }
         return account
