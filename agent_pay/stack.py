@@ -49,7 +49,9 @@ __all__ = [
 ]
 
 DEPLOYER_INDEX = 0  # throwaway dev account that deploys the tokens and is their only minter
-FACILITATOR_INDEX = 1  # throwaway dev account that pays settlement gas
+FACILITATOR_INDEX = 1  # throwaway dev account that pays settlement gas (a server's own)
+FACILITATOR_SERVICE_INDEX = 3  # throwaway dev account of `agent-pay facilitator`: not #1, so a
+# facilitator and a server on one dev chain never send from one key (#2 is the bench's stock one)
 
 
 def sample_articles_dir() -> Path:
@@ -232,6 +234,7 @@ class Stack:
             ledger=ledger,
             receipt_signer=receipt_signer,
             faults=faults,
+            records_submissions=True,
         )
         scheme.on_submitted = record_submissions(app.state.ledger, app.state.faults)
         if channels is not None:
@@ -289,8 +292,8 @@ def _check_schemes(schemes: Sequence[str]) -> None:
 
 def record_submissions(ledger: Ledger, faults: FaultPlan | None = None) -> SubmittedHook:
     """The in-process facilitator's `on_submitted` hook for a server in the same process: the
-    ledger records each "exact" settlement transaction the moment it is sent (and a fault plan
-    may stop the process right there)."""
+    ledger records each "exact" settlement transaction just before it is broadcast (and a fault
+    plan may stop the process right there). If the write fails, nothing is broadcast."""
 
     def submitted(payer: str, nonce: bytes, tx_hash: str) -> None:
         ledger.record_submission(PaymentKey("exact", payer, "0x" + nonce.hex()), tx_hash)

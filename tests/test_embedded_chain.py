@@ -23,7 +23,7 @@ from agent_pay.chain.base import (
     Receipt,
     TransactionRejectedError,
 )
-from agent_pay.chain.contract import Contract, Transactor, deploy_contract
+from agent_pay.chain.contract import NONCE_RETRIES, Contract, Transactor, deploy_contract
 from agent_pay.chain.devkeys import dev_account, dev_accounts
 from agent_pay.chain.embedded import DEFAULT_CHAIN_ID, EmbeddedChain
 
@@ -353,16 +353,47 @@ def test_wrong_nonce_is_rejected(chain: EmbeddedChain) -> None:
     assert chain.get_nonce(account.address) == 1
 
 
-def test_transactor_recovers_its_nonce_after_a_rejection(chain: EmbeddedChain) -> None:
+def test_transactor_resolves_a_nonce_clash_by_itself(chain: EmbeddedChain) -> None:
+    """Another process sends from the same account behind the transactor's back: the node
+    refuses the transactor's nonce, and `send` reads it again and signs anew, telling each
+    hash before it is broadcast."""
     account = dev_account(1)
     sender = Transactor(chain, account)
     assert sender.transact(dev_account(2).address, b"", gas=21_000, value=1).status
-    # Someone else spends the next nonce behind the transactor's back.
     chain.wait_for_receipt(chain.send_raw_transaction(sign(account, chain)))
+    heard: list[bytes] = []
 
+    tx_hash = sender.send(
+        dev_account(2).address, b"", gas=21_000, value=1, before_broadcast=heard.append
+    )
+
+    assert chain.wait_for_receipt(tx_hash).status
+    assert len(heard) == 2  # the refused one, then the one sent
+    assert heard[-1] == tx_hash
+    assert chain.get_receipt(heard[0]) is None
+
+
+def test_transactor_gives_up_on_a_clash_that_does_not_clear(chain: EmbeddedChain) -> None:
+    class Refusing:
+        """Refuses every transaction for its nonce, as a node would under a storm of
+        senders from the same account."""
+
+        def __init__(self, inner: EmbeddedChain) -> None:
+            self.inner = inner
+            self.sent = 0
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+        def send_raw_transaction(self, raw: bytes) -> bytes:
+            self.sent += 1
+            raise TransactionRejectedError("nonce too low")
+
+    refusing = Refusing(chain)
+    sender = Transactor(refusing, dev_account(1))  # type: ignore[arg-type]
     with pytest.raises(TransactionRejectedError, match="nonce"):
         sender.send(dev_account(2).address, b"", gas=21_000, value=1)
-    assert sender.transact(dev_account(2).address, b"", gas=21_000, value=1).status
+    assert refusing.sent == NONCE_RETRIES + 1
 
 
 def test_wrong_chain_id_is_rejected(chain: EmbeddedChain) -> None:

@@ -24,7 +24,7 @@ from agent_pay.node.anvil import free_port, stop_process, wait_for_rpc
 from agent_pay.node.deployment import find_stablecoins
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.signing import LocalSigner
-from agent_pay.stack import FACILITATOR_INDEX, sample_articles_dir
+from agent_pay.stack import FACILITATOR_SERVICE_INDEX, sample_articles_dir
 
 AGENTS = 10
 SLUGS = ("why-micropayments-failed", "reading-a-vyper-contract")  # 0.1 + 0.25 USDX
@@ -111,7 +111,7 @@ def test_a_server_and_ten_agent_processes_on_one_node(processes: Processes) -> N
         agents = [LocalSigner.random() for _ in range(AGENTS)]
         usdx.mint_many(Transactor(chain, dev_account(0)), [(a.address, 1_000_000) for a in agents])
         authors = sorted({a.author for a in articles if a is not None})
-        gas_account = dev_account(FACILITATOR_INDEX).address
+        gas_account = dev_account(FACILITATOR_SERVICE_INDEX).address
         supply = usdx.total_supply()
         before = {a: usdx.balance_of(a) for a in authors}
         gas_before = chain.get_balance(gas_account)

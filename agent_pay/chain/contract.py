@@ -7,7 +7,7 @@ skips per-transaction gas estimation when the caller knows the gas (settlement a
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +24,22 @@ from agent_pay.chain.base import (
     TransactionRejectedError,
 )
 
-__all__ = ["Contract", "Transactor", "deploy_contract"]
+__all__ = ["NONCE_RETRIES", "Contract", "Transactor", "deploy_contract", "is_nonce_clash"]
 
 _GAS_MARGIN = 1.25  # estimates are exact for the estimated state; leave room for state drift
+
+NONCE_RETRIES = 5
+"""How often `Transactor.send` signs again with a fresh nonce when the node refuses ours."""
+
+_NONCE_CLASH = ("nonce", "replacement transaction", "already imported")
+
+
+def is_nonce_clash(exc: TransactionRejectedError) -> bool:
+    """Whether the node refused a transaction for its nonce: another sender from the same
+    account took it (geth, anvil: "nonce too low", "replacement transaction underpriced";
+    `agent-pay node`: "nonce N is not the next nonce M")."""
+    message = str(exc).lower()
+    return any(fragment in message for fragment in _NONCE_CLASH)
 
 
 def _types(params: Sequence[dict[str, Any]]) -> list[str]:
@@ -76,34 +89,60 @@ class Transactor:
     def __repr__(self) -> str:
         return f"Transactor({self.address})"
 
-    def send(self, to: str | None, data: bytes, *, gas: int | None = None, value: int = 0) -> bytes:
-        """Sign and submit; return the transaction hash without waiting for it to be mined."""
+    def send(
+        self,
+        to: str | None,
+        data: bytes,
+        *,
+        gas: int | None = None,
+        value: int = 0,
+        before_broadcast: Callable[[bytes], None] | None = None,
+    ) -> bytes:
+        """Sign and submit; return the transaction hash without waiting for it to be mined.
+
+        `before_broadcast` is told the hash of each signed transaction just before it is
+        handed to the node (a caller that must know whether money may move records it there).
+        A nonce clash — another process sending from this account, so the node refuses our
+        nonce — is resolved here: the nonce is read from the node again and the transaction
+        signed anew, up to `NONCE_RETRIES` times, each new hash told to `before_broadcast`.
+        """
         if gas is None:
             gas = int(self.chain.estimate_gas(to, data, self.address, value) * _GAS_MARGIN)
         max_fee, priority_fee = self.chain.fee_params()
-        with self._lock:
-            nonce = self._nonce if self._nonce is not None else self.chain.get_nonce(self.address)
-            tx: dict[str, Any] = {
-                "type": 2,
-                "chainId": self.chain.chain_id,
-                "nonce": nonce,
-                "to": to_checksum_address(to) if to else b"",
-                "value": value,
-                "data": data,
-                "gas": gas,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": priority_fee,
-            }
-            if not to:
-                del tx["to"]
-            signed = self._account.sign_transaction(tx)
-            try:
-                tx_hash = self.chain.send_raw_transaction(bytes(signed.raw_transaction))
-            except Exception:
-                self._nonce = None  # re-read from the node next time
-                raise
-            self._nonce = nonce + 1
-            return tx_hash
+        for attempt in range(NONCE_RETRIES + 1):
+            with self._lock:
+                nonce = self._nonce
+                if nonce is None:
+                    nonce = self.chain.get_nonce(self.address)
+                tx: dict[str, Any] = {
+                    "type": 2,
+                    "chainId": self.chain.chain_id,
+                    "nonce": nonce,
+                    "to": to_checksum_address(to) if to else b"",
+                    "value": value,
+                    "data": data,
+                    "gas": gas,
+                    "maxFeePerGas": max_fee,
+                    "maxPriorityFeePerGas": priority_fee,
+                }
+                if not to:
+                    del tx["to"]
+                signed = self._account.sign_transaction(tx)
+                if before_broadcast is not None:
+                    before_broadcast(bytes(signed.hash))
+                try:
+                    tx_hash = self.chain.send_raw_transaction(bytes(signed.raw_transaction))
+                except TransactionRejectedError as exc:
+                    self._nonce = None  # re-read from the node next time
+                    if attempt < NONCE_RETRIES and is_nonce_clash(exc):
+                        continue
+                    raise
+                except Exception:
+                    self._nonce = None
+                    raise
+                self._nonce = nonce + 1
+                return tx_hash
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def transact(
         self,

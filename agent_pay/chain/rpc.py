@@ -46,7 +46,15 @@ _REVERT_CODE = 3  # geth / anvil: "execution reverted" with the revert data
 
 
 class NodeUnavailableError(ChainError):
-    """The node could not be reached, did not answer in time, or did not speak JSON-RPC."""
+    """The node could not be reached, did not answer in time, or did not speak JSON-RPC.
+
+    `maybe_sent` is False only when the request certainly never reached the node (the
+    connection was refused): a transaction sent then was not broadcast.
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class RpcError(ChainError):
@@ -116,6 +124,10 @@ class JsonRpcChain:
             response = self._http.post(self.url, json=body)
         except httpx.TimeoutException as exc:
             raise NodeUnavailableError(f"{method}: node at {self.url} timed out") from exc
+        except httpx.ConnectError as exc:
+            raise NodeUnavailableError(
+                f"{method}: node at {self.url} unreachable: {exc}", maybe_sent=False
+            ) from exc
         except httpx.HTTPError as exc:
             raise NodeUnavailableError(f"{method}: node at {self.url} unreachable: {exc}") from exc
         try:

@@ -25,10 +25,11 @@ from agent_pay.node.deployment import (
     is_dev_chain,
 )
 from agent_pay.settings import Settings
-from agent_pay.stack import FACILITATOR_INDEX
+from agent_pay.stack import FACILITATOR_INDEX, FACILITATOR_SERVICE_INDEX
 
 __all__ = [
     "FACILITATOR_INDEX",
+    "FACILITATOR_SERVICE_INDEX",
     "Command",
     "add_chain_flags",
     "add_grace_period_flag",
@@ -108,13 +109,17 @@ def _account(key: str, what: str) -> LocalAccount:
     return account
 
 
-def facilitator_account(settings: Settings, chain: JsonRpcChain) -> tuple[LocalAccount, str]:
-    """The key that pays settlement gas, and how to describe it."""
+def facilitator_account(
+    settings: Settings, chain: JsonRpcChain, *, dev_index: int = FACILITATOR_INDEX
+) -> tuple[LocalAccount, str]:
+    """The key that pays settlement gas, and how to describe it. On a dev chain without a key
+    set, throwaway dev account `dev_index`: `serve` and `facilitator` default to different
+    ones, so that the two never clash over one account's nonces."""
     if settings.facilitator_key is not None:
         key = settings.facilitator_key.get_secret_value()
         return _account(key, "AGENT_PAY_FACILITATOR_KEY"), "AGENT_PAY_FACILITATOR_KEY"
     if is_dev_chain(chain):
-        return dev_account(FACILITATOR_INDEX), f"throwaway dev account #{FACILITATOR_INDEX}"
+        return dev_account(dev_index), f"throwaway dev account #{dev_index}"
     raise ConfigurationError(
         f"chain {chain.chain_id} is not a dev chain: set AGENT_PAY_FACILITATOR_KEY "
         f"(the key that pays settlement gas), or use --facilitator-url"

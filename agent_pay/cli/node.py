@@ -9,6 +9,7 @@ from pathlib import Path
 from agent_pay.chain.devkeys import dev_accounts
 from agent_pay.cli._common import (
     FACILITATOR_INDEX,
+    FACILITATOR_SERVICE_INDEX,
     add_grace_period_flag,
     describe_seconds,
     say,
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
         say(
             f"roles       dev account #{DEPLOYER_INDEX} owns the tokens (mints: agent-pay fund); "
-            f"a facilitator on this chain defaults to dev account #{FACILITATOR_INDEX}"
+            f"serve pays settlement gas from dev account #{FACILITATOR_INDEX}, "
+            f"agent-pay facilitator from #{FACILITATOR_SERVICE_INDEX}"
         )
         say()
         say(f"Dev accounts, {DEV_FUNDS // 10**18:,} ETH each at genesis.")

@@ -32,7 +32,7 @@ from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import ExactOffers
 from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
-from agent_pay.stack import Stack, sample_articles_dir
+from agent_pay.stack import FACILITATOR_SERVICE_INDEX, Stack, sample_articles_dir
 from agent_pay.wallet import server_receipt_key
 
 __all__ = ["CHANNELS_SUBDIR", "register"]
@@ -161,7 +161,7 @@ def facilitator(args: argparse.Namespace, settings: Settings) -> int:
 
 def _facilitator(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
     tokens = tokens_on(chain, settings)
-    account, who = facilitator_account(settings, chain)
+    account, who = facilitator_account(settings, chain, dev_index=FACILITATOR_SERVICE_INDEX)
     scheme = ExactEvmScheme(tokens.values(), Transactor(chain, account))
     app = create_facilitator_app(LocalFacilitator(scheme))
     with serve_app(app, settings.facilitator_host, settings.facilitator_port) as url:
