@@ -135,9 +135,19 @@ class ChainUnavailableError(AgentPayError):
     status_code = 503
     default_reason = Reason.CHAIN_UNAVAILABLE
 
-    def __init__(self, message: str, reason: Reason | None = None, retry_after: int = 2) -> None:
+    def __init__(
+        self,
+        message: str,
+        reason: Reason | None = None,
+        retry_after: int = 2,
+        *,
+        broadcast: bool | None = None,
+    ) -> None:
         super().__init__(message, reason)
         self.retry_after = retry_after
+        self.broadcast = broadcast
+        """From a settlement: whether its transaction reached the node before the trouble
+        (True: it may still be mined; False: certainly not sent; None: unknown)."""
 
 
 class PolicyViolationError(AgentPayError):

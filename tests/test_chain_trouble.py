@@ -204,9 +204,15 @@ def test_a_node_lost_during_settlement_keeps_the_payment_and_the_retry_delivers_
         render.action = lambda: setattr(chain, "mode", mode)
         assert_unavailable(bed, paid_read(client, header), Reason.CHAIN_UNAVAILABLE)
         [entry] = bed.ledger.entries()
-        assert entry.state is PaymentState.SETTLING  # kept: nothing lost, nothing assumed
         if mode == "slow":
-            assert entry.tx_hash is not None  # sent: the ledger heard the hash at once
+            # Sent: the ledger heard the hash before the broadcast; kept, nothing assumed.
+            assert entry.state is PaymentState.SETTLING
+            assert entry.tx_hash is not None
+        else:
+            # Never sent: failed before the 503 went out, so nothing can charge it later.
+            assert entry.state is PaymentState.FAILED
+            assert entry.tx_hash is None
+            assert entry.error_reason == "settlement_not_sent"
         # While the node is in trouble, retries keep answering 503 and charge nothing new.
         assert_unavailable(bed, paid_read(client, header), Reason.CHAIN_UNAVAILABLE)
         chain.mode = "up"
@@ -217,27 +223,38 @@ def test_a_node_lost_during_settlement_keeps_the_payment_and_the_retry_delivers_
     assert counts[PaymentState.DELIVERED] == 1
 
 
-def test_the_service_settles_a_stranded_payment_by_itself_when_the_node_returns(
-    bed: Testbed, chain: FlakyChain, render: OnRender
+@pytest.mark.parametrize("mode", ["down", "slow"])
+def test_a_stranded_payment_is_charged_only_if_it_was_sent_before_the_503(
+    bed: Testbed, chain: FlakyChain, render: OnRender, mode: str
 ) -> None:
-    """Nobody retries: the next request (any request) finds the node back and settles what
-    was left in flight, in the background."""
+    """Nobody retries. The 503 went out with the settlement unsent ("down") or sent and not
+    yet mined ("slow"). When the node is back, the next requests reconcile in the background:
+    the unsent one is never charged; the sent one is mined and recorded, not sent again."""
     stranded = bed.agent(funds={"USDX": "1"})
     later = bed.agent(funds={"USDX": "1"})
+    before = books(bed.tokens, [stranded.address])
     with bed.client() as client:
         header = header_for(client, stranded)
-        render.action = lambda: setattr(chain, "mode", "down")
+        render.action = lambda: setattr(chain, "mode", mode)
         assert paid_read(client, header).status_code == 503
         chain.mode = "up"
+        if mode == "slow":
+            bed.chain.mine()  # the node mines what it was sent
         assert client.get(f"/articles/{SLUG}", auth=later.auth).status_code == 200
         deadline = time.monotonic() + 5
         while bed.ledger.in_flight() and time.monotonic() < deadline:
             client.get("/articles")
             time.sleep(0.02)
     states = {e.key.payer: e.state for e in bed.ledger.entries()}
-    assert states[stranded.address] is PaymentState.SETTLED
     assert states[later.address] is PaymentState.DELIVERED
     assert_ledger_matches_chain(bed.ledger, bed.chain, bed.tokens)
+    paid = delta(before, books(bed.tokens, [stranded.address]))
+    if mode == "down":
+        assert states[stranded.address] is PaymentState.FAILED
+        assert paid == {}
+    else:
+        assert states[stranded.address] is PaymentState.SETTLED  # its retry will deliver
+        assert paid == {(stranded.address, "USDX"): -PRICE}
 
 
 def test_a_broken_ledger_is_503_and_charges_nothing(bed: Testbed) -> None:

@@ -890,31 +890,6 @@ def test_asset_mismatch_on_a_cnyx_only_article(
 # -- chain state: replay, balance, cancellation ------------------------------------------------
 
 
-def test_replaying_the_same_header_reads_again_without_a_second_charge(
-    bed: Testbed, http: httpx.Client, agent: TestAgent
-) -> None:
-    """A retried header (lost answer, client timeout) is the same payment: the article again,
-    the same settlement, no second transfer. (After the replay window it is refused; see
-    tests/test_idempotency.py.)"""
-    a, article = start(bed, http, agent)
-    header = encode_header(a.good())
-    parties = party_addresses(bed, agent, article)
-    before = ledger(bed, *parties)
-    first = send(http, SLUG, header)
-    settled = check_paid_response(bed, first, agent, article, PRICE)
-    paid = ledger(bed, *parties)
-
-    response = send(http, SLUG, header)
-
-    again = check_paid_response(bed, response, agent, article, PRICE)
-    assert again == settled
-    assert delta(paid, ledger(bed, *parties)) == {}
-    assert delta(before, ledger(bed, *parties)) == {
-        (agent.address, "USDX"): -PRICE,
-        (article.author, "USDX"): PRICE,
-    }
-
-
 def test_replay_for_another_article_is_refused(
     bed: Testbed, http: httpx.Client, agent: TestAgent
 ) -> None:

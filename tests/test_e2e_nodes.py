@@ -176,8 +176,9 @@ def test_a_paid_read_moves_exactly_the_price(stack: Stack) -> None:
 
 
 def test_a_replayed_payment_is_charged_once(stack: Stack) -> None:
-    """The same header again reads again at no charge; on another article (same price and
-    payee, so only the chain's nonce record can tell) it is refused."""
+    """The same header again, once delivered, reads nothing (on a public chain anyone can
+    rebuild it) and charges nothing; the payer re-reads by key proof. On another article (same
+    price and payee, so only the chain's nonce record can tell) it is refused."""
     auth = agent(stack)
     first, second = SAME_TERMS
     payee = author(stack, first)
@@ -192,8 +193,15 @@ def test_a_replayed_payment_is_charged_once(stack: Stack) -> None:
             f"/articles/{second}", headers={PAYMENT_SIGNATURE_HEADER: encode_header(stripped)}
         )
 
-    assert again.status_code == 200
-    assert again.headers[PAYMENT_RESPONSE_HEADER] == first_response.headers[PAYMENT_RESPONSE_HEADER]
+    with client(stack, auth) as http:
+        reread = http.get(f"/articles/{first}")
+
+    assert again.status_code == 402
+    assert again.json()["error"] == Reason.NONCE_ALREADY_USED
+    assert again.json()["complete"] is False
+    assert reread.status_code == 200
+    assert reread.json()["content"] == first_response.json()["content"]
+    assert PAYMENT_RESPONSE_HEADER not in reread.headers  # a re-read: nothing paid
     assert elsewhere.status_code == 402
     assert elsewhere.json()["error"] == Reason.NONCE_ALREADY_USED
     assert elsewhere.json()["complete"] is False

@@ -18,7 +18,7 @@ from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import TRANSFER_WITH_AUTHORIZATION_GAS
-from agent_pay.errors import PaymentRejectedError, Reason
+from agent_pay.errors import ChainUnavailableError, PaymentRejectedError, Reason
 from agent_pay.facilitator.exact import AUTHORIZATION_USED_TOPIC, ExactEvmScheme
 from agent_pay.protocol import (
     X402_VERSION,
@@ -261,6 +261,13 @@ def test_the_submitted_hook_hears_the_transaction_before_it_is_confirmed(bed: Te
     def broken(*_: object) -> None:
         raise RuntimeError("the ledger is on fire")
 
-    scheme.on_submitted = broken  # a failing hook is logged, the settlement goes on
+    # A failing hook stops the broadcast: whoever listens must hear of all that may settle.
+    scheme.on_submitted = broken
     payment, requirements = pay(bed, payer)
-    assert scheme.settle(payment, requirements).transaction.startswith("0x")
+    balance = bed.balance(payer.address)
+    with pytest.raises(ChainUnavailableError, match="not sent") as refused:
+        scheme.settle(payment, requirements)
+    assert refused.value.broadcast is False
+    assert bed.balance(payer.address) == balance
+    scheme.on_submitted = None
+    assert scheme.settle(payment, requirements).transaction.startswith("0x")  # still valid

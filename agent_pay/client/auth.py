@@ -97,6 +97,7 @@ class PaymentRecord:
 class _Outcome(Enum):
     PAID = "paid"
     REFUSED = "refused"
+    SPENT = "spent"  # refused as already used: paid, but the answer never reached us
     UNKNOWN = "unknown"
 
 
@@ -144,20 +145,29 @@ class PaymentAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         response = yield request
         payer = self.signer.address
-        tried_proof = tried_pending = already_used = False
+        tried_proof = tried_pending = False
+        spent: PendingPayment | None = None  # our payment the server says is already used
         while response.status_code == 402 and PAYMENT_REQUIRED_HEADER in response.headers:
             challenge = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
             offer_to_prove = _entitlement_challenge(challenge)
             if (
                 offer_to_prove is not None
                 and not tried_proof
-                and (already_used or self.receipts.bought(request.url, payer))
+                and (spent is not None or self.receipts.bought(request.url, payer))
             ):
                 tried_proof = True
+                # Beside a spent payment of ours, the proof also claims it: the server then
+                # serves what that payment bought even if its header alone no longer reads.
                 request.headers.pop(PAYMENT_SIGNATURE_HEADER, None)
+                if spent is not None:
+                    request.headers[PAYMENT_SIGNATURE_HEADER] = spent.header
                 request.headers[ENTITLEMENT_HEADER] = self._prove(request, offer_to_prove)
                 response = yield request
                 del request.headers[ENTITLEMENT_HEADER]
+                request.headers.pop(PAYMENT_SIGNATURE_HEADER, None)
+                if spent is not None:
+                    self._recover(response, request, spent)
+                    return
                 if response.status_code < 400:
                     self._keep_reread_receipt(request, response)
                     with self._lock:
@@ -169,14 +179,17 @@ class PaymentAuth(httpx.Auth):
                 tried_pending = True
                 request.headers[PAYMENT_SIGNATURE_HEADER] = pending.header
                 response = yield request
-                outcome, reason = self._account(response, request, pending)
+                outcome, _ = self._account(response, request, pending)
+                if outcome is _Outcome.SPENT:
+                    spent = pending
+                    continue
                 if outcome is _Outcome.REFUSED:
-                    already_used = already_used or reason == Reason.NONCE_ALREADY_USED
                     continue
                 return
-            if already_used:
-                # What we paid is spent, and the server will not let us re-read it: hand the
+            if spent is not None:
+                # What we paid is spent, and the server will not let us claim it: hand the
                 # 402 back rather than pay for the same article twice.
+                self._give_up(request, spent)
                 return
             # Raises when over policy: nothing is signed.
             offer = self.spending.choose(challenge.accepts, schemes=list(self.schemes))
@@ -231,27 +244,21 @@ class PaymentAuth(httpx.Auth):
                 return _Outcome.UNKNOWN, None  # unreadable: keep reservation and pending
             if not settlement.success:
                 return _Outcome.UNKNOWN, None
-            self.spending.commit(offer, reserved=reserved)
             self.schemes[offer.scheme].settled(offer, settlement)
             # What entitles us to re-read is written before the pending header is dropped: a
             # crash in between resends the header (served again, uncharged), never pays twice.
             receipt = self._keep_receipt(request, offer, settlement)
             if receipt is None:  # a voucher read: re-read by key proof all the same
                 self.receipts.add_purchase(request.url, pending.payer, offer.scheme)
-            self.receipts.resolve_pending(request.url, pending.payer, header)
-            with self._lock:
-                self._reserved.discard(header)
-            record = PaymentRecord(
-                str(request.url), offer, settlement, pending.created_at, self._clock(), receipt
-            )
-            with self._lock:
-                self.payments.append(record)
-            if self._on_payment is not None:
-                self._on_payment(record)
+            self._confirm(request, pending, settlement, receipt)
             return _Outcome.PAID, None
         if paid.status_code in (400, 402, 404):
-            # Refused before or at settlement: the protocol guarantees no charge.
             reason = _error_reason(paid)
+            if reason == Reason.NONCE_ALREADY_USED:
+                # Our own authorization, already used: the money moved (its answer was lost
+                # after delivery, or it was settled elsewhere). Keep it for the claim.
+                return _Outcome.SPENT, reason
+            # Refused before or at settlement: the protocol guarantees no charge.
             if reserved:
                 self.spending.release(offer)
             self.schemes[offer.scheme].refused(offer, reason)
@@ -262,6 +269,61 @@ class PaymentAuth(httpx.Auth):
         # Anything else (5xx, a 2xx without receipt): outcome unknown, keep the reservation
         # and the pending header, which the next read of this URL sends again.
         return _Outcome.UNKNOWN, None
+
+    def _confirm(
+        self,
+        request: httpx.Request,
+        pending: PendingPayment,
+        settlement: SettleResponse,
+        receipt: SignedReceipt | None,
+    ) -> None:
+        """`pending` is paid: commit its amount, drop the pending header, record it."""
+        with self._lock:
+            reserved = pending.header in self._reserved
+            self._reserved.discard(pending.header)
+        self.spending.commit(pending.offer, reserved=reserved)
+        self.receipts.resolve_pending(request.url, pending.payer, pending.header)
+        record = PaymentRecord(
+            str(request.url), pending.offer, settlement, pending.created_at, self._clock(), receipt
+        )
+        with self._lock:
+            self.payments.append(record)
+        if self._on_payment is not None:
+            self._on_payment(record)
+
+    def _recover(
+        self, response: httpx.Response, request: httpx.Request, spent: PendingPayment
+    ) -> None:
+        """The answer to a claim of `spent` (our payment, already used) with a key proof: the
+        paid page (the payment is accounted as usual), or a re-read with the purchase's
+        receipt (accounted from it); anything else, the money is gone all the same."""
+        if PAYMENT_RESPONSE_HEADER in response.headers:
+            if self._account(response, request, spent)[0] is _Outcome.PAID:
+                return
+        elif response.status_code < 400:
+            self._keep_reread_receipt(request, response)
+            stored = self.receipts.find(request.url, spent.payer)
+            receipt = stored.receipt if stored is not None else None
+            if receipt is not None and receipt.amount == spent.offer.amount:
+                settlement = SettleResponse(
+                    success=True,
+                    payer=spent.payer,
+                    transaction=receipt.transaction,
+                    network=receipt.network,
+                    amount=receipt.amount,
+                )
+                self._confirm(request, spent, settlement, receipt)
+                return
+        self._give_up(request, spent)
+
+    def _give_up(self, request: httpx.Request, spent: PendingPayment) -> None:
+        """`spent` is used and could not be claimed: count it as spent, stop resending it."""
+        with self._lock:
+            reserved = spent.header in self._reserved
+            self._reserved.discard(spent.header)
+        self.spending.commit(spent.offer, reserved=reserved)
+        self.receipts.resolve_pending(request.url, spent.payer, spent.header)
+        log.warning("%s: our payment was used, and the server would not serve it", request.url)
 
     def _keep_receipt(
         self, request: httpx.Request, offer: PaymentRequirements, settlement: SettleResponse

@@ -27,6 +27,7 @@ from eth_utils import keccak, to_canonical_address
 
 from agent_pay.chain.base import ChainError, Receipt, TransactionRejectedError
 from agent_pay.chain.contract import Transactor
+from agent_pay.chain.rpc import NodeUnavailableError
 from agent_pay.chain.stablecoin import TRANSFER_WITH_AUTHORIZATION_GAS, Stablecoin
 from agent_pay.errors import (
     ChainUnavailableError,
@@ -48,7 +49,11 @@ AUTHORIZATION_USED_TOPIC = keccak(text="AuthorizationUsed(address,bytes32)")
 """topic0 of EIP-3009's `AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)`."""
 
 SubmittedHook = Callable[[str, bytes, str], None]
-"""Called with (payer, nonce, transaction hash) once a settlement is sent, before it is mined."""
+"""Called with (payer, nonce, transaction hash) just before a settlement is broadcast (again,
+with the new hash, if it has to be signed anew). If it raises, nothing is broadcast."""
+
+_RESUBMISSIONS = 3
+"""How often a settlement the node dropped is sent again within one `settle` call."""
 
 _CHAIN_TROUBLE = (ChainError, OSError, TimeoutError)
 
@@ -303,6 +308,8 @@ class ExactEvmScheme:
         return None
 
     def _submit(self, verified: _Verified) -> Settlement:
+        """Send the transfer and confirm it. A transaction the node dropped (replaced by another
+        sender of our gas key, or evicted) is sent again while the authorization is unused."""
         token, auth = verified.token, verified.auth
         data = token.transfer_with_authorization_data(
             auth.from_,
@@ -313,16 +320,41 @@ class ExactEvmScheme:
             auth.nonce,
             verified.signature,
         )
-        try:
-            tx_hash = self._transactor.send(
-                token.address, data, gas=TRANSFER_WITH_AUTHORIZATION_GAS
-            )
-            self._announce(auth, tx_hash)
-            receipt = self.chain.wait_for_receipt(tx_hash, self.receipt_timeout)
-        except TransactionRejectedError as exc:
-            raise ChainUnavailableError(f"the node refused the settlement: {exc}") from exc
-        except _CHAIN_TROUBLE as exc:
-            raise ChainUnavailableError(f"settlement not confirmed: {exc}") from exc
+        broadcast = False
+        for attempt in range(_RESUBMISSIONS + 1):
+            try:
+                tx_hash = self._transactor.send(
+                    token.address,
+                    data,
+                    gas=TRANSFER_WITH_AUTHORIZATION_GAS,
+                    before_broadcast=lambda tx_hash: self._announce(auth, tx_hash),
+                )
+            except TransactionRejectedError as exc:
+                raise ChainUnavailableError(
+                    f"the node refused the settlement: {exc}", broadcast=broadcast
+                ) from exc
+            except NodeUnavailableError as exc:
+                # Unreachable before the request was written, or no answer after: unknown.
+                raise ChainUnavailableError(
+                    f"settlement not sent: {exc}", broadcast=None if exc.maybe_sent else broadcast
+                ) from exc
+            except _CHAIN_TROUBLE as exc:
+                raise ChainUnavailableError(f"settlement not sent: {exc}", broadcast=None) from exc
+            broadcast = True
+            try:
+                receipt = self.chain.wait_for_receipt(tx_hash, self.receipt_timeout)
+            except TransactionRejectedError as exc:
+                if attempt < _RESUBMISSIONS and not self._is_used(token, auth):
+                    log.warning("settlement %s was dropped (%s); sending again", tx_hash.hex(), exc)
+                    continue
+                raise ChainUnavailableError(
+                    f"settlement dropped by the node: {exc}", broadcast=True
+                ) from exc
+            except _CHAIN_TROUBLE as exc:
+                raise ChainUnavailableError(
+                    f"settlement not confirmed: {exc}", broadcast=True
+                ) from exc
+            break
         if not receipt.status:
             reason = _revert_reason(receipt.revert_reason)
             if reason is Reason.NONCE_ALREADY_USED:
@@ -337,12 +369,18 @@ class ExactEvmScheme:
         return _settlement(auth, receipt)
 
     def _announce(self, auth: TransferAuthorization, tx_hash: bytes) -> None:
+        """Tell `on_submitted` a settlement's hash before it is broadcast. If the hook fails,
+        the transaction is not sent: whoever listens must know of everything that may settle."""
         if self.on_submitted is None:
             return
         try:
             self.on_submitted(auth.from_, auth.nonce, "0x" + tx_hash.hex())
-        except Exception:
-            log.exception("on_submitted hook failed (the settlement goes on)")
+        except Exception as exc:
+            log.exception("on_submitted hook failed: the settlement is not sent")
+            raise ChainUnavailableError(
+                f"settlement not sent: it could not be recorded ({type(exc).__name__})",
+                broadcast=False,
+            ) from exc
 
 
 def _pays(token: Stablecoin, receipt: Receipt, auth: TransferAuthorization) -> bool:

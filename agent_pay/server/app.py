@@ -48,11 +48,12 @@ from agent_pay.protocol.extensions import (
     EntitlementProof,
 )
 from agent_pay.server.catalogue import Article, Catalogue
-from agent_pay.server.checkout import DEFAULT_REPLAY_WINDOW, Checkout, Purchase
+from agent_pay.server.checkout import Checkout, Purchase
 from agent_pay.server.entitlements import (
     EntitlementHeader,
     Entitlements,
     EntitlementSource,
+    Grant,
     ReceiptIssuer,
     discovery_document,
 )
@@ -96,7 +97,7 @@ def create_app(
     receipt_signer: Signer | None = None,
     entitlement_secret: bytes | None = None,
     faults: FaultPlan | None = None,
-    replay_window: float = DEFAULT_REPLAY_WINDOW,
+    records_submissions: bool = False,
 ) -> FastAPI:
     """Build the ASGI app selling `catalogue`, priced in `assets`, settled by `facilitator`.
 
@@ -109,7 +110,9 @@ def create_app(
             default, so receipts from a restarted default server verify under a new address.
         entitlement_secret: HMAC key of re-read challenges (random by default).
         faults: where to inject a crash (fault-injection tests only).
-        replay_window: seconds after settlement the same payment header reads again.
+        records_submissions: `facilitator` tells the ledger of each settlement transaction
+            before broadcasting it (an in-process one wired with `record_submissions`), so
+            a settlement that never got that far is abandoned at once (see `Checkout`).
     """
     catalogue.check_tokens({asset.symbol: asset.decimals for asset in assets})
     paywall = Paywall(assets, facilitator, schemes)
@@ -118,7 +121,9 @@ def create_app(
     sources = [b for b in paywall.schemes.values() if isinstance(b, EntitlementSource)]
     entitlements = Entitlements(ledger, issuer, sources=sources, secret=entitlement_secret)
     faults = faults or FaultPlan()
-    checkout = Checkout(ledger, facilitator, issuer, faults=faults, replay_window=replay_window)
+    checkout = Checkout(
+        ledger, facilitator, issuer, faults=faults, records_submissions=records_submissions
+    )
     payment_header = PaymentHeader(auto_error=False, schemes=paywall.schemes)
     entitlement_header = EntitlementHeader()
 
@@ -243,16 +248,27 @@ def create_app(
         # Without a lifespan (an ASGI test client), the first request runs the reconciliation.
         await checkout.ensure_reconciled()
         offers = paywall.offers(article)
+        prover: str | None = None
         if proof is not None:
+            # A proof of the payer's key re-reads what it bought; beside a payment, it also
+            # lets the payer claim its own authorization once its header alone no longer reads.
             try:
-                return reread(article, request, proof)
+                prover = entitlements.prover(proof, request.url.path)
+                grant = entitlements.grant(prover, request.url.path)
+                if grant is None:
+                    raise PaymentRejectedError(
+                        f"{prover} has not bought {request.url.path}", Reason.ENTITLEMENT_INVALID
+                    )
+                return reread(article, grant)
             except PaymentRejectedError as exc:
                 if payment is None:
                     return refuse(article, request, offers, exc)
+            except ChainUnavailableError as exc:
+                return _unavailable(exc)
         if payment is None:
             return refuse(article, request, offers)
         try:
-            return await buy(article, request, offers, payment)
+            return await buy(article, request, offers, payment, prover)
         except (PaymentRejectedError, SettlementFailedError) as exc:
             return refuse(article, request, offers, exc)
         except ChainUnavailableError as exc:
@@ -263,8 +279,7 @@ def create_app(
             log.exception("unexpected error on the paid path")
             return _unavailable(ChainUnavailableError("unexpected server error; retry"))
 
-    def reread(article: Article, request: Request, proof: EntitlementProof) -> Response:
-        grant = entitlements.check(proof, request.url.path)
+    def reread(article: Article, grant: Grant) -> Response:
         try:
             content = render(article)
         except Exception:
@@ -288,6 +303,7 @@ def create_app(
         request: Request,
         offers: Sequence[PaymentRequirements],
         payment: PaymentPayload,
+        prover: str | None,
     ) -> Response:
         path = request.url.path
         requirements = paywall.match(payment, offers, path)
@@ -299,8 +315,9 @@ def create_app(
             charge: InlineCharge | None = charge_inline(payment, requirements, path, url=url)
             if charge is not None:
                 return serve_charged(article, charge)
+        key = paywall.payment_key(payment)
         purchase = Purchase(
-            paywall.payment_key(payment), payment, requirements, path, str(request.url)
+            key, payment, requirements, path, str(request.url), payer_proven=prover == key.payer
         )
         timings: dict[str, float] = {}
         paid = await checkout.pay(purchase, produce(article), timings=timings)

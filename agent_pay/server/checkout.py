@@ -9,15 +9,19 @@ never settles a payment twice:
 - The ledger row for the payment's key is written before anything is submitted, and every
   transition is a compare-and-set; in this process, one request per key owns the payment
   (a "flight") and identical requests arriving meanwhile wait for its outcome and share it.
-- A payment already paid is served again ("the same header returns the article") while it
-  was never delivered, and for `replay_window` seconds after settlement; after that a re-read
-  goes through the entitlement proof. (On a public chain the signed authorization becomes
-  public once settled, so honouring it forever would let anyone read for free.)
+- The header alone is the payer's own lost answer only until the article is delivered: a
+  payment settled but never delivered is served again on the same header; once delivered
+  (and for any authorization this server did not settle itself: on a public chain a settled
+  authorization is public), a read needs proof of the payer's key as well
+  (`Purchase.payer_proven`). Requests that waited on the one settling share its outcome.
 - The content is produced after verification and before settlement: if it cannot be
   produced, the payment is marked failed and nothing is charged.
-- A payment left `settling` by a node outage or a crash is finished by asking the
-  facilitator to settle it again, which is idempotent; `reconcile()` does this for every
-  unresolved entry when the server starts, before the first request is answered.
+- Only a request that will answer 200 submits anything. A settlement that fails before its
+  transaction was broadcast is marked failed before the 503 goes out; one that fails after
+  stays `settling`, and `reconcile()` (at start, then in the background) only *observes* it:
+  it asks the facilitator to settle only an authorization already used or expired (which
+  cannot submit anything), records what the chain did, and abandons what was never sent.
+  A retry of the same header, a new request, may settle it.
 """
 
 from __future__ import annotations
@@ -63,7 +67,6 @@ from agent_pay.server.refusals import ledger_down, produce_content, reason_from,
 from agent_pay.server.timings import request_timings, timed
 
 __all__ = [
-    "DEFAULT_REPLAY_WINDOW",
     "RECONCILE_INTERVAL",
     "Checkout",
     "Paid",
@@ -76,13 +79,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-DEFAULT_REPLAY_WINDOW: Final = 300.0
-"""Seconds after settlement during which the same payment header is served again."""
-
 _ABANDONED = "payment_abandoned"  # failed-row reason: the server stopped before settling
+_NOT_SENT = "settlement_not_sent"  # failed-row reason: the chain failed before broadcast
 
 
 RECONCILE_INTERVAL: Final = 5.0
+
+_PROOF_HEADERS = "AGENT-PAY-ENTITLEMENT, or SIGN-IN-WITH-X"
+_USED_OR_EXPIRED = (Reason.NONCE_ALREADY_USED, Reason.VALID_BEFORE_EXPIRED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +120,10 @@ class Checkout:
         facilitator: verifies and settles (idempotently, for recovery to work).
         receipts: signs a receipt for every settled payment.
         faults: where to inject a crash (tests); none by default.
-        replay_window: seconds after settlement the same payment header is served again.
+        records_submissions: the facilitator tells the ledger each settlement transaction
+            before it is broadcast (`record_submissions`), so an entry `settling` without a
+            transaction was never sent. False (a remote facilitator): unknown, so such an
+            entry waits until its authorization is used or expires.
         wait_timeout: how long an identical request waits for the one settling (then 503).
         reconcile_interval: while a pass left entries unresolved (the chain was unreachable),
             seconds between further passes, each started in the background by a request.
@@ -129,7 +136,7 @@ class Checkout:
         receipts: ReceiptIssuer,
         *,
         faults: FaultPlan | None = None,
-        replay_window: float = DEFAULT_REPLAY_WINDOW,
+        records_submissions: bool = False,
         wait_timeout: float = 60.0,
         reconcile_interval: float = RECONCILE_INTERVAL,
         clock: Callable[[], float] = time.time,
@@ -138,7 +145,7 @@ class Checkout:
         self.facilitator = facilitator
         self.receipts = receipts
         self.faults = faults or FaultPlan()
-        self.replay_window = replay_window
+        self.records_submissions = records_submissions
         self.wait_timeout = wait_timeout
         self.reconcile_interval = reconcile_interval
         self._clock = clock
@@ -167,17 +174,20 @@ class Checkout:
         if timings is not None:
             request_timings.set(timings)
         await self.ensure_reconciled()
+        waited = False
         for _ in range(8):
             entry = self._get(purchase.key)
             if entry is not None:
                 self._check_same(entry, purchase)
                 if entry.paid:
-                    self._check_replayable(entry)
+                    if not waited:
+                        self._check_replayable(entry, purchase)
                     return Paid(entry, produce_content(produce), replayed=True)
             flight = self._flights.get(purchase.key)
             if flight is not None:
                 with timed("wait"):
                     await self._wait(purchase.key, flight)
+                waited = True  # in flight together with the one that paid: share its answer
                 continue
             try:
                 return await self._own(purchase, entry, produce)
@@ -207,14 +217,12 @@ class Checkout:
                 "this authorization is already used by another payment", Reason.NONCE_ALREADY_USED
             )
 
-    def _check_replayable(self, entry: Entry) -> None:
-        if entry.state is PaymentState.SETTLED:
-            return  # paid and never delivered: always deliver
-        if entry.settled_at is not None and self._clock() <= entry.settled_at + self.replay_window:
-            return
+    def _check_replayable(self, entry: Entry, purchase: Purchase) -> None:
+        if entry.state is PaymentState.SETTLED or purchase.payer_proven:
+            return  # paid and never delivered (the payer's lost answer), or the payer itself
         raise PaymentRejectedError(
             "this payment was already used and its article delivered; to read it again, prove "
-            "the paying key with the AGENT-PAY-ENTITLEMENT header",
+            f"the paying key ({_PROOF_HEADERS})",
             Reason.NONCE_ALREADY_USED,
         )
 
@@ -297,8 +305,22 @@ class Checkout:
         if not verdict.is_valid:
             if verdict.invalid_reason != Reason.NONCE_ALREADY_USED:
                 raise rejection(verdict)
-            # Used on chain already: if by exactly this payment (a crash lost our record, or
-            # someone else submitted it), settling again finds it and charges nothing more.
+            # Used on chain, not by a settlement of ours: on a public chain anyone can copy a
+            # settled authorization, so only its payer may claim it, and only for the article
+            # it names. Settling again then finds the transfer and charges nothing more.
+            if not purchase.payer_proven:
+                raise PaymentRejectedError(
+                    "this authorization was already used on chain, not settled by this server; "
+                    f"its payer can claim the article it names by proving its key "
+                    f"({_PROOF_HEADERS})",
+                    Reason.NONCE_ALREADY_USED,
+                )
+            if purchase.payment.resource is None:
+                raise PaymentRejectedError(
+                    "this authorization was already used on chain and names no resource: it "
+                    "cannot be claimed here",
+                    Reason.NONCE_ALREADY_USED,
+                )
             state = PaymentState.SETTLING
         self.faults.hit(FaultPoint.VERIFY)
         began = await self._write(
@@ -319,8 +341,19 @@ class Checkout:
     async def _settle(
         self, key: PaymentKey, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> Entry:
-        """Settle an entry in `settling`; record the outcome; return the settled entry."""
-        response = await self._facilitate(self.facilitator.settle, payment, requirements)
+        """Settle an entry in `settling`; record the outcome; return the settled entry.
+
+        If the chain fails before the settlement was broadcast, the entry is failed before the
+        503 goes out (nothing can move: a later request starts over); after, it stays
+        `settling` for `reconcile()` to observe."""
+        try:
+            response = await self._facilitate(self.facilitator.settle, payment, requirements)
+        except ChainUnavailableError as exc:
+            if exc.broadcast is False or (
+                self.records_submissions and exc.broadcast is None and not self._sent(key)
+            ):
+                await self._write(self.ledger.failed, key, _NOT_SENT, exc.message)
+            raise
         if not response.success:
             reason = reason_from(response.error_reason, Reason.TRANSACTION_FAILED)
             message = response.error_message or "settlement failed"
@@ -359,11 +392,15 @@ class Checkout:
     async def reconcile(self) -> ReconcileReport:
         """Resolve every entry left verified or settling (by a crash or a node outage).
 
-        settling: ask the facilitator to settle again (idempotent: it reports the earlier
-        transaction if there was one) → settled, or failed if the payment cannot settle.
-        verified: nothing was submitted; the read was never confirmed as producible, so it is
-        not charged now → failed (a retry of the same header starts over), unless the
-        authorization was already used by exactly this payment → settled.
+        It never submits anything: whoever asked for these payments got no 200, and must not
+        be charged for them now.
+
+        An entry this server never sent (verified; settling with no transaction recorded,
+        when the facilitator records them) → failed: "abandoned", or the verdict's reason (a
+        retry of the same header starts over; an authorization someone else used is claimed
+        by its payer with a proof of its key). One that was sent: if its authorization is used
+        or expired, settle (idempotent: that finds the earlier transfer and submits nothing)
+        → settled or failed; if it is still unused and valid → unresolved, looked at again.
         Entries the chain cannot answer for stay as they are and are counted unresolved.
         """
         self._reconciling = True
@@ -394,17 +431,22 @@ class Checkout:
 
     async def _resolve(self, entry: Entry) -> PaymentState:
         payment, requirements = entry.payment, entry.requirements
-        if entry.state is PaymentState.VERIFIED:
-            verdict = await self._verify(payment, requirements)
+        verdict = await self._verify(payment, requirements)
+        sent = entry.state is PaymentState.SETTLING and (
+            entry.tx_hash is not None or not self.records_submissions
+        )
+        if not sent:
+            # Nothing of ours can move money. If the authorization was used all the same,
+            # someone else submitted it: its payer may claim it with a proof of its key.
             if verdict.is_valid:
-                message = "the server stopped before settling; nothing was charged"
-                await self._write(self.ledger.failed, entry.key, _ABANDONED, message)
-                return PaymentState.FAILED
-            if verdict.invalid_reason != Reason.NONCE_ALREADY_USED:
+                reason, message = _ABANDONED, "the server stopped before settling; not charged"
+            else:
                 reason = verdict.invalid_reason or Reason.INVALID_PAYLOAD
                 message = verdict.invalid_message or "payment is not valid"
-                await self._write(self.ledger.failed, entry.key, reason, message)
-                return PaymentState.FAILED
+            await self._write(self.ledger.failed, entry.key, reason, message)
+            return PaymentState.FAILED
+        if verdict.invalid_reason not in _USED_OR_EXPIRED:
+            raise ChainUnavailableError("the settlement was sent and is not mined yet")
         try:
             await self._settle(entry.key, payment, requirements)
         except SettlementFailedError:
@@ -435,6 +477,12 @@ class Checkout:
         except Exception as exc:
             log.exception("facilitator failed")
             raise ChainUnavailableError(f"the facilitator failed: {type(exc).__name__}") from exc
+
+    def _sent(self, key: PaymentKey) -> bool:
+        """Whether the ledger heard of a settlement transaction for `key` (see
+        `records_submissions`)."""
+        entry = self._get(key)
+        return entry is not None and entry.tx_hash is not None
 
     def _get(self, key: PaymentKey) -> Entry | None:
         try:

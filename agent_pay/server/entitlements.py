@@ -161,6 +161,18 @@ class Entitlements:
             PaymentRejectedError: with `Reason.ENTITLEMENT_INVALID`, saying why.
             ChainUnavailableError: the records cannot be read (503: retry).
         """
+        payer = self.prover(proof, resource)
+        grant = self.grant(payer, resource)
+        if grant is None:
+            raise _invalid(f"{payer} has not bought {resource}")
+        return grant
+
+    def prover(self, proof: EntitlementProof, resource: str) -> str:
+        """The payer whose key made `proof` for `resource` (checked: this server's live
+        challenge for this resource, signed by the key it names).
+
+        Raises PaymentRejectedError with `Reason.ENTITLEMENT_INVALID`, saying why.
+        """
         now = int(self._clock())
         if proof.resource != resource:
             raise _invalid(f"the proof is for {proof.resource[:100]!r}, not {resource!r}")
@@ -181,18 +193,25 @@ class Entitlements:
             raise _invalid(f"bad proof signature: {exc}") from None
         if signer != proof.payer:
             raise _invalid("the proof is not signed by the payer's key")
+        return signer
+
+    def grant(self, payer: str, resource: str) -> Grant | None:
+        """The re-read `payer` (proven) is entitled to for `resource`; None if it bought none.
+
+        Raises ChainUnavailableError when the records cannot be read (503: retry).
+        """
         try:
-            entry = self.ledger.entitlement(proof.payer, resource)
+            entry = self.ledger.entitlement(payer, resource)
             if entry is not None:
                 return Grant(entry.receipt)
             for source in self.sources:
-                claims = source.entitlement(proof.payer, resource)
+                claims = source.entitlement(payer, resource)
                 if claims is not None:
                     return Grant(self.issuer.sign(claims))
         except sqlite3.Error as exc:
             # Unknown is not "not bought": a refusal here would have the payer pay again.
             raise ledger_down(exc) from exc
-        raise _invalid(f"{proof.payer} has not bought {resource}")
+        return None
 
     def _mac(self, resource: str, expires_at: int) -> bytes:
         message = f"{resource}\n{expires_at}\n{self.server}".encode()

@@ -24,6 +24,7 @@ class Purchase:
     requirements: PaymentRequirements
     resource: str  # the URL path: what the payment is bound to
     resource_url: str  # the URL as sold: what the receipt names
+    payer_proven: bool = False  # the request also proved the payer's key (a re-read proof)
 
 
 @dataclass(frozen=True, slots=True)
