@@ -43,6 +43,7 @@ def guarded_protocol(base: type[asyncio.Protocol], limits: ServerLimits) -> type
         # uvicorn's protocols keep `transport`, `cycle` (the current request) and `loop`.
         _head_deadline: asyncio.TimerHandle | None = None
         _head_bytes = 0
+        _head_tail = b""
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -50,16 +51,26 @@ def guarded_protocol(base: type[asyncio.Protocol], limits: ServerLimits) -> type
 
         def data_received(self, data: bytes) -> None:
             waiting = self._head_deadline is not None
+            if waiting and self._head_too_large(data):
+                self._refuse(_TOO_LARGE)
+                return
             before = self.cycle
             super().data_received(data)
-            if not waiting:
-                return
-            if self.cycle is not before:  # a request head was parsed: the app has it now
+            if waiting and self.cycle is not before:  # a head was parsed: the app has it now
                 self._head_arrived()
-                return
+
+        def _head_too_large(self, data: bytes) -> bool:
+            """Whether the head being received runs past `max_head_bytes`: checked on the raw
+            bytes before the parser sees them, however they are split into chunks."""
+            window = self._head_tail + data
+            end = window.find(b"\r\n\r\n")
+            if end >= 0:
+                size = self._head_bytes - len(self._head_tail) + end + 4
+            else:
+                size = self._head_bytes + len(data)
+                self._head_tail = window[-3:]
             self._head_bytes += len(data)
-            if self._head_bytes > limits.max_head_bytes:
-                self._refuse(_TOO_LARGE)
+            return size > limits.max_head_bytes
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -74,7 +85,7 @@ def guarded_protocol(base: type[asyncio.Protocol], limits: ServerLimits) -> type
 
         def _await_head(self) -> None:
             self._head_arrived()
-            self._head_bytes = 0
+            self._head_bytes, self._head_tail = 0, b""
             self._head_deadline = self.loop.call_later(limits.head_timeout, self._head_late)
 
         def _head_arrived(self) -> None:
