@@ -103,6 +103,9 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
     except NodeUnavailableError as exc:
         app = StandbyApp(build, create_standby_app(articles), on_ready=announce)
         standby: str | None = str(exc)
+    except BaseException:
+        ledger.close()  # a wrong setting: release the data directory's lock
+        raise
     else:
         standby = None
     try:
