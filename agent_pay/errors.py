@@ -4,6 +4,8 @@ The tree::
 
     AgentPayError                  root; carries a `Reason` and an HTTP status
     ├── MalformedPaymentError      400: the payment header cannot be read at all
+    │   ├── OversizedRequestError  413: a request body larger than the server reads
+    │   └── SlowRequestError       408: a request body that did not arrive in time
     ├── PaymentRejectedError       402: the payment is readable but not acceptable
     ├── SettlementFailedError      402: the chain refused the transfer; nothing was charged
     ├── ChainUnavailableError      503: the node is unreachable, slow or misbehaving
@@ -25,10 +27,12 @@ __all__ = [
     "ConfigurationError",
     "MalformedPaymentError",
     "NoAcceptableOfferError",
+    "OversizedRequestError",
     "PaymentRejectedError",
     "PolicyViolationError",
     "Reason",
     "SettlementFailedError",
+    "SlowRequestError",
 ]
 
 
@@ -39,6 +43,9 @@ class Reason(StrEnum):
     INVALID_HEADER = "invalid_payment_header"  # not base64, not JSON, or too large
     INVALID_PAYLOAD = "invalid_payload"  # JSON that does not fit the schema
     INVALID_X402_VERSION = "invalid_x402_version"
+    JSON_TOO_DEEP = "json_too_deep"  # nested deeper than the server parses (any server)
+    REQUEST_TOO_LARGE = "request_too_large"  # 413: a body larger than the server reads
+    REQUEST_TIMEOUT = "request_timeout"  # 408: a body that trickled in too slowly
 
     # -- the offer that was accepted (402)
     UNSUPPORTED_SCHEME = "unsupported_scheme"
@@ -114,6 +121,20 @@ class MalformedPaymentError(AgentPayError):
 
     status_code = 400
     default_reason = Reason.INVALID_PAYLOAD
+
+
+class OversizedRequestError(MalformedPaymentError):
+    """A request body is larger than the server reads; nothing of it was parsed (HTTP 413)."""
+
+    status_code = 413
+    default_reason = Reason.REQUEST_TOO_LARGE
+
+
+class SlowRequestError(MalformedPaymentError):
+    """A request body did not arrive within the server's time limit (HTTP 408)."""
+
+    status_code = 408
+    default_reason = Reason.REQUEST_TIMEOUT
 
 
 class PaymentRejectedError(AgentPayError):

@@ -24,8 +24,9 @@ from agent_pay.server.catalogue import (
 ARTICLES = Path(__file__).resolve().parents[1] / "articles"
 ADA = "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955"
 BO = "0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f"
+YUKI = "0x976EA74026E726554dB657fA54763abd0C3a0aa9"
 CHEN = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"
-AUTHORS = {ADA: "Ada Marsh", BO: "Bo Lindqvist", CHEN: "Chen Wei"}
+AUTHORS = {ADA: "Ada Marsh", BO: "Bo Lindqvist", CHEN: "Chen Wei", YUKI: "Yuki Sato"}
 
 GOOD_HEAD = f'title: "A title"\nauthor: "{ADA}"\n'
 BODY = "First paragraph of the body.\n\nSecond paragraph, which is the paid part.\n"
@@ -47,7 +48,7 @@ def shipped() -> Catalogue:
 
 def test_shipped_articles_all_load_sorted_by_slug(shipped: Catalogue) -> None:
     slugs = [article.slug for article in shipped]
-    assert len(shipped) == 6
+    assert len(shipped) == 8
     assert slugs == sorted(slugs)
     assert [article.slug for article in shipped.list()] == slugs
     assert slugs == sorted(path.stem for path in ARTICLES.glob("*.md"))
@@ -61,7 +62,9 @@ def test_shipped_prices(shipped: Catalogue) -> None:
         "http-status-codes-nobody-uses": {"USDX": Decimal("0.1")},
         "pricing-content-for-machine-readers": {"USDX": Decimal("0.1")},
         "reading-a-vyper-contract": {"USDX": Decimal("0.25")},
+        "shougaku-kessai-to-yomu-koto": {"USDX": Decimal("0.1")},
         "why-micropayments-failed": {"USDX": Decimal("0.1")},
+        "yi-jiao-qian-de-yuedu": {"CNYX": Decimal("0.7")},
     }
     shipped.check_tokens({"USDX": 6, "CNYX": 6})
 
@@ -74,11 +77,22 @@ def test_each_shipped_article_is_a_real_essay(shipped: Catalogue, slug: str) -> 
     assert article.title
     assert article.summary
     assert article.tags
-    assert 700 <= len(article.body.split()) <= 1400
+    # Words in the scripts that space them; characters in Chinese and Japanese, which do not.
+    spaceless = sum(ch >= "\u3000" for ch in article.body)
+    assert 700 <= len(article.body.split()) <= 1400 or 1200 <= spaceless <= 3000
     assert not article.body.startswith(("\n", "---"))
     assert article.preview + article.remainder == article.body
     assert 0.25 <= len(article.preview) / len(article.body) <= 0.42
     assert article.preview.endswith("\n\n")  # every sample has a paragraph near the third
+
+
+@pytest.mark.parametrize("slug", ["yi-jiao-qian-de-yuedu", "shougaku-kessai-to-yomu-koto"])
+def test_articles_without_spaces_keep_their_paid_part(shipped: Catalogue, slug: str) -> None:
+    article = shipped.get(slug)
+    assert article is not None
+    assert sum(ch >= "\u3000" for ch in article.body) > 0.8 * len(article.body.replace(" ", ""))
+    assert article.remainder
+    assert len(article.preview) <= 0.4 * len(article.body)
 
 
 def test_get_and_contains(shipped: Catalogue) -> None:

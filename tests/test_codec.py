@@ -128,7 +128,6 @@ def test_garbled_base64(value: str) -> None:
         b'{"a": "\xff"}',  # not UTF-8 inside a string
         b'{"a": 1}\x00',
         b"\xef\xbb\xbf{}",  # a byte order mark
-        b"[" * 50_000 + b"]" * 50_000,
         b'{"a": ' + b"9" * 5000 + b"}",  # beyond Python's int-from-text limit
     ],
 )
@@ -136,6 +135,15 @@ def test_content_that_is_not_one_json_object(raw: bytes) -> None:
     with pytest.raises(MalformedPaymentError) as caught:
         decode_json(raw, PaymentPayload)
     assert caught.value.reason is Reason.INVALID_HEADER
+
+
+@pytest.mark.parametrize(
+    "raw", [b"[" * 50_000 + b"]" * 50_000, b"[" * 50_000, b'{"a": ' * 300 + b"1" + b"}" * 300]
+)
+def test_content_nested_too_deeply_says_so(raw: bytes) -> None:
+    with pytest.raises(MalformedPaymentError) as caught:
+        decode_json(raw, PaymentPayload)
+    assert caught.value.reason is Reason.JSON_TOO_DEEP
 
 
 @pytest.mark.parametrize("version", [1, 3, 0, "2", 2.0, True, None, [2]])

@@ -220,9 +220,12 @@ class EmbeddedChain:
             raise _revert_error(computation.error)
         return bytes(computation.output)
 
-    def estimate_gas(self, to: str | None, data: bytes, sender: str, value: int = 0) -> int:
+    def estimate_gas(
+        self, to: str | None, data: bytes, sender: str, value: int = 0, *, gas: int = _GAS_LIMIT
+    ) -> int:
+        """The gas the call takes, searched up to ``gas`` (the block gas limit by default)."""
         head = self._head
-        tx = self._spoof(self._chain.get_vm(head), to, data, sender, value=value, gas=_GAS_LIMIT)
+        tx = self._spoof(self._chain.get_vm(head), to, data, sender, value=value, gas=gas)
         try:
             return int(self._chain.estimate_gas(tx, head))
         except EVMValidationError as exc:

@@ -16,6 +16,7 @@ from agent_pay.cli._common import (
     wait_for_shutdown,
 )
 from agent_pay.node.deployment import DEPLOYER_INDEX
+from agent_pay.node.methods import DEFAULT_GAS_CAP
 from agent_pay.node.node import DEV_FUNDS, Node
 from agent_pay.settings import Settings
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             chain_id=settings.chain_id,
             fsync=args.fsync,
             channel_grace_period=settings.channel_grace_period,
+            gas_cap=args.rpc_gas_cap,
         ) as node,
         node.serve(settings.node_host, settings.node_port) as url,
     ):
@@ -99,6 +101,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--chain-id", type=int, help="chain id of a new chain (31337)")
     parser.add_argument(
         "--fsync", action="store_true", help="force each block to disk (survives power loss)"
+    )
+    parser.add_argument(
+        "--rpc-gas-cap",
+        type=int,
+        default=DEFAULT_GAS_CAP,
+        metavar="GAS",
+        help=f"most gas eth_call and eth_estimateGas run with ({DEFAULT_GAS_CAP:,})",
     )
     add_grace_period_flag(parser)
     parser.set_defaults(run=run)

@@ -4,12 +4,16 @@ both against any node."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+
+from starlette.types import ASGIApp
 
 from agent_pay.assets import AssetRegistry, format_amount
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.rpc import JsonRpcChain
+from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError
+from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.channel_setup import ChannelOptions
 from agent_pay.cli._common import (
     add_chain_flags,
@@ -28,10 +32,13 @@ from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.receipts_cli import add_fault_flags, fault_plan
 from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Catalogue
+from agent_pay.server.faults import FaultPlan
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import ExactOffers
+from agent_pay.server.standby import StandbyApp, create_standby_app
 from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
+from agent_pay.signing import LocalSigner
 from agent_pay.stack import FACILITATOR_SERVICE_INDEX, Stack, sample_articles_dir
 from agent_pay.wallet import server_receipt_key
 
@@ -51,19 +58,84 @@ def _gas_warning(chain: JsonRpcChain, address: str) -> None:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(settings) as chain:
+    # No round trip now: the server starts (previews, 503 for paid reads) while the node is down.
+    with JsonRpcChain(settings.chain_url, timeout=settings.rpc_timeout) as chain:
         return _serve(args, settings, chain)
 
 
+@dataclass
+class _Served:
+    """What `_serve` built once the chain answered."""
+
+    app: ASGIApp
+    tokens: dict[str, Stablecoin]
+    schemes: tuple[str, ...]
+    why: str
+    settles: str
+    stack: Stack | None = None
+
+
 def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
-    tokens = tokens_on(chain, settings)
-    manager = channel_manager_on(chain, settings)
-    schemes, why = _schemes(settings, manager)
     articles = Catalogue.from_directory(settings.articles or sample_articles_dir())
     ledger = Ledger.open(settings.server_dir)  # one server per data directory: it locks it
     receipt_signer = server_receipt_key(settings)
     faults = fault_plan(args)
-    stack: Stack | None = None
+    served: list[_Served] = []
+
+    def build() -> ASGIApp:
+        """Everything that needs the chain; raises NodeUnavailableError while it is down."""
+        built = _build(settings, chain, articles, ledger, receipt_signer, faults)
+        served.append(built)
+        return built.app
+
+    def announce(_: object = None) -> None:
+        built = served[0]
+        say(f"chain       {chain.chain_id} at {chain.url}")
+        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in built.tokens.items()))
+        say(f"schemes     {', '.join(built.schemes)} ({built.why})")
+        say(f"settles     through {built.settles}")
+        if built.stack is not None:
+            _gas_warning(chain, built.stack.scheme.signer_address)
+
+    app: ASGIApp
+    try:
+        app = build()
+    except NodeUnavailableError as exc:
+        app = StandbyApp(build, create_standby_app(articles), on_ready=announce)
+        standby: str | None = str(exc)
+    except BaseException:
+        ledger.close()  # a wrong setting: release the data directory's lock
+        raise
+    else:
+        standby = None
+    try:
+        with serve_app(app, settings.host, settings.port) as url:
+            say(f"agent-pay content server on {url}: {len(articles)} articles (GET /articles)")
+            say(f"ledger      {ledger.path}; receipts signed by {receipt_signer.address}")
+            if standby is None:
+                announce()
+            else:
+                say(f"chain       unavailable ({standby})")
+                say("            serving free previews; paid reads answer 503 until it is back")
+            wait_for_shutdown()
+    finally:
+        for built in served:
+            if built.stack is not None:
+                _close(built.stack)  # the server has stopped: claim the last vouchers
+    return 0
+
+
+def _build(
+    settings: Settings,
+    chain: JsonRpcChain,
+    articles: Catalogue,
+    ledger: Ledger,
+    receipt_signer: LocalSigner,
+    faults: FaultPlan | None,
+) -> _Served:
+    tokens = tokens_on(chain, settings)
+    manager = channel_manager_on(chain, settings)
+    schemes, why = _schemes(settings, manager)
     if settings.facilitator_url:
         registry = AssetRegistry(t.asset for t in tokens.values())
         remote = HttpFacilitatorClient(settings.facilitator_url)
@@ -77,42 +149,26 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
             receipt_signer=receipt_signer,
             faults=faults,
         )
-        settles = f"the facilitator at {settings.facilitator_url}"
-    else:
-        account, who = facilitator_account(settings, chain)
-        stack = Stack.connect(
-            chain,
-            tokens,
-            Transactor(chain, account),
-            articles=articles,
+        return _Served(app, tokens, schemes, why, f"the facilitator at {settings.facilitator_url}")
+    account, who = facilitator_account(settings, chain)
+    stack = Stack.connect(
+        chain,
+        tokens,
+        Transactor(chain, account),
+        articles=articles,
+        max_timeout_seconds=settings.max_timeout_seconds,
+        ledger=ledger,
+        receipt_signer=receipt_signer,
+        faults=faults,
+        schemes=schemes,
+        channel_manager=manager if "channel" in schemes else None,
+        channel_options=ChannelOptions(
+            data_dir=settings.server_dir / CHANNELS_SUBDIR,
             max_timeout_seconds=settings.max_timeout_seconds,
-            ledger=ledger,
-            receipt_signer=receipt_signer,
-            faults=faults,
-            schemes=schemes,
-            channel_manager=manager if "channel" in schemes else None,
-            channel_options=ChannelOptions(
-                data_dir=settings.server_dir / CHANNELS_SUBDIR,
-                max_timeout_seconds=settings.max_timeout_seconds,
-            ),
-        )
-        app = stack.app
-        settles = f"itself, gas paid by {account.address} ({who})"
-    try:
-        with serve_app(app, settings.host, settings.port) as url:
-            say(f"agent-pay content server on {url}: {len(articles)} articles (GET /articles)")
-            say(f"chain       {chain.chain_id} at {chain.url}")
-            say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
-            say(f"schemes     {', '.join(schemes)} ({why})")
-            say(f"settles     through {settles}")
-            say(f"ledger      {ledger.path}; receipts signed by {receipt_signer.address}")
-            if stack is not None:
-                _gas_warning(chain, stack.scheme.signer_address)
-            wait_for_shutdown()
-    finally:
-        if stack is not None:
-            _close(stack)  # the server has stopped: claim the last vouchers
-    return 0
+        ),
+    )
+    settles = f"itself, gas paid by {account.address} ({who})"
+    return _Served(stack.app, tokens, schemes, why, settles, stack)
 
 
 def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[str, ...], str]:

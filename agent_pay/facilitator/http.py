@@ -2,8 +2,11 @@
 
 `create_facilitator_app` serves any `Facilitator`; `HttpFacilitatorClient` is a `Facilitator`
 that calls a remote one (ours or a stock x402 facilitator). Payment outcomes are 200 with
-`isValid`/`success` false and a reason, as x402 facilitators answer; an unreadable body is 400;
-chain trouble is 503 with Retry-After.
+`isValid`/`success` false and a reason, as x402 facilitators answer. A body that is not a
+`FacilitatorRequest` whose payload fits its scheme is 400 with the reason (`invalid_payload`,
+`invalid_payment_header`, `invalid_x402_version`, `json_too_deep`), a body over `MAX_BODY_BYTES`
+413 before the rest is read, a body slower than the server's body timeout 408; chain trouble is
+503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from agent_pay.errors import ChainUnavailableError, MalformedPaymentError
+from agent_pay.boundary import ServerLimits, read_body
+from agent_pay.errors import ChainUnavailableError, MalformedPaymentError, Reason
 from agent_pay.facilitator.base import Facilitator
 from agent_pay.protocol import (
     X402_VERSION,
@@ -34,22 +38,33 @@ M = TypeVar("M", bound=WireModel)
 
 MAX_BODY_BYTES = 64 * 1024
 
+SCHEMA_REASONS = frozenset(
+    {
+        Reason.INVALID_HEADER,
+        Reason.INVALID_PAYLOAD,
+        Reason.INVALID_X402_VERSION,
+        Reason.JSON_TOO_DEEP,
+    }
+)
+"""Refusals that say the request does not fit the schema: 400, not a 200 payment outcome."""
+
 
 def _json(model: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(model.to_json(), status, headers, media_type="application/json")
 
 
-def create_facilitator_app(facilitator: Facilitator) -> FastAPI:
+def create_facilitator_app(facilitator: Facilitator, limits: ServerLimits | None = None) -> FastAPI:
     """An ASGI app exposing `facilitator` under x402 v2's facilitator endpoints."""
     app = FastAPI(title="agent-pay facilitator", docs_url=None, redoc_url=None)
+    body_timeout = (limits or ServerLimits()).body_timeout
 
     async def read_request(request: Request) -> FacilitatorRequest:
-        body = await request.body()
-        return decode_json(body, FacilitatorRequest, max_bytes=MAX_BODY_BYTES)
+        body = await read_body(request, MAX_BODY_BYTES, body_timeout)
+        return decode_json(body, FacilitatorRequest)
 
     @app.exception_handler(MalformedPaymentError)
     async def malformed(_: Request, exc: MalformedPaymentError) -> Response:
-        return JSONResponse({"error": exc.reason, "message": exc.message}, 400)
+        return JSONResponse({"error": exc.reason, "message": exc.message}, exc.status_code)
 
     @app.exception_handler(ChainUnavailableError)
     async def unavailable(_: Request, exc: ChainUnavailableError) -> Response:
@@ -62,12 +77,20 @@ def create_facilitator_app(facilitator: Facilitator) -> FastAPI:
     @app.post("/verify")
     async def verify(request: Request) -> Response:
         body = await read_request(request)
-        return _json(await facilitator.verify(body.payment_payload, body.payment_requirements))
+        verdict = await facilitator.verify(body.payment_payload, body.payment_requirements)
+        if verdict.invalid_reason in SCHEMA_REASONS:  # the scheme could not read its payload
+            raise MalformedPaymentError(
+                verdict.invalid_message or "", Reason(verdict.invalid_reason)
+            )
+        return _json(verdict)
 
     @app.post("/settle")
     async def settle(request: Request) -> Response:
         body = await read_request(request)
-        return _json(await facilitator.settle(body.payment_payload, body.payment_requirements))
+        outcome = await facilitator.settle(body.payment_payload, body.payment_requirements)
+        if outcome.error_reason in SCHEMA_REASONS:
+            raise MalformedPaymentError(outcome.error_message or "", Reason(outcome.error_reason))
+        return _json(outcome)
 
     @app.get("/supported")
     async def supported() -> Response:
@@ -103,12 +126,24 @@ class HttpFacilitatorClient:
         self, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> VerifyResponse:
         raw = await self._post("/verify", payment, requirements)
+        if isinstance(raw, tuple):
+            reason, message = raw
+            return VerifyResponse(is_valid=False, invalid_reason=reason, invalid_message=message)
         return _read(raw, VerifyResponse)
 
     async def settle(
         self, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> SettleResponse:
         raw = await self._post("/settle", payment, requirements)
+        if isinstance(raw, tuple):
+            reason, message = raw
+            return SettleResponse(
+                success=False,
+                error_reason=reason,
+                error_message=message,
+                transaction="",
+                network=requirements.network,
+            )
         return _read(raw, SettleResponse)
 
     async def supported(self) -> SupportedResponse:
@@ -117,22 +152,45 @@ class HttpFacilitatorClient:
 
     async def _post(
         self, path: str, payment: PaymentPayload, requirements: PaymentRequirements
-    ) -> bytes:
+    ) -> bytes | tuple[str, str]:
+        """The 200 answer's body, or (reason, message) of a 400 that refuses the payload."""
         body = FacilitatorRequest(
             x402_version=X402_VERSION, payment_payload=payment, payment_requirements=requirements
         )
         response = await self._request(
-            "POST", path, content=body.to_json(), headers={"content-type": "application/json"}
+            "POST",
+            path,
+            content=body.to_json(),
+            headers={"content-type": "application/json"},
+            refusal_ok=True,
         )
-        return response.content
+        refusal = _schema_refusal(response) if response.status_code == 400 else None
+        return refusal if refusal is not None else response.content
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, refusal_ok: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ChainUnavailableError(f"facilitator unreachable: {exc}") from exc
+        if refusal_ok and response.status_code == 400 and _schema_refusal(response) is not None:
+            return response
         if response.status_code != 200:
             raise ChainUnavailableError(
                 f"facilitator answered {response.status_code}: {response.text[:200]}"
             )
         return response
+
+
+def _schema_refusal(response: httpx.Response) -> tuple[str, str] | None:
+    """(reason, message) when a 400 says the payload does not fit the schema: the payer's fault,
+    answered as a refused payment. Any other 400 is the facilitator's or ours: None."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("error") not in SCHEMA_REASONS:
+        return None
+    message = body.get("message")
+    return str(body["error"]), message if isinstance(message, str) else ""

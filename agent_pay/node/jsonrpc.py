@@ -5,6 +5,11 @@ Errors are JSON-RPC error objects as geth and anvil send them: -32700 unreadable
 a request, -32601 unknown method, -32602 bad parameters, 3 for a revert (message "execution
 reverted: <reason>", `data` the revert payload), -32000 for a refused transaction or a missing
 block, -32603 when the node itself is broken.
+
+The body is bounded before it is parsed: at most `MAX_BODY_BYTES` (413 and -32600 beyond, before
+the rest is read), read within the server's body timeout (408 and -32600), nested at most
+`MAX_JSON_DEPTH` deep (-32600; Python's parser recurses per level, and py-evm raises the
+recursion limit past what the C stack holds, so an unchecked nesting bomb kills the process).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from agent_pay.boundary import JsonShapeError, ServerLimits, check_json_depth, read_body
+from agent_pay.errors import MalformedPaymentError
 
 __all__ = [
     "INVALID_PARAMS",
@@ -36,6 +44,8 @@ log = logging.getLogger("agent_pay.node")
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 1000
+MAX_JSON_DEPTH = 64
+UINT256_MAX = 2**256 - 1
 
 INVALID_PARAMS = -32602
 
@@ -68,14 +78,22 @@ def param(params: list[Any], index: int, default: Any = ...) -> Any:
 
 
 def as_quantity(value: Any, name: str = "quantity") -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    """A JSON-RPC quantity: 0x-hex (or a JSON integer) from 0 to 2**256 - 1."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= UINT256_MAX:
         return value
-    if isinstance(value, str) and value[:2] in ("0x", "0X") and len(value) > 2:
+    # 66 characters at most: a longer string is no uint256, and int() of a huge one is slow.
+    if isinstance(value, str) and value[:2] in ("0x", "0X") and 2 < len(value) <= 66:
         try:
             return int(value, 16)
         except ValueError:
             pass
-    raise RpcFailure(INVALID_PARAMS, f"invalid {name}: {value!r}")
+    raise RpcFailure(INVALID_PARAMS, f"invalid {name}: {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A parameter as an error message quotes it: never more than 80 characters of it."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def as_bytes(value: Any, name: str = "data", size: int | None = None) -> bytes:
@@ -87,14 +105,14 @@ def as_bytes(value: Any, name: str = "data", size: int | None = None) -> bytes:
         else:
             if size is None or len(raw) == size:
                 return raw
-    raise RpcFailure(INVALID_PARAMS, f"invalid {name}: {value!r}")
+    raise RpcFailure(INVALID_PARAMS, f"invalid {name}: {_shown(value)}")
 
 
 def as_address(value: Any, name: str = "address") -> bytes:
     try:
         return bytes(to_canonical_address(value))
     except (TypeError, ValueError):
-        raise RpcFailure(INVALID_PARAMS, f"invalid {name}: {value!r}") from None
+        raise RpcFailure(INVALID_PARAMS, f"invalid {name}: {_shown(value)}") from None
 
 
 def to_hex(data: bytes) -> str:
@@ -137,16 +155,28 @@ async def _answer(api: Api, request: Any) -> dict[str, Any] | None:
     return answer if "id" in request else None  # a notification gets no answer
 
 
-def create_rpc_app(api: Api) -> Starlette:
+def create_rpc_app(api: Api, limits: ServerLimits | None = None) -> Starlette:
     """The ASGI app: JSON-RPC 2.0 (single and batch requests) on POST /."""
+    body_timeout = (limits or ServerLimits()).body_timeout
 
     async def rpc(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return JSONResponse(_error(None, RpcFailure(-32600, "request too large")), 413)
+        try:
+            body = await read_body(request, MAX_BODY_BYTES, body_timeout)
+        except MalformedPaymentError as exc:  # too large (413), too slow (408), unreadable
+            failure = RpcFailure(-32600, f"invalid request: {exc.message}", str(exc.reason))
+            return JSONResponse(_error(None, failure), exc.status_code)
+        try:
+            check_json_depth(body, MAX_JSON_DEPTH)
+        except JsonShapeError as exc:
+            failure = (
+                RpcFailure(-32600, f"invalid request: {exc}", "json_too_deep")
+                if exc.too_deep
+                else RpcFailure(-32700, f"parse error: {exc}")
+            )
+            return JSONResponse(_error(None, failure))
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return JSONResponse(_error(None, RpcFailure(-32700, "parse error")))
         if isinstance(payload, list):
             if not payload or len(payload) > MAX_BATCH:

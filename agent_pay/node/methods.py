@@ -42,11 +42,13 @@ from agent_pay.node.jsonrpc import (
     to_hex,
 )
 
-__all__ = ["PRIORITY_FEE", "NodeApi"]
+__all__ = ["DEFAULT_GAS_CAP", "PRIORITY_FEE", "NodeApi"]
 
 MAX_LOG_BLOCKS = 100_000
 PRIORITY_FEE = 10**9  # what eth_maxPriorityFeePerGas suggests: 1 gwei, as anvil
-_CALL_GAS = 60_000_000
+DEFAULT_GAS_CAP = 50_000_000
+"""The most gas `eth_call` and `eth_estimateGas` run with, whatever the caller names (geth's
+``--rpc.gascap`` is the same idea and default): a call is CPU time on the node's one thread."""
 _ZERO_ADDRESS = b"\x00" * 20
 
 
@@ -60,6 +62,8 @@ class NodeApi:
         client_version: what `web3_clientVersion` answers.
         receipt_wait: seconds `eth_getTransactionReceipt` waits for a pending transaction to be
             mined before answering null (pollers then need fewer round trips).
+        gas_cap: the most gas `eth_call` and `eth_estimateGas` run with; a call naming more runs
+            with the cap, as geth does.
     """
 
     def __init__(
@@ -70,7 +74,11 @@ class NodeApi:
         wake_miner: Callable[[], None],
         client_version: str,
         receipt_wait: float = 0.5,
+        gas_cap: int = DEFAULT_GAS_CAP,
     ) -> None:
+        if gas_cap < 21_000:
+            raise ValueError(f"gas_cap must be at least 21000, got {gas_cap}")
+        self.gas_cap = gas_cap
         self.chain = chain
         self.index = index
         self._wake_miner = wake_miner
@@ -226,6 +234,11 @@ class NodeApi:
         mined = self._block(param(params, 1, "latest"))
         return await to_thread.run_sync(self._call, tx, mined)
 
+    def _gas(self, tx: dict[str, Any]) -> int:
+        """The gas a call or estimate runs with: what it names, at most the cap."""
+        named = tx.get("gas")
+        return self.gas_cap if named is None else min(as_quantity(named, "gas"), self.gas_cap)
+
     def _call(self, tx: dict[str, Any], mined: MinedBlock) -> str:
         vm = self.chain.evm.get_vm(mined.block.header)
         sender = as_address(tx["from"], "from") if tx.get("from") else _ZERO_ADDRESS
@@ -233,7 +246,7 @@ class NodeApi:
         unsigned = vm.create_unsigned_transaction(
             nonce=vm.state.get_nonce(sender),
             gas_price=0,
-            gas=as_quantity(tx["gas"], "gas") if tx.get("gas") else _CALL_GAS,
+            gas=self._gas(tx),
             to=as_address(tx["to"], "to") if tx.get("to") else b"",
             value=as_quantity(tx.get("value", 0), "value"),
             data=data,
@@ -254,8 +267,11 @@ class NodeApi:
         sender = to_checksum_address(as_address(tx["from"]) if tx.get("from") else _ZERO_ADDRESS)
         to = to_checksum_address(as_address(tx["to"], "to")) if tx.get("to") else None
         value = as_quantity(tx.get("value", 0), "value")
+        cap = self._gas(tx)
         try:
-            gas = await to_thread.run_sync(self.chain.estimate_gas, to, data, sender, value)
+            gas = await to_thread.run_sync(
+                lambda: self.chain.estimate_gas(to, data, sender, value, gas=cap)
+            )
         except ContractRevertError as exc:
             raise _revert_failure(exc.reason, exc.data) from None
         except TransactionRejectedError as exc:
@@ -277,7 +293,11 @@ class NodeApi:
         count = min(as_quantity(param(params, 0), "block count"), 1024)
         newest = self._block(param(params, 1, "latest")).number
         percentiles = param(params, 2, [])
-        if not isinstance(percentiles, list) or sorted(percentiles) != percentiles:
+        if (
+            not isinstance(percentiles, list)
+            or not all(_is_percentile(p) for p in percentiles)
+            or sorted(percentiles) != percentiles
+        ):
             raise RpcFailure(INVALID_PARAMS, "reward percentiles must be increasing numbers")
         oldest = max(0, newest - count + 1)
         blocks = [self._require(self.index.by_number(n)) for n in range(oldest, newest + 1)]
@@ -404,7 +424,7 @@ class NodeApi:
             blocks = [self._require(self.index.by_number(n)) for n in range(first, last + 1)]
         try:
             match = log_matcher(query.get("address"), query.get("topics"))
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise RpcFailure(INVALID_PARAMS, str(exc)) from None
         return await to_thread.run_sync(collect_logs, blocks, match)
 
@@ -419,6 +439,10 @@ class NodeApi:
         except ChainError as exc:
             raise RpcFailure(-32603, str(exc)) from None
         return "0x0"
+
+
+def _is_percentile(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 100
 
 
 def _revert_failure(reason: str | None, data: bytes) -> RpcFailure:

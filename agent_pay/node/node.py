@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from agent_pay.boundary import ServerLimits
 from agent_pay.chain.base import ChainError
 from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
 from agent_pay.chain.devkeys import dev_accounts
@@ -39,7 +40,7 @@ from agent_pay.node.deployment import (
 )
 from agent_pay.node.index import BlockIndex
 from agent_pay.node.jsonrpc import create_rpc_app
-from agent_pay.node.methods import NodeApi
+from agent_pay.node.methods import DEFAULT_GAS_CAP, NodeApi
 from agent_pay.serving import serve_app
 
 __all__ = ["DEV_FUNDS", "Node", "NodeStart"]
@@ -71,7 +72,9 @@ class Node:
         batch_window: float = 0.002,
         fsync: bool = False,
         channel_grace_period: int = DEFAULT_GRACE_PERIOD,
+        gas_cap: int = DEFAULT_GAS_CAP,
     ) -> None:
+        self._gas_cap = gas_cap
         self._datadir = DataDir(data_dir, fsync=fsync) if data_dir is not None else None
         self._clock = clock
         self._batch_window = batch_window
@@ -99,11 +102,13 @@ class Node:
         batch_window: float = 0.002,
         fsync: bool = False,
         channel_grace_period: int = DEFAULT_GRACE_PERIOD,
+        gas_cap: int = DEFAULT_GAS_CAP,
     ) -> Node:
         """Open (restore or create) the chain in `data_dir`; `None` keeps it in memory only.
         The miner runs until `close()`; after a transaction arrives it waits `batch_window`
         seconds for others to join the block. A new chain's channel contract gets
-        `channel_grace_period` (a restored chain keeps the one it has)."""
+        `channel_grace_period` (a restored chain keeps the one it has). `eth_call` and
+        `eth_estimateGas` run with at most `gas_cap` gas."""
         node = cls(
             data_dir,
             chain_id=chain_id,
@@ -111,6 +116,7 @@ class Node:
             batch_window=batch_window,
             fsync=fsync,
             channel_grace_period=channel_grace_period,
+            gas_cap=gas_cap,
         )
         try:
             node._open()
@@ -155,7 +161,11 @@ class Node:
         genesis_block = self.chain.evm.get_canonical_block_by_number(0)
         self.index = BlockIndex(MinedBlock(genesis_block, (), ()))
         self.api = NodeApi(
-            self.chain, self.index, wake_miner=self._wake.set, client_version=CLIENT_VERSION
+            self.chain,
+            self.index,
+            wake_miner=self._wake.set,
+            client_version=CLIENT_VERSION,
+            gas_cap=self._gas_cap,
         )
         restored = 0
         if created:
@@ -228,9 +238,11 @@ class Node:
     # -- serving -------------------------------------------------------------------------------
 
     @contextmanager
-    def serve(self, host: str = "127.0.0.1", port: int = 8545) -> Iterator[str]:
+    def serve(
+        self, host: str = "127.0.0.1", port: int = 8545, limits: ServerLimits | None = None
+    ) -> Iterator[str]:
         """Serve JSON-RPC with uvicorn in a background thread; yield the URL."""
-        with serve_app(create_rpc_app(self.api), host, port) as url:
+        with serve_app(create_rpc_app(self.api, limits), host, port, limits) as url:
             yield url
 
     def close(self) -> None:

@@ -125,5 +125,10 @@ def _load_json(data: bytes | str) -> Any:
         return jiter.from_json(
             data, allow_inf_nan=False, catch_duplicate_keys=True, cache_mode="keys"
         )
-    except ValueError:
+    except ValueError as error:
+        # jiter stops at 200 levels with an error (never a crash): the nesting limit here.
+        if "recursion limit" in str(error):
+            raise MalformedPaymentError(
+                "content is nested too deeply", Reason.JSON_TOO_DEEP
+            ) from None
         raise MalformedPaymentError("content is not valid JSON", Reason.INVALID_HEADER) from None
