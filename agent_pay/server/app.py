@@ -47,6 +47,7 @@ from agent_pay.protocol.extensions import (
     RECEIPT_HEADER,
     EntitlementProof,
 )
+from agent_pay.protocol.siwx import SIGN_IN_WITH_X, SiwxPayload
 from agent_pay.server.catalogue import Article, Catalogue
 from agent_pay.server.checkout import DEFAULT_REPLAY_WINDOW, Checkout, Purchase
 from agent_pay.server.entitlements import (
@@ -61,6 +62,7 @@ from agent_pay.server.inline import InlineCharge
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import OfferBuilder
 from agent_pay.server.paywall import PaymentHeader, Paywall
+from agent_pay.server.siwx import SignInWithX, SiwxHeader
 from agent_pay.signing import LocalSigner, Signer
 
 __all__ = ["Renderer", "create_app", "render_article"]
@@ -116,11 +118,15 @@ def create_app(
     ledger = ledger if ledger is not None else Ledger.in_memory()
     issuer = ReceiptIssuer(receipt_signer or LocalSigner.random())
     sources = [b for b in paywall.schemes.values() if isinstance(b, EntitlementSource)]
-    entitlements = Entitlements(ledger, issuer, sources=sources, secret=entitlement_secret)
+    siwx = SignInWithX([a.network for a in assets], secret=entitlement_secret)
+    entitlements = Entitlements(
+        ledger, issuer, sources=sources, secret=entitlement_secret, siwx=siwx
+    )
     faults = faults or FaultPlan()
     checkout = Checkout(ledger, facilitator, issuer, faults=faults, replay_window=replay_window)
     payment_header = PaymentHeader(auto_error=False, schemes=paywall.schemes)
     entitlement_header = EntitlementHeader()
+    siwx_header = SiwxHeader()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -172,6 +178,8 @@ def create_app(
     ) -> Response:
         challenge = entitlements.challenge(request.url.path)
         extensions = {ENTITLEMENT_EXTENSION: challenge.to_wire()}
+        if entitlements.siwx is not None:  # x402's sign-in-with-x, for stock clients' re-reads
+            extensions[SIGN_IN_WITH_X] = entitlements.siwx.declaration(str(request.url))
         extensions.update(getattr(exc, "extensions", None) or {})  # a scheme's own (channel)
         required = paywall.payment_required(
             article, str(request.url), offers, exc.reason if exc else None, extensions=extensions
@@ -236,6 +244,7 @@ def create_app(
         # annotations (this module uses `from __future__ import annotations`) cannot see.
         payment: PaymentPayload | None = Depends(payment_header),
         proof: EntitlementProof | None = Depends(entitlement_header),
+        sign_in: SiwxPayload | None = Depends(siwx_header),
     ) -> Response:
         article = catalogue.get(slug)
         if article is None:
@@ -243,9 +252,12 @@ def create_app(
         # Without a lifespan (an ASGI test client), the first request runs the reconciliation.
         await checkout.ensure_reconciled()
         offers = paywall.offers(article)
-        if proof is not None:
+        if proof is not None or sign_in is not None:
+            # Either proof of the payer's key, checked once per request (a sign-in is used up).
             try:
-                return reread(article, request, proof)
+                payer = entitlements.proven_payer(str(request.url), entitlement=proof, siwx=sign_in)
+                if payer is not None:
+                    return reread(article, request, payer)
             except PaymentRejectedError as exc:
                 if payment is None:
                     return refuse(article, request, offers, exc)
@@ -263,8 +275,8 @@ def create_app(
             log.exception("unexpected error on the paid path")
             return _unavailable(ChainUnavailableError("unexpected server error; retry"))
 
-    def reread(article: Article, request: Request, proof: EntitlementProof) -> Response:
-        grant = entitlements.check(proof, request.url.path)
+    def reread(article: Article, request: Request, payer: str) -> Response:
+        grant = entitlements.grant(payer, request.url.path)
         try:
             content = render(article)
         except Exception:
