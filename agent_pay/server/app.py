@@ -31,6 +31,7 @@ from agent_pay.errors import (
     AgentPayError,
     ChainUnavailableError,
     MalformedPaymentError,
+    PaymentConflictError,
     PaymentRejectedError,
     Reason,
     SettlementFailedError,
@@ -47,6 +48,10 @@ from agent_pay.protocol.extensions import (
     RECEIPT_HEADER,
     EntitlementProof,
 )
+from agent_pay.protocol.payment_identifier import (
+    PAYMENT_IDENTIFIER,
+    payment_identifier_declaration,
+)
 from agent_pay.protocol.siwx import SIGN_IN_WITH_X, SiwxPayload
 from agent_pay.server.catalogue import Article, Catalogue
 from agent_pay.server.checkout import DEFAULT_REPLAY_WINDOW, Checkout, Purchase
@@ -61,6 +66,7 @@ from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.inline import InlineCharge
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import OfferBuilder
+from agent_pay.server.payment_ids import PaymentIdentifiers
 from agent_pay.server.paywall import PaymentHeader, Paywall
 from agent_pay.server.siwx import SignInWithX, SiwxHeader
 from agent_pay.signing import LocalSigner, Signer
@@ -124,6 +130,7 @@ def create_app(
     )
     faults = faults or FaultPlan()
     checkout = Checkout(ledger, facilitator, issuer, faults=faults, replay_window=replay_window)
+    payment_ids = PaymentIdentifiers(ledger)
     payment_header = PaymentHeader(auto_error=False, schemes=paywall.schemes)
     entitlement_header = EntitlementHeader()
     siwx_header = SiwxHeader()
@@ -180,6 +187,7 @@ def create_app(
         extensions = {ENTITLEMENT_EXTENSION: challenge.to_wire()}
         if entitlements.siwx is not None:  # x402's sign-in-with-x, for stock clients' re-reads
             extensions[SIGN_IN_WITH_X] = entitlements.siwx.declaration(str(request.url))
+        extensions[PAYMENT_IDENTIFIER] = _PAYMENT_IDENTIFIER
         extensions.update(getattr(exc, "extensions", None) or {})  # a scheme's own (channel)
         required = paywall.payment_required(
             article, str(request.url), offers, exc.reason if exc else None, extensions=extensions
@@ -267,6 +275,8 @@ def create_app(
             return await buy(article, request, offers, payment)
         except (PaymentRejectedError, SettlementFailedError) as exc:
             return refuse(article, request, offers, exc)
+        except (MalformedPaymentError, PaymentConflictError) as exc:  # 400, 409
+            return _error(exc)
         except ChainUnavailableError as exc:
             return _unavailable(exc)
         except Exception:
@@ -303,6 +313,8 @@ def create_app(
     ) -> Response:
         path = request.url.path
         requirements = paywall.match(payment, offers, path)
+        if payment.extensions:  # x402's payment-identifier: one id names one payment
+            await payment_ids.bind(payment, path)
         # A scheme that can charge this payment at once, without the ledger (see
         # agent_pay.server.inline), is asked first: a channel voucher costs no I/O.
         charge_inline = getattr(paywall.schemes.get(requirements.scheme), "charge_inline", None)
@@ -356,6 +368,7 @@ def create_app(
 
 
 _STEPS = ("verify", "render", "settle")
+_PAYMENT_IDENTIFIER: Final = payment_identifier_declaration(required=False)
 _PAID_PAGES = 256  # encoded paid pages kept for inline-charged reads
 _PAY_TO_READ = "pay to read the rest of this article"
 
