@@ -43,18 +43,11 @@ from agent_pay.protocol.codec import (
     PAYMENT_RESPONSE_HEADER,
     encode_header,
 )
-from agent_pay.protocol.extensions import (
-    ENTITLEMENT_EXTENSION,
-    RECEIPT_HEADER,
-    EntitlementProof,
-)
-from agent_pay.protocol.payment_identifier import (
-    PAYMENT_IDENTIFIER,
-    payment_identifier_declaration,
-)
-from agent_pay.protocol.siwx import SIGN_IN_WITH_X, SiwxPayload
+from agent_pay.protocol.extensions import RECEIPT_HEADER, EntitlementProof
+from agent_pay.protocol.siwx import SiwxPayload
 from agent_pay.server.catalogue import Article, Catalogue
 from agent_pay.server.checkout import DEFAULT_REPLAY_WINDOW, Checkout, Purchase
+from agent_pay.server.declarations import Declarations
 from agent_pay.server.entitlements import (
     EntitlementHeader,
     Entitlements,
@@ -65,6 +58,7 @@ from agent_pay.server.entitlements import (
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.inline import InlineCharge
 from agent_pay.server.ledger import Ledger
+from agent_pay.server.offer_receipt import OfferReceipts
 from agent_pay.server.offers import OfferBuilder
 from agent_pay.server.payment_ids import PaymentIdentifiers
 from agent_pay.server.paywall import PaymentHeader, Paywall
@@ -131,6 +125,8 @@ def create_app(
     faults = faults or FaultPlan()
     checkout = Checkout(ledger, facilitator, issuer, faults=faults, replay_window=replay_window)
     payment_ids = PaymentIdentifiers(ledger)
+    offer_receipts = OfferReceipts(issuer.signer)
+    declarations = Declarations(entitlements, offer_receipts)
     payment_header = PaymentHeader(auto_error=False, schemes=paywall.schemes)
     entitlement_header = EntitlementHeader()
     siwx_header = SiwxHeader()
@@ -183,11 +179,7 @@ def create_app(
         offers: Sequence[PaymentRequirements],
         exc: AgentPayError | None = None,
     ) -> Response:
-        challenge = entitlements.challenge(request.url.path)
-        extensions = {ENTITLEMENT_EXTENSION: challenge.to_wire()}
-        if entitlements.siwx is not None:  # x402's sign-in-with-x, for stock clients' re-reads
-            extensions[SIGN_IN_WITH_X] = entitlements.siwx.declaration(str(request.url))
-        extensions[PAYMENT_IDENTIFIER] = _PAYMENT_IDENTIFIER
+        extensions = declarations.for_402(str(request.url), offers)
         extensions.update(getattr(exc, "extensions", None) or {})  # a scheme's own (channel)
         required = paywall.payment_required(
             article, str(request.url), offers, exc.reason if exc else None, extensions=extensions
@@ -329,8 +321,9 @@ def create_app(
         timings: dict[str, float] = {}
         paid = await checkout.pay(purchase, produce(article), timings=timings)
         body = page(article, paid.content, complete=True)
+        settlement = offer_receipts.with_receipt(paid.settle_response(), paid.entry)
         headers = {
-            PAYMENT_RESPONSE_HEADER: encode_header(paid.settle_response()),
+            PAYMENT_RESPONSE_HEADER: encode_header(settlement),
             "Access-Control-Expose-Headers": _EXPOSED + ", Server-Timing",
             "Cache-Control": "private, no-store",
             "Server-Timing": _server_timing(timings),
@@ -368,7 +361,6 @@ def create_app(
 
 
 _STEPS = ("verify", "render", "settle")
-_PAYMENT_IDENTIFIER: Final = payment_identifier_declaration(required=False)
 _PAID_PAGES = 256  # encoded paid pages kept for inline-charged reads
 _PAY_TO_READ = "pay to read the rest of this article"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from agent_pay.protocol import PaymentPayload, PaymentRequirements, SettleResponse
-from agent_pay.protocol.extensions import RECEIPT_EXTENSION
+from agent_pay.protocol.extensions import RECEIPT_EXTENSION, receipt_declaration
 from agent_pay.server.ledger_entry import Entry, PaymentKey
 
 __all__ = ["Paid", "Purchase"]
@@ -37,7 +37,9 @@ class Paid(Generic[T]):
     def settle_response(self) -> SettleResponse:
         """The `PAYMENT-RESPONSE` body: the settlement, with the signed receipt attached."""
         receipt = self.entry.receipt
-        extensions = {RECEIPT_EXTENSION: receipt.to_wire()} if receipt is not None else None
+        extensions = (
+            {RECEIPT_EXTENSION: receipt_declaration(receipt)} if receipt is not None else None
+        )
         return SettleResponse(
             success=True,
             payer=self.entry.key.payer,
