@@ -3,6 +3,8 @@
     GET /articles                the catalogue: slugs, titles, authors, prices
     GET /articles/{slug}         402 + first third + PAYMENT-REQUIRED, or 200 + whole article
     GET /.well-known/agent-pay   the receipt signer's address and the extension names
+    GET /.well-known/x402        every article as x402's discovery lists a resource
+    GET /llms.txt                a plain-text guide for an LLM agent
 
 A paid read goes: verify → record (ledger) → produce the content → record "settling" →
 settle → record "settled" → respond with PAYMENT-RESPONSE and a signed receipt. The server
@@ -11,8 +13,9 @@ produce, and charges each payment once however often it is sent (`agent_pay.serv
 A read paid inline (a channel voucher: `agent_pay.server.inline`) skips the ledger and carries
 no receipt (signing one would cost more than the rest of the read), but earns the re-read below
 (its scheme records it), which answers with the signed receipt.
-A payer who bought an article re-reads it by answering the 402's challenge with its key
-(`AGENT-PAY-ENTITLEMENT`), without paying again.
+A payer who bought an article re-reads it by proving its key (`AGENT-PAY-ENTITLEMENT`, or
+x402's `SIGN-IN-WITH-X`), without paying again. Every 402 declares x402's extensions too
+(`agent_pay.server.declarations`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Final
 
 from fastapi import Depends, FastAPI, Request
@@ -48,6 +52,7 @@ from agent_pay.protocol.siwx import SiwxPayload
 from agent_pay.server.catalogue import Article, Catalogue
 from agent_pay.server.checkout import DEFAULT_REPLAY_WINDOW, Checkout, Purchase
 from agent_pay.server.declarations import Declarations
+from agent_pay.server.discovery import discovery_router
 from agent_pay.server.entitlements import (
     EntitlementHeader,
     Entitlements,
@@ -63,6 +68,7 @@ from agent_pay.server.offers import OfferBuilder
 from agent_pay.server.payment_ids import PaymentIdentifiers
 from agent_pay.server.paywall import PaymentHeader, Paywall
 from agent_pay.server.siwx import SignInWithX, SiwxHeader
+from agent_pay.server.timings import server_timing
 from agent_pay.signing import LocalSigner, Signer
 
 __all__ = ["Renderer", "create_app", "render_article"]
@@ -208,9 +214,6 @@ def create_app(
             kept = preview_pages[article.slug] = (article, bytes(JSONResponse(body).body))
         return kept[1]
 
-    def produce(article: Article) -> Callable[[], str]:
-        return lambda: render(article)
-
     @app.exception_handler(MalformedPaymentError)
     async def malformed(_: Request, exc: MalformedPaymentError) -> Response:
         return _error(exc)
@@ -226,11 +229,15 @@ def create_app(
             "articles": "/articles",
             "x402Version": 2,
             "discovery": "/.well-known/agent-pay",
+            "x402Discovery": "/.well-known/x402",
+            "llms": "/llms.txt",
         }
 
     @app.get("/.well-known/agent-pay")
     async def discovery() -> dict[str, Any]:
         return discovery_document(issuer.address, sorted({a.network for a in assets}))
+
+    app.include_router(discovery_router(catalogue, paywall, issuer.address))  # x402, llms.txt
 
     @app.get("/articles")
     async def list_articles() -> dict[str, Any]:
@@ -319,14 +326,14 @@ def create_app(
             paywall.payment_key(payment), payment, requirements, path, str(request.url)
         )
         timings: dict[str, float] = {}
-        paid = await checkout.pay(purchase, produce(article), timings=timings)
+        paid = await checkout.pay(purchase, partial(render, article), timings=timings)
         body = page(article, paid.content, complete=True)
         settlement = offer_receipts.with_receipt(paid.settle_response(), paid.entry)
         headers = {
             PAYMENT_RESPONSE_HEADER: encode_header(settlement),
             "Access-Control-Expose-Headers": _EXPOSED + ", Server-Timing",
             "Cache-Control": "private, no-store",
-            "Server-Timing": _server_timing(timings),
+            "Server-Timing": server_timing(timings),
         }
         faults.hit(FaultPoint.RESPONDING)
         delivered = BackgroundTask(checkout.delivered, purchase.key)
@@ -360,15 +367,8 @@ def create_app(
     return app
 
 
-_STEPS = ("verify", "render", "settle")
 _PAID_PAGES = 256  # encoded paid pages kept for inline-charged reads
 _PAY_TO_READ = "pay to read the rest of this article"
-
-
-def _server_timing(timings: dict[str, float]) -> str:
-    """The steps of a paid read that did them, in order. (The ledger's own time, also in
-    `timings`, is left out: the demo prints these three, and the benchmark measures it.)"""
-    return ", ".join(f"{step};dur={timings[step]:.2f}" for step in _STEPS if step in timings)
 
 
 class _InlinePaidPage(Response):
