@@ -29,12 +29,10 @@ from fastapi import Request
 
 from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
 from agent_pay.protocol.codec import decode_header
-from agent_pay.protocol.declaration import declare
 from agent_pay.protocol.siwx import (
     SIGN_IN_WITH_X,
     SIWX_HEADER,
     SIWX_SIGNATURE_TYPE,
-    SiwxInfo,
     SiwxPayload,
     SupportedChain,
     siwx_schema,
@@ -50,6 +48,7 @@ _CLOCK_SKEW: Final = 5  # seconds an issuedAt may lie ahead of our clock (anothe
 _PRUNE_AT: Final = 4096  # accepted nonces kept before expired ones are swept
 _SALT_HEX: Final = 16  # a nonce: 8 random bytes, then 8 bytes of MAC, in hex
 _MAC_HEX: Final = 16
+_SCHEMA: Final = siwx_schema()  # shared by every declaration: never changed
 
 
 def resource_uri(url: str) -> str:
@@ -97,27 +96,28 @@ class SignInWithX:
         self.statement = statement
         self._clock = clock
         self._accepted: dict[str, float] = {}  # nonce -> expiry, of sign-ins accepted
+        self._chains = [
+            SupportedChain(chain_id=n, type=SIWX_SIGNATURE_TYPE).to_wire() for n in self.networks
+        ]
 
     def declaration(self, url: str) -> dict[str, Any]:
-        """The `extensions["sign-in-with-x"]` entry of a 402 for `url`."""
+        """The `extensions["sign-in-with-x"]` entry of a 402 for `url` (`SiwxInfo` on the wire,
+        built directly: this is every 402)."""
         uri = resource_uri(url)
         domain = urlsplit(url).netloc
         issued = int(self._clock())
         issued_at, expires_at = _iso(issued), _iso(issued + self.ttl)
-        info = SiwxInfo(
-            domain=domain,
-            uri=uri,
-            nonce=self._nonce(domain, uri, issued_at, expires_at),
-            issued_at=issued_at,
-            expiration_time=expires_at,
-            statement=self.statement,
-            resources=[uri],
-        )
-        entry = declare(info.to_wire(), siwx_schema())
-        entry["supportedChains"] = [
-            SupportedChain(chain_id=n, type=SIWX_SIGNATURE_TYPE).to_wire() for n in self.networks
-        ]
-        return entry
+        info = {
+            "domain": domain,
+            "uri": uri,
+            "version": "1",
+            "nonce": self._nonce(domain, uri, issued_at, expires_at),
+            "issuedAt": issued_at,
+            "expirationTime": expires_at,
+            "statement": self.statement,
+            "resources": [uri],
+        }
+        return {"info": info, "supportedChains": self._chains, "schema": _SCHEMA}
 
     def verify(self, payload: SiwxPayload, url: str, *, spend: bool = True) -> str:
         """The address that signed `payload`, a sign-in sent with a request for `url`.
