@@ -7,6 +7,7 @@ The tree::
     │   ├── OversizedRequestError  413: a request body larger than the server reads
     │   └── SlowRequestError       408: a request body that did not arrive in time
     ├── PaymentRejectedError       402: the payment is readable but not acceptable
+    ├── PaymentConflictError       409: a payment identifier already names another payment
     ├── SettlementFailedError      402: the chain refused the transfer; nothing was charged
     ├── ChainUnavailableError      503: the node is unreachable, slow or misbehaving
     ├── PolicyViolationError       client side: paying would break the spending policy
@@ -28,6 +29,7 @@ __all__ = [
     "MalformedPaymentError",
     "NoAcceptableOfferError",
     "OversizedRequestError",
+    "PaymentConflictError",
     "PaymentRejectedError",
     "PolicyViolationError",
     "Reason",
@@ -74,6 +76,11 @@ class Reason(StrEnum):
     ENTITLEMENT_INVALID = "entitlement_invalid"  # 402: the proof or the entitlement is missing
     ENTITLEMENT_MALFORMED = "invalid_entitlement_header"  # 400: the header cannot be read
     RECEIPT_INVALID = "receipt_invalid"  # a receipt does not verify (offline check)
+
+    # -- x402's standard extensions (sign-in-with-x, payment-identifier)
+    SIWX_MALFORMED = "invalid_siwx_header"  # 400: SIGN-IN-WITH-X cannot be read
+    PAYMENT_ID_INVALID = "invalid_payment_identifier"  # 400: not 16-128 of [A-Za-z0-9_-]
+    PAYMENT_ID_CONFLICT = "payment_identifier_conflict"  # 409: the id names another payment
 
     # -- the channel scheme (402 unless noted; agent-pay extension, see docs/protocol.md)
     CHANNEL_UNKNOWN = "channel_unknown"  # no such channel on the channel contract
@@ -141,6 +148,13 @@ class PaymentRejectedError(AgentPayError):
     """The payment was read but is not acceptable for this resource (HTTP 402)."""
 
     status_code = 402
+
+
+class PaymentConflictError(AgentPayError):
+    """A payment identifier already names another payment, or another resource (HTTP 409)."""
+
+    status_code = 409
+    default_reason = Reason.PAYMENT_ID_CONFLICT
 
 
 class SettlementFailedError(AgentPayError):

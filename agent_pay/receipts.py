@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from agent_pay.client.receipts import ReceiptStore, StoredPurchase, StoredReceipt
 from agent_pay.errors import AgentPayError, Reason
 from agent_pay.protocol import normalize_address
-from agent_pay.protocol.extensions import RECEIPT_EXTENSION, SignedReceipt
+from agent_pay.protocol.extensions import SignedReceipt, receipt_info
 from agent_pay.signing.receipt import recover_receipt_signer
 
 __all__ = ["ReceiptError", "list_purchases", "list_receipts", "load_receipt", "verify_receipt"]
@@ -54,7 +54,7 @@ def load_receipt(source: str | bytes | Mapping[str, Any] | SignedReceipt) -> Sig
     if isinstance(data, Mapping):
         for nested in (
             data.get("receipt"),
-            (data.get("extensions") or {}).get(RECEIPT_EXTENSION),
+            receipt_info(data.get("extensions")),
         ):
             if isinstance(nested, Mapping):
                 data = nested

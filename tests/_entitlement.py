@@ -22,7 +22,9 @@ def challenge_for(http: httpx.Client, slug: str) -> EntitlementChallenge:
     assert response.status_code == 402
     required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
     assert required.extensions is not None
-    return EntitlementChallenge.from_wire(required.extensions[ENTITLEMENT_EXTENSION])
+    entry = required.extensions[ENTITLEMENT_EXTENSION]
+    assert set(entry) == {"info", "schema"}  # x402's extension shape
+    return EntitlementChallenge.from_wire(entry["info"])
 
 
 def proof_header(

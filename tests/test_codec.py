@@ -208,13 +208,13 @@ def test_error_message_never_echoes_the_input() -> None:
 
 
 def test_size_is_checked_before_decoding() -> None:
-    assert len("A" * (MAX_HEADER_BYTES + 1)) == 8193
-    with pytest.raises(MalformedPaymentError, match="longer than 8192") as caught:
-        decode_header("A" * 8193, PaymentPayload)
+    assert MAX_HEADER_BYTES == 16384  # room for the 402's extensions, which clients echo
+    with pytest.raises(MalformedPaymentError, match="longer than 16384") as caught:
+        decode_header("A" * 16385, PaymentPayload)
     assert caught.value.reason is Reason.INVALID_HEADER
-    # 8192 bytes is allowed through to the base64 layer (and fails later, as not JSON).
+    # 16384 bytes is allowed through to the base64 layer (and fails later, as not JSON).
     with pytest.raises(MalformedPaymentError, match="not valid JSON"):
-        decode_header("A" * 8192, PaymentPayload)
+        decode_header("A" * 16384, PaymentPayload)
     with pytest.raises(MalformedPaymentError, match="longer than 100"):
         decode_header(b64_json(STOCK_PAYMENT_PAYLOAD), PaymentPayload, max_bytes=100)
 

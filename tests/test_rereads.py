@@ -74,7 +74,9 @@ def buy(bed: Testbed, agent: TestAgent, slug: str = SLUG) -> httpx.Response:
 def receipt_of(response: httpx.Response) -> SignedReceipt:
     settled = decode_header(response.headers[PAYMENT_RESPONSE_HEADER], SettleResponse)
     assert settled.extensions is not None
-    return SignedReceipt.from_wire(settled.extensions[RECEIPT_EXTENSION])
+    entry = settled.extensions[RECEIPT_EXTENSION]
+    assert set(entry) == {"info", "schema"}  # x402's extension shape
+    return SignedReceipt.from_wire(entry["info"])
 
 
 def assert_refused(bed: Testbed, response: httpx.Response, slug: str, reason: str) -> None:

@@ -57,14 +57,14 @@ from agent_pay.protocol.codec import (
     encode_header,
 )
 from agent_pay.protocol.extensions import (
-    ENTITLEMENT_EXTENSION,
     ENTITLEMENT_HEADER,
     NO_TRANSACTION,
-    RECEIPT_EXTENSION,
     RECEIPT_HEADER,
     EntitlementChallenge,
     EntitlementProof,
     SignedReceipt,
+    challenge_info,
+    receipt_info,
 )
 from agent_pay.signing import Signer, random_nonce
 from agent_pay.signing.receipt import recover_receipt_signer, sign_read_proof
@@ -208,8 +208,13 @@ class PaymentAuth(httpx.Auth):
             return
 
     def sign(self, offer: PaymentRequirements, challenge: PaymentRequired) -> PaymentPayload:
-        """Build and sign the `PAYMENT-SIGNATURE` payload for `offer` (no policy check)."""
-        return self.schemes[offer.scheme].sign(offer, challenge)
+        """Build and sign the `PAYMENT-SIGNATURE` payload for `offer` (no policy check), echoing
+        the extensions the 402 declared, as x402 v2 asks (a scheme's own entries added)."""
+        payment = self.schemes[offer.scheme].sign(offer, challenge)
+        if not challenge.extensions:
+            return payment
+        extensions = {**challenge.extensions, **(payment.extensions or {})}
+        return payment.model_copy(update={"extensions": extensions})
 
     def _prove(self, request: httpx.Request, challenge: EntitlementChallenge) -> str:
         """The `AGENT-PAY-ENTITLEMENT` header answering `challenge` for this URL."""
@@ -329,7 +334,7 @@ class PaymentAuth(httpx.Auth):
         self, request: httpx.Request, offer: PaymentRequirements, settlement: SettleResponse
     ) -> SignedReceipt | None:
         """The receipt in `settlement`, stored if it checks out; None if absent or wrong."""
-        raw = (settlement.extensions or {}).get(RECEIPT_EXTENSION)
+        raw = receipt_info(settlement.extensions)
         if raw is None:
             return None
         try:
@@ -381,7 +386,7 @@ class PaymentAuth(httpx.Auth):
 
 
 def _entitlement_challenge(required: PaymentRequired) -> EntitlementChallenge | None:
-    raw = (required.extensions or {}).get(ENTITLEMENT_EXTENSION)
+    raw = challenge_info(required.extensions)
     if raw is None:
         return None
     try:

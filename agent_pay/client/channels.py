@@ -69,6 +69,7 @@ from agent_pay.protocol.channel import (
     ChannelPayload,
     ChannelStatement,
 )
+from agent_pay.protocol.declaration import info_of
 from agent_pay.protocol.networks import parse_caip2
 from agent_pay.signing import (
     Signer,
@@ -473,7 +474,7 @@ def _manager(offer: PaymentRequirements) -> str:
 
 
 def _statement(extensions: dict[str, Any] | None) -> ChannelStatement | None:
-    raw = (extensions or {}).get(CHANNEL_EXTENSION)
+    raw = info_of(extensions, CHANNEL_EXTENSION)  # {info, schema} in a 402, bare in a 200
     if raw is None:
         return None
     try:

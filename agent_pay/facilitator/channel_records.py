@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from agent_pay.errors import PaymentRejectedError, Reason
-from agent_pay.protocol.channel import CHANNEL_EXTENSION
+from agent_pay.protocol.channel import CHANNEL_EXTENSION, statement_declaration
 
 __all__ = [
     "Acceptance",
@@ -39,7 +39,7 @@ class ChannelRefusedError(PaymentRejectedError):
         """`PAYMENT-REQUIRED` extensions: the channel statement, when the channel is known."""
         if self.statement is None:
             return {}
-        return {CHANNEL_EXTENSION: self.statement}
+        return {CHANNEL_EXTENSION: statement_declaration(self.statement)}
 
 
 class PaidRead(NamedTuple):

@@ -33,11 +33,13 @@ from agent_pay.protocol.base import (
     WireModel,
     describe_validation_error,
 )
+from agent_pay.protocol.declaration import declare, object_schema
 from agent_pay.protocol.exact import ExactEvmAuthorization, SignatureHex
 
 __all__ = [
     "CHANNEL_EXTENSION",
     "CHANNEL_SCHEME",
+    "STATEMENT_SCHEMA",
     "BareVoucher",
     "ChannelOfferExtra",
     "ChannelOpen",
@@ -48,6 +50,7 @@ __all__ = [
     "ParsedPayload",
     "VoucherDomainInfo",
     "parse_channel_payload",
+    "statement_declaration",
 ]
 
 CHANNEL_SCHEME: Final = "channel"
@@ -145,6 +148,32 @@ class ChannelStatement(WireModel):
     claimed: Amount | None = None
     unpaid: list[Range] = Field(default_factory=list)
     """The ranges (start, end] below `highest` no read has paid for yet, at most a few."""
+
+
+# Compact (no patterns): a client echoes this schema in its next payment header.
+_AMOUNT = _ADDRESS = {"type": "string"}
+STATEMENT_SCHEMA: Final = object_schema(
+    {
+        "channelId": _AMOUNT,
+        "deposit": _AMOUNT,
+        "highest": _AMOUNT,
+        "served": _AMOUNT,
+        "status": {"type": "string"},
+        "payer": _ADDRESS,
+        "payee": _ADDRESS,
+        "asset": _ADDRESS,
+        "claimed": _AMOUNT,
+        "unpaid": {"type": "array", "items": {"type": "array", "items": _AMOUNT}},
+    },
+    ["channelId", "deposit", "highest", "served", "status"],
+)
+
+
+def statement_declaration(statement: dict[str, Any]) -> dict[str, Any]:
+    """The `extensions["agent-pay/channel"]` entry of a 402: `statement` (a `ChannelStatement`
+    on the wire) and its schema. (A paid read's `PAYMENT-RESPONSE` carries the statement
+    bare: it is written on every voucher read, where the schema's bytes would cost.)"""
+    return declare(statement, STATEMENT_SCHEMA)
 
 
 _VOUCHER_KEYS: Final = frozenset({"channelId", "cumulativeAmount", "signature"})

@@ -32,8 +32,11 @@ __all__ = [
 PAYMENT_REQUIRED_HEADER: Final = "PAYMENT-REQUIRED"
 PAYMENT_SIGNATURE_HEADER: Final = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE_HEADER: Final = "PAYMENT-RESPONSE"
-MAX_HEADER_BYTES: Final = 8192
-"""Common HTTP servers cap a header line near 8 KiB; a real payment header is under 2 KiB."""
+MAX_HEADER_BYTES: Final = 16384
+"""A payment header is about 1.2 KiB of payment, plus the extensions of the 402 it answers,
+which x402 v2 clients echo (3-8 KiB against agent-pay's 402s: signed offers, a sign-in
+message, their schemas). h11, uvicorn's default parser, caps a request's header block at
+16 KiB."""
 
 M = TypeVar("M", bound=WireModel)
 

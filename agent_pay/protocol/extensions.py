@@ -1,6 +1,7 @@
 """agent-pay's x402 extensions: signed receipts and re-reading a bought article.
 
-Both travel where x402 v2 allows extension data, so stock x402 peers ignore them:
+Both travel where x402 v2 allows extension data, in its `{info, schema}` shape
+(`agent_pay.protocol.declaration`), so stock x402 peers ignore them (and echo them):
 
 - a paid 200's `PAYMENT-RESPONSE` carries `extensions["agent-pay/receipt"]`: a `SignedReceipt`,
   EIP-712 signed by the server's receipt key, that anyone can check offline;
@@ -15,11 +16,12 @@ Pure wire types, like the rest of `agent_pay.protocol`: what is signed and how i
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import BeforeValidator
 
 from agent_pay.protocol.base import Address, Amount, Bytes32Hex, Network, WireModel
+from agent_pay.protocol.declaration import declare, info_of, object_schema
 from agent_pay.protocol.exact import SignatureHex
 
 __all__ = [
@@ -33,6 +35,10 @@ __all__ = [
     "EntitlementProof",
     "ReceiptClaims",
     "SignedReceipt",
+    "challenge_info",
+    "entitlement_declaration",
+    "receipt_declaration",
+    "receipt_info",
 ]
 
 RECEIPT_EXTENSION: Final = "agent-pay/receipt"
@@ -111,3 +117,61 @@ class EntitlementProof(WireModel):
     expires_at: Uint64
     signature: SignatureHex
     receipt: SignedReceipt | None = None
+
+
+_STRING: Final = {"type": "string"}
+# Compact (no patterns): clients echo these schemas in every payment header.
+_HEX32 = _ADDRESS = _DECIMAL = _SIGNATURE = _STRING
+_UINT64: Final = {"type": "integer"}
+ENTITLEMENT_SCHEMA: Final = object_schema(
+    {"challenge": _HEX32, "expiresAt": _UINT64, "signer": _ADDRESS},
+    ["challenge", "expiresAt", "signer"],
+)
+RECEIPT_SCHEMA: Final = object_schema(
+    {
+        "scheme": _STRING,
+        "payer": _ADDRESS,
+        "payTo": _ADDRESS,
+        "resource": _STRING,
+        "amount": _DECIMAL,
+        "asset": _ADDRESS,
+        "network": _STRING,
+        "transaction": _HEX32,
+        "issuedAt": _UINT64,
+        "signer": _ADDRESS,
+        "signature": _SIGNATURE,
+    },
+    [
+        "scheme",
+        "payer",
+        "payTo",
+        "resource",
+        "amount",
+        "asset",
+        "network",
+        "transaction",
+        "issuedAt",
+        "signer",
+        "signature",
+    ],
+)
+
+
+def entitlement_declaration(challenge: EntitlementChallenge) -> dict[str, Any]:
+    """The `extensions["agent-pay/entitlement"]` entry of a 402."""
+    return declare(challenge.to_wire(), ENTITLEMENT_SCHEMA)
+
+
+def receipt_declaration(receipt: SignedReceipt) -> dict[str, Any]:
+    """The `extensions["agent-pay/receipt"]` entry of a paid answer's `PAYMENT-RESPONSE`."""
+    return declare(receipt.to_wire(), RECEIPT_SCHEMA)
+
+
+def challenge_info(extensions: dict[str, Any] | None) -> Any:
+    """The raw challenge of a 402's extensions (to validate), or None."""
+    return info_of(extensions, ENTITLEMENT_EXTENSION)
+
+
+def receipt_info(extensions: dict[str, Any] | None) -> Any:
+    """The raw receipt of a `PAYMENT-RESPONSE`'s extensions (to validate), or None."""
+    return info_of(extensions, RECEIPT_EXTENSION)

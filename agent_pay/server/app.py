@@ -3,6 +3,8 @@
     GET /articles                the catalogue: slugs, titles, authors, prices
     GET /articles/{slug}         402 + first third + PAYMENT-REQUIRED, or 200 + whole article
     GET /.well-known/agent-pay   the receipt signer's address and the extension names
+    GET /.well-known/x402        every article as x402's discovery lists a resource
+    GET /llms.txt                a plain-text guide for an LLM agent
 
 A paid read goes: verify → record (ledger) → produce the content → record "settling" →
 settle → record "settled" → respond with PAYMENT-RESPONSE and a signed receipt. The server
@@ -11,8 +13,9 @@ produce, and charges each payment once however often it is sent (`agent_pay.serv
 A read paid inline (a channel voucher: `agent_pay.server.inline`) skips the ledger and carries
 no receipt (signing one would cost more than the rest of the read), but earns the re-read below
 (its scheme records it), which answers with the signed receipt.
-A payer who bought an article re-reads it by answering the 402's challenge with its key
-(`AGENT-PAY-ENTITLEMENT`), without paying again.
+A payer who bought an article re-reads it by proving its key (`AGENT-PAY-ENTITLEMENT`, or
+x402's `SIGN-IN-WITH-X`), without paying again. Every 402 declares x402's extensions too
+(`agent_pay.server.declarations`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Final
 
 from fastapi import Depends, FastAPI, Request
@@ -31,6 +35,7 @@ from agent_pay.errors import (
     AgentPayError,
     ChainUnavailableError,
     MalformedPaymentError,
+    PaymentConflictError,
     PaymentRejectedError,
     Reason,
     SettlementFailedError,
@@ -42,26 +47,28 @@ from agent_pay.protocol.codec import (
     PAYMENT_RESPONSE_HEADER,
     encode_header,
 )
-from agent_pay.protocol.extensions import (
-    ENTITLEMENT_EXTENSION,
-    RECEIPT_HEADER,
-    EntitlementProof,
-)
+from agent_pay.protocol.extensions import RECEIPT_HEADER, EntitlementProof
+from agent_pay.protocol.siwx import SiwxPayload
 from agent_pay.server.catalogue import Article, Catalogue
 from agent_pay.server.checkout import Checkout, Purchase
+from agent_pay.server.declarations import Declarations
+from agent_pay.server.discovery import discovery_router
 from agent_pay.server.entitlements import (
     EntitlementHeader,
     Entitlements,
     EntitlementSource,
-    Grant,
     ReceiptIssuer,
     discovery_document,
 )
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.inline import InlineCharge
 from agent_pay.server.ledger import Ledger
+from agent_pay.server.offer_receipt import OfferReceipts
 from agent_pay.server.offers import OfferBuilder
+from agent_pay.server.payment_ids import PaymentIdentifiers
 from agent_pay.server.paywall import PaymentHeader, Paywall
+from agent_pay.server.siwx import SignInWithX, SiwxHeader
+from agent_pay.server.timings import server_timing
 from agent_pay.signing import LocalSigner, Signer
 
 __all__ = ["Renderer", "create_app", "render_article"]
@@ -119,13 +126,20 @@ def create_app(
     ledger = ledger if ledger is not None else Ledger.in_memory()
     issuer = ReceiptIssuer(receipt_signer or LocalSigner.random())
     sources = [b for b in paywall.schemes.values() if isinstance(b, EntitlementSource)]
-    entitlements = Entitlements(ledger, issuer, sources=sources, secret=entitlement_secret)
+    siwx = SignInWithX([a.network for a in assets], secret=entitlement_secret)
+    entitlements = Entitlements(
+        ledger, issuer, sources=sources, secret=entitlement_secret, siwx=siwx
+    )
     faults = faults or FaultPlan()
     checkout = Checkout(
         ledger, facilitator, issuer, faults=faults, records_submissions=records_submissions
     )
+    payment_ids = PaymentIdentifiers(ledger)
+    offer_receipts = OfferReceipts(issuer.signer)
+    declarations = Declarations(entitlements, offer_receipts)
     payment_header = PaymentHeader(auto_error=False, schemes=paywall.schemes)
     entitlement_header = EntitlementHeader()
+    siwx_header = SiwxHeader()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -175,8 +189,7 @@ def create_app(
         offers: Sequence[PaymentRequirements],
         exc: AgentPayError | None = None,
     ) -> Response:
-        challenge = entitlements.challenge(request.url.path)
-        extensions = {ENTITLEMENT_EXTENSION: challenge.to_wire()}
+        extensions = declarations.for_402(str(request.url), offers)
         extensions.update(getattr(exc, "extensions", None) or {})  # a scheme's own (channel)
         required = paywall.payment_required(
             article, str(request.url), offers, exc.reason if exc else None, extensions=extensions
@@ -205,9 +218,6 @@ def create_app(
             kept = preview_pages[article.slug] = (article, bytes(JSONResponse(body).body))
         return kept[1]
 
-    def produce(article: Article) -> Callable[[], str]:
-        return lambda: render(article)
-
     @app.exception_handler(MalformedPaymentError)
     async def malformed(_: Request, exc: MalformedPaymentError) -> Response:
         return _error(exc)
@@ -223,11 +233,15 @@ def create_app(
             "articles": "/articles",
             "x402Version": 2,
             "discovery": "/.well-known/agent-pay",
+            "x402Discovery": "/.well-known/x402",
+            "llms": "/llms.txt",
         }
 
     @app.get("/.well-known/agent-pay")
     async def discovery() -> dict[str, Any]:
         return discovery_document(issuer.address, sorted({a.network for a in assets}))
+
+    app.include_router(discovery_router(catalogue, paywall, issuer.address))  # x402, llms.txt
 
     @app.get("/articles")
     async def list_articles() -> dict[str, Any]:
@@ -241,6 +255,7 @@ def create_app(
         # annotations (this module uses `from __future__ import annotations`) cannot see.
         payment: PaymentPayload | None = Depends(payment_header),
         proof: EntitlementProof | None = Depends(entitlement_header),
+        sign_in: SiwxPayload | None = Depends(siwx_header),
     ) -> Response:
         article = catalogue.get(slug)
         if article is None:
@@ -249,17 +264,16 @@ def create_app(
         await checkout.ensure_reconciled()
         offers = paywall.offers(article)
         prover: str | None = None
-        if proof is not None:
-            # A proof of the payer's key re-reads what it bought; beside a payment, it also
-            # lets the payer claim its own authorization once its header alone no longer reads.
+        if proof is not None or sign_in is not None:
+            # Either proof of the payer's key, checked once per request (a sign-in is used up).
+            # It re-reads what the payer bought; beside a payment, it also lets the payer
+            # claim its own authorization once the header alone no longer reads.
             try:
-                prover = entitlements.prover(proof, request.url.path)
-                grant = entitlements.grant(prover, request.url.path)
-                if grant is None:
-                    raise PaymentRejectedError(
-                        f"{prover} has not bought {request.url.path}", Reason.ENTITLEMENT_INVALID
-                    )
-                return reread(article, grant)
+                prover = entitlements.proven_payer(
+                    str(request.url), entitlement=proof, siwx=sign_in
+                )
+                if prover is not None:
+                    return reread(article, request, prover)
             except PaymentRejectedError as exc:
                 if payment is None:
                     return refuse(article, request, offers, exc)
@@ -271,6 +285,8 @@ def create_app(
             return await buy(article, request, offers, payment, prover)
         except (PaymentRejectedError, SettlementFailedError) as exc:
             return refuse(article, request, offers, exc)
+        except (MalformedPaymentError, PaymentConflictError) as exc:  # 400, 409
+            return _error(exc)
         except ChainUnavailableError as exc:
             return _unavailable(exc)
         except Exception:
@@ -279,7 +295,8 @@ def create_app(
             log.exception("unexpected error on the paid path")
             return _unavailable(ChainUnavailableError("unexpected server error; retry"))
 
-    def reread(article: Article, grant: Grant) -> Response:
+    def reread(article: Article, request: Request, payer: str) -> Response:
+        grant = entitlements.grant(payer, request.url.path)
         try:
             content = render(article)
         except Exception:
@@ -307,6 +324,8 @@ def create_app(
     ) -> Response:
         path = request.url.path
         requirements = paywall.match(payment, offers, path)
+        # x402's payment-identifier: one id names one payment, and its maker may ask again.
+        retried = bool(payment.extensions) and await payment_ids.bind(payment, path)
         # A scheme that can charge this payment at once, without the ledger (see
         # agent_pay.server.inline), is asked first: a channel voucher costs no I/O.
         charge_inline = getattr(paywall.schemes.get(requirements.scheme), "charge_inline", None)
@@ -317,16 +336,22 @@ def create_app(
                 return serve_charged(article, charge)
         key = paywall.payment_key(payment)
         purchase = Purchase(
-            key, payment, requirements, path, str(request.url), payer_proven=prover == key.payer
+            key,
+            payment,
+            requirements,
+            path,
+            str(request.url),
+            payer_proven=retried or prover == key.payer,
         )
         timings: dict[str, float] = {}
-        paid = await checkout.pay(purchase, produce(article), timings=timings)
+        paid = await checkout.pay(purchase, partial(render, article), timings=timings)
         body = page(article, paid.content, complete=True)
+        settlement = offer_receipts.with_receipt(paid.settle_response(), paid.entry)
         headers = {
-            PAYMENT_RESPONSE_HEADER: encode_header(paid.settle_response()),
+            PAYMENT_RESPONSE_HEADER: encode_header(settlement),
             "Access-Control-Expose-Headers": _EXPOSED + ", Server-Timing",
             "Cache-Control": "private, no-store",
-            "Server-Timing": _server_timing(timings),
+            "Server-Timing": server_timing(timings),
         }
         faults.hit(FaultPoint.RESPONDING)
         delivered = BackgroundTask(checkout.delivered, purchase.key)
@@ -360,15 +385,8 @@ def create_app(
     return app
 
 
-_STEPS = ("verify", "render", "settle")
 _PAID_PAGES = 256  # encoded paid pages kept for inline-charged reads
 _PAY_TO_READ = "pay to read the rest of this article"
-
-
-def _server_timing(timings: dict[str, float]) -> str:
-    """The steps of a paid read that did them, in order. (The ledger's own time, also in
-    `timings`, is left out: the demo prints these three, and the benchmark measures it.)"""
-    return ", ".join(f"{step};dur={timings[step]:.2f}" for step in _STEPS if step in timings)
 
 
 class _InlinePaidPage(Response):

@@ -5,9 +5,12 @@ through the ledger, and for every re-read of a read paid by channel voucher (who
 carries none); the address of that key is published at `GET /.well-known/agent-pay`.
 
 `Entitlements` issues the stateless challenges carried in every 402 and checks the proofs sent
-back in `AGENT-PAY-ENTITLEMENT`. A challenge is an HMAC, under a secret only this server
-holds, of (resource, expiry, receipt address): the server keeps nothing per challenge, and a
-challenge made for one article or by another server does not verify. A proof is the payer's
+back in `AGENT-PAY-ENTITLEMENT` or, from stock x402 clients, in `SIGN-IN-WITH-X`
+(`agent_pay.server.siwx`). Either proof yields one thing, the payer's verified address
+(`proven_payer`); what it may read is then looked up (`grant`). A challenge is an HMAC, under
+a secret only this server holds, of (resource, expiry, receipt address): the server keeps
+nothing per challenge, and a challenge made for one article or by another server does not
+verify. A proof is the payer's
 EIP-712 signature over (resource, challenge, expiry, server). What grants the read is the
 server's own record of the purchase — a paid entry for (payer, resource) in its ledger, or in
 an `EntitlementSource` (a scheme that records its own reads: a channel's voucher reads, kept by
@@ -25,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
@@ -41,8 +45,10 @@ from agent_pay.protocol.extensions import (
     ReceiptClaims,
     SignedReceipt,
 )
+from agent_pay.protocol.siwx import SiwxPayload
 from agent_pay.server.ledger import Entry, Ledger
 from agent_pay.server.refusals import ledger_down
+from agent_pay.server.siwx import SignInWithX
 from agent_pay.signing import Signer
 from agent_pay.signing.receipt import (
     PROOF_DOMAIN,
@@ -121,6 +127,7 @@ class Entitlements:
         issuer: the server's receipt key: proofs are bound to its address, and it signs the
             receipt of a purchase found in `sources`.
         sources: where else purchases are recorded (a channel's voucher reads), in order.
+        siwx: checks `SIGN-IN-WITH-X` sign-ins; without it they are refused.
         secret: the HMAC key for challenges (random by default: challenges then die with the
             process, which only costs a client one more round trip).
         ttl: seconds a challenge stays valid.
@@ -134,12 +141,14 @@ class Entitlements:
         sources: Iterable[EntitlementSource] = (),
         secret: bytes | None = None,
         ttl: int = CHALLENGE_TTL_SECONDS,
+        siwx: SignInWithX | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
         self.issuer = issuer
         self.server = issuer.address
         self.sources = list(sources)
+        self.siwx = siwx
         self._secret = secret or secrets.token_bytes(32)
         self.ttl = ttl
         self._clock = clock
@@ -153,26 +162,67 @@ class Entitlements:
             signer=self.server,
         )
 
+    def proven_payer(
+        self,
+        url: str,
+        *,
+        entitlement: EntitlementProof | None = None,
+        siwx: SiwxPayload | None = None,
+    ) -> str | None:
+        """The payer a request for `url` proves to hold the key of, by either proof it carries:
+        our `AGENT-PAY-ENTITLEMENT` (`entitlement`) or x402's `SIGN-IN-WITH-X` (`siwx`,
+        decoded). None when it carries neither. Checks the proof only, not what the payer
+        bought (`grant`). A sign-in is used up by the check: call this once per request.
+
+        Raises:
+            PaymentRejectedError: with `Reason.ENTITLEMENT_INVALID`, when a proof is present
+                but refused (expired, foreign, for another resource, another key), or when
+                both are present and name different payers.
+        """
+        payers: set[str] = set()
+        if entitlement is not None:
+            payers.add(self._entitlement_payer(entitlement, urlsplit(url).path))
+        if siwx is not None:
+            if self.siwx is None:
+                raise _invalid("this server does not accept SIGN-IN-WITH-X")
+            payers.add(self.siwx.verify(siwx, url))
+        if len(payers) > 1:
+            raise _invalid("the two proofs name different payers")
+        return payers.pop() if payers else None
+
     def check(self, proof: EntitlementProof, resource: str) -> Grant:
-        """What entitles the prover to `resource`: a paid ledger entry, or a purchase one of
-        the `sources` recorded.
+        """What entitles the prover of `proof` to `resource` (a URL path): `grant` for the
+        payer the proof proves.
 
         Raises:
             PaymentRejectedError: with `Reason.ENTITLEMENT_INVALID`, saying why.
             ChainUnavailableError: the records cannot be read (503: retry).
         """
-        payer = self.prover(proof, resource)
-        grant = self.grant(payer, resource)
-        if grant is None:
-            raise _invalid(f"{payer} has not bought {resource}")
-        return grant
+        return self.grant(self._entitlement_payer(proof, resource), resource)
 
-    def prover(self, proof: EntitlementProof, resource: str) -> str:
-        """The payer whose key made `proof` for `resource` (checked: this server's live
-        challenge for this resource, signed by the key it names).
+    def grant(self, payer: str, resource: str) -> Grant:
+        """What entitles `payer` (proven: `proven_payer`) to `resource` (a URL path): a paid
+        ledger entry, or a purchase one of the `sources` recorded.
 
-        Raises PaymentRejectedError with `Reason.ENTITLEMENT_INVALID`, saying why.
+        Raises:
+            PaymentRejectedError: with `Reason.ENTITLEMENT_INVALID` if `payer` never bought it.
+            ChainUnavailableError: the records cannot be read (503: retry).
         """
+        try:
+            entry = self.ledger.entitlement(payer, resource)
+            if entry is not None:
+                return Grant(entry.receipt)
+            for source in self.sources:
+                claims = source.entitlement(payer, resource)
+                if claims is not None:
+                    return Grant(self.issuer.sign(claims))
+        except sqlite3.Error as exc:
+            # Unknown is not "not bought": a refusal here would have the payer pay again.
+            raise ledger_down(exc) from exc
+        raise _invalid(f"{payer} has not bought {resource}")
+
+    def _entitlement_payer(self, proof: EntitlementProof, resource: str) -> str:
+        """The payer an `AGENT-PAY-ENTITLEMENT` proof for `resource` proves."""
         now = int(self._clock())
         if proof.resource != resource:
             raise _invalid(f"the proof is for {proof.resource[:100]!r}, not {resource!r}")
@@ -194,24 +244,6 @@ class Entitlements:
         if signer != proof.payer:
             raise _invalid("the proof is not signed by the payer's key")
         return signer
-
-    def grant(self, payer: str, resource: str) -> Grant | None:
-        """The re-read `payer` (proven) is entitled to for `resource`; None if it bought none.
-
-        Raises ChainUnavailableError when the records cannot be read (503: retry).
-        """
-        try:
-            entry = self.ledger.entitlement(payer, resource)
-            if entry is not None:
-                return Grant(entry.receipt)
-            for source in self.sources:
-                claims = source.entitlement(payer, resource)
-                if claims is not None:
-                    return Grant(self.issuer.sign(claims))
-        except sqlite3.Error as exc:
-            # Unknown is not "not bought": a refusal here would have the payer pay again.
-            raise ledger_down(exc) from exc
-        return None
 
     def _mac(self, resource: str, expires_at: int) -> bytes:
         message = f"{resource}\n{expires_at}\n{self.server}".encode()

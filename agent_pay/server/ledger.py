@@ -55,6 +55,7 @@ from agent_pay.server.ledger_entry import (
 from agent_pay.server.ledger_sql import (
     COLUMNS,
     KEY,
+    PAYMENT_IDS_SCHEMA,
     SCHEMA,
     connect,
     entry_from_row,
@@ -100,7 +101,7 @@ class Ledger:
         self._lock_file = lock_file
         self._clock = clock
         with self._write_lock:
-            self._writer.executescript(SCHEMA)
+            self._writer.executescript(SCHEMA + PAYMENT_IDS_SCHEMA)
 
     @classmethod
     def open(
@@ -336,6 +337,27 @@ class Ledger:
                 *(str(s) for s in from_states),
             ),
         )
+
+    # -- x402 payment identifiers (their own table: `payment_ids`) -----------------------------
+
+    def bind_payment_id(
+        self, payment_id: str, fingerprint: str, resource: str
+    ) -> tuple[str, str, bool]:
+        """Let `payment_id` (a client's x402 payment-identifier) name the payment with
+        `fingerprint`, bought for `resource`, unless it already names one: the (fingerprint,
+        resource) the id names from now on, these or those of the payment it named first, and
+        whether it named one already."""
+        with self._write_lock, transaction(self._writer) as cursor:
+            cursor.execute(
+                "INSERT OR IGNORE INTO payment_ids (id, fingerprint, resource, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (payment_id, fingerprint, resource, self._clock()),
+            )
+            known = cursor.rowcount == 0
+            row = cursor.execute(
+                "SELECT fingerprint, resource FROM payment_ids WHERE id = ?", (payment_id,)
+            ).fetchone()
+        return str(row[0]), str(row[1]), known
 
     def _write(self, sql: str, params: Iterable[Any]) -> bool:
         with self._write_lock, transaction(self._writer) as cursor:

@@ -15,6 +15,7 @@ from agent_pay.server.ledger_entry import Entry, PaymentKey, PaymentState
 __all__ = [
     "COLUMNS",
     "KEY",
+    "PAYMENT_IDS_SCHEMA",
     "SCHEMA",
     "connect",
     "entry_from_row",
@@ -56,6 +57,14 @@ CREATE INDEX IF NOT EXISTS payments_in_flight ON payments (state)
 CREATE VIEW IF NOT EXISTS entitlements AS
     SELECT payer, resource, MIN(settled_at) AS since, COUNT(*) AS purchases
     FROM payments WHERE state IN ('settled', 'delivered') GROUP BY payer, resource;
+"""
+PAYMENT_IDS_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS payment_ids (
+    id            TEXT PRIMARY KEY,            -- x402 payment-identifier, chosen by the client
+    fingerprint   TEXT NOT NULL,               -- the payment it names (see fingerprint())
+    resource      TEXT NOT NULL,               -- the URL path it paid for
+    created_at    REAL NOT NULL
+) WITHOUT ROWID;
 """
 COLUMNS: Final = (
     "scheme, payer, payment_id, resource, resource_url, network, asset, pay_to, amount, "

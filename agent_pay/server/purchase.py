@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from agent_pay.protocol import PaymentPayload, PaymentRequirements, SettleResponse
-from agent_pay.protocol.extensions import RECEIPT_EXTENSION
+from agent_pay.protocol.extensions import RECEIPT_EXTENSION, receipt_declaration
 from agent_pay.server.ledger_entry import Entry, PaymentKey
 
 __all__ = ["Paid", "Purchase"]
@@ -24,7 +24,7 @@ class Purchase:
     requirements: PaymentRequirements
     resource: str  # the URL path: what the payment is bound to
     resource_url: str  # the URL as sold: what the receipt names
-    payer_proven: bool = False  # the request also proved the payer's key (a re-read proof)
+    payer_proven: bool = False  # the request proved the payer: its key, or its payment id
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,9 @@ class Paid(Generic[T]):
     def settle_response(self) -> SettleResponse:
         """The `PAYMENT-RESPONSE` body: the settlement, with the signed receipt attached."""
         receipt = self.entry.receipt
-        extensions = {RECEIPT_EXTENSION: receipt.to_wire()} if receipt is not None else None
+        extensions = (
+            {RECEIPT_EXTENSION: receipt_declaration(receipt)} if receipt is not None else None
+        )
         return SettleResponse(
             success=True,
             payer=self.entry.key.payer,
