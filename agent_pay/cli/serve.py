@@ -5,35 +5,28 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent_pay.assets import AssetRegistry, format_amount
-from agent_pay.chain.channel import ChannelManager
-from agent_pay.chain.contract import Transactor
-from agent_pay.chain.rpc import JsonRpcChain
-from agent_pay.channel_setup import ChannelOptions
 from agent_pay.cli._common import (
     add_chain_flags,
     channel_manager_on,
     connect,
     describe_seconds,
     facilitator_account,
+    port_arg,
+    positive_int,
     say,
     tokens_on,
     wait_for_shutdown,
 )
 from agent_pay.errors import ConfigurationError
-from agent_pay.facilitator.exact import ExactEvmScheme
-from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
-from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.receipts_cli import add_fault_flags, fault_plan
-from agent_pay.server.app import create_app
-from agent_pay.server.catalogue import Catalogue
-from agent_pay.server.ledger import Ledger
-from agent_pay.server.offers import ExactOffers
-from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
-from agent_pay.stack import Stack, sample_articles_dir
-from agent_pay.wallet import server_receipt_key
+
+if TYPE_CHECKING:  # the server's modules load when it starts, not for `agent-pay --help`
+    from agent_pay.chain.channel import ChannelManager
+    from agent_pay.chain.rpc import JsonRpcChain
+    from agent_pay.stack import Stack
 
 __all__ = ["CHANNELS_SUBDIR", "register"]
 
@@ -42,6 +35,8 @@ CHANNELS_SUBDIR = "channels"
 
 
 def _gas_warning(chain: JsonRpcChain, address: str) -> None:
+    from agent_pay.assets import format_amount
+
     balance = chain.get_balance(address)
     if balance < 10**16:
         say(
@@ -56,6 +51,18 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    from agent_pay.assets import AssetRegistry
+    from agent_pay.chain.contract import Transactor
+    from agent_pay.channel_setup import ChannelOptions
+    from agent_pay.facilitator.http import HttpFacilitatorClient
+    from agent_pay.server.app import create_app
+    from agent_pay.server.catalogue import Catalogue
+    from agent_pay.server.ledger import Ledger
+    from agent_pay.server.offers import ExactOffers
+    from agent_pay.serving import serve_app
+    from agent_pay.stack import Stack, sample_articles_dir
+    from agent_pay.wallet import server_receipt_key
+
     tokens = tokens_on(chain, settings)
     manager = channel_manager_on(chain, settings)
     schemes, why = _schemes(settings, manager)
@@ -109,9 +116,11 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
             if stack is not None:
                 _gas_warning(chain, stack.scheme.signer_address)
             wait_for_shutdown()
+            say("stopping    (Ctrl-C or SIGTERM): finishing the requests in flight")
     finally:
         if stack is not None:
             _close(stack)  # the server has stopped: claim the last vouchers
+    say("agent-pay serve: stopped")
     return 0
 
 
@@ -160,6 +169,12 @@ def facilitator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _facilitator(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    from agent_pay.chain.contract import Transactor
+    from agent_pay.facilitator.exact import ExactEvmScheme
+    from agent_pay.facilitator.http import create_facilitator_app
+    from agent_pay.facilitator.local import LocalFacilitator
+    from agent_pay.serving import serve_app
+
     tokens = tokens_on(chain, settings)
     account, who = facilitator_account(settings, chain)
     scheme = ExactEvmScheme(tokens.values(), Transactor(chain, account))
@@ -171,6 +186,7 @@ def _facilitator(args: argparse.Namespace, settings: Settings, chain: JsonRpcCha
         say(f"gas         paid by {account.address} ({who})")
         _gas_warning(chain, account.address)
         wait_for_shutdown()
+    say("agent-pay facilitator: stopped")
     return 0
 
 
@@ -180,7 +196,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_chain_flags(parser)
     parser.add_argument("--host", help="interface to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (8402)")
+    parser.add_argument("--port", type=port_arg, help="port (8402)")
     parser.add_argument("--articles", type=Path, help="directory of articles (the samples)")
     parser.add_argument(
         "--facilitator-url",
@@ -188,10 +204,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="settle through this x402 facilitator instead of with our own key",
     )
     parser.add_argument(
-        "--max-timeout-seconds", type=int, help="how long a signed payment stays valid (120)"
+        "--max-timeout-seconds",
+        type=positive_int,
+        help="how long a signed payment stays valid (120)",
     )
     parser.add_argument(
-        "--server-dir", type=Path, help="ledger, receipt key, channels (.agent-pay/server)"
+        "--server-dir",
+        type=Path,
+        help="ledger, receipt key, channels ($AGENT_PAY_HOME/server)",
     )
     parser.add_argument(
         "--schemes",
@@ -212,5 +232,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_chain_flags(parser)
     parser.add_argument("--host", dest="facilitator_host", help="interface (127.0.0.1)")
-    parser.add_argument("--port", dest="facilitator_port", type=int, help="port (8403)")
+    parser.add_argument("--port", dest="facilitator_port", type=port_arg, help="port (8403)")
     parser.set_defaults(run=facilitator)
