@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from agent_pay.cli._common import address_arg
 from agent_pay.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -162,6 +161,8 @@ def _describe_receipt(receipt: SignedReceipt, names: TokenNames, out: TextIO) ->
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `receipts` and `verify-receipt`; each sets `run(args, settings) -> exit code`."""
+    from agent_pay.cli._common import address_arg  # here: the CLI package imports this module
+
     listing = commands.add_parser("receipts", help="list the articles an agent bought")
     listing.add_argument(
         "--dir",
