@@ -16,9 +16,11 @@ The client side, in ten lines::
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: the CLI starts before `typing` loads
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent_pay.assets import Asset, AssetRegistry, format_amount, parse_amount
     from agent_pay.client.auth import PaymentAuth, PaymentRecord
     from agent_pay.client.policy import AssetLimit, Spending, SpendingPolicy

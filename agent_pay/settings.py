@@ -200,6 +200,27 @@ class Settings(BaseModel):
             raise ValueError("must be a non-negative number")
         return value
 
+    @field_validator("node_port", "port", "facilitator_port")
+    @classmethod
+    def _port_in_range(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"a port is 1-65535, got {value}")
+        return value
+
+    @field_validator("chain_id", "max_timeout_seconds")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("rpc_timeout")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if not 0 < value < float("inf"):
+            raise ValueError(f"must be more than 0 seconds, got {value}")
+        return value
+
     @field_validator("channel_grace_period")
     @classmethod
     def _grace_in_range(cls, value: int) -> int:

@@ -25,13 +25,29 @@ never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
+
+
+def _interrupted_while_starting(_signum: int, _frame: object) -> None:
+    # Ctrl-C while Python is still importing: no traceback from some module's top level.
+    sys.stderr.write("\nagent-pay: interrupted\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when embedded
+    signal.signal(signal.SIGINT, _interrupted_while_starting)  # until main() takes over
+
+# The imports below come after the handler on purpose (E402 is off for this file).
+import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 from agent_pay.channel_cli import register as channels_register
 from agent_pay.cli import chain as chain_commands
@@ -75,7 +91,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
-    def print_help(self, file: IO[str] | None = None) -> None:
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
         try:
             super().print_help(file)
             sys.stdout.flush()
@@ -94,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="TOML settings (default ./agent-pay.toml)"
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     for register in COMMANDS:
         register(commands)
     return parser
@@ -138,6 +157,8 @@ def _is_usage_error(exc: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     command = "agent-pay"
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt from here on
     try:
         try:
             args = build_parser().parse_args(argv)
