@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="payment scheme(s) to measure; 'both' runs what is available (default)",
     )
-    parser.add_argument("--quick", action="store_true", help="small counts: under a minute")
+    parser.add_argument("--quick", action="store_true", help="small counts: about 20 s")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--free-requests", type=_positive, help="free-preview reads under load")
     parser.add_argument("--paid-requests", type=_positive, help="paid reads under load, per scheme")
