@@ -3,21 +3,32 @@
 Everything runs on 127.0.0.1 in one process: the embedded py-evm chain with the two
 stablecoins, the facilitator, and the content server on real uvicorn on a free port. The agents
 talk to it over real HTTP with real signatures. The story printed shows each step's offer,
-signature, transaction, gas and time, and every balance before and after.
+signature, transaction (full hash: copy it), gas and time, and every balance before and after;
+with `verbose`, the x402 headers themselves, decoded. Each agent knows its balances and does
+not sign a payment it cannot fund.
+
+Every key here is throwaway: the agents' are made for this run, the deployer's and the
+facilitator's are the public dev keys every dev chain ships. None is ever printed.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from decimal import Decimal
+from typing import Any, TextIO
+
+import httpx
 
 from agent_pay.client.auth import PaymentAuth, PaymentRecord
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.reader import InterestRule, Reader
 from agent_pay.errors import AgentPayError
+from agent_pay.protocol import PaymentPayload
+from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, decode_header
 from agent_pay.signing import LocalSigner
 from agent_pay.stack import FACILITATOR_INDEX, Stack
 
@@ -53,14 +64,41 @@ class _Story:
         self(f"\n── {title} " + "─" * max(0, 66 - len(title)))
 
 
+class _SentHeaders(httpx.HTTPTransport):
+    """A transport that keeps the last PAYMENT-SIGNATURE sent, for the verbose story."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_signature: str | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if PAYMENT_SIGNATURE_HEADER in request.headers:
+            self.last_signature = request.headers[PAYMENT_SIGNATURE_HEADER]
+        return super().handle_request(request)
+
+
+def _decoded(say: Callable[..., None], name: str, model: Any, indent: int) -> None:
+    """An x402 header, decoded (it travels as base64 JSON)."""
+    text = json.dumps(model.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2)
+    say(f"{name} (base64 JSON on the wire, decoded):", indent)
+    for line in text.splitlines():
+        say("  " + line, indent)
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
 def run_demo(
-    out: TextIO = sys.stdout, agents: tuple[DemoAgent, ...] = AGENTS, *, max_reads: int = 3
+    out: TextIO = sys.stdout,
+    agents: tuple[DemoAgent, ...] = AGENTS,
+    *,
+    max_reads: int = 3,
+    verbose: bool = False,
 ) -> dict[str, int]:
-    """Run the demo, printing the story to `out`; return counts (bought, skipped, refused)."""
+    """Run the demo, printing the story to `out`; return counts (bought, skipped, refused).
+    With `verbose`, also print each x402 header (PAYMENT-REQUIRED, PAYMENT-SIGNATURE,
+    PAYMENT-RESPONSE) decoded."""
     say = _Story(out)
     started = time.perf_counter()
     say("agent-pay demo — pay-per-read for AI agents, on an embedded EVM chain")
@@ -111,8 +149,19 @@ def run_demo(
                 + ", ".join(f"{v} {k}" for k, v in agent.funds.items())
                 + f"; interests: {', '.join(agent.interests)}; cap {agent.max_price}/read"
             )
-            with Reader(base_url, auth) as reader:
-                _browse(say, reader, rule, receipts, counts, stack, max_reads)
+            sent = _SentHeaders()
+            with Reader(base_url, auth, transport=sent) as reader:
+                _browse(
+                    say,
+                    reader,
+                    rule,
+                    receipts,
+                    counts,
+                    stack,
+                    max_reads,
+                    _Wallet(stack, signer.address, tuple(agent.funds)),
+                    sent if verbose else None,
+                )
 
     say.rule("balances (before → after)")
     names = {s.address: f"agent {n}" for n, s in signers.items()} | {
@@ -140,6 +189,29 @@ def run_demo(
     return counts
 
 
+@dataclass(frozen=True)
+class _Wallet:
+    """What an agent knows of its own balances, asked of the chain before it signs."""
+
+    stack: Stack
+    address: str
+    tokens: tuple[str, ...]
+
+    def cannot_fund(self, prices: list[dict[str, Any]]) -> str | None:
+        """Why none of `prices` (in tokens it holds) can be paid from its balance, or None."""
+        held = []
+        for price in prices:
+            symbol = price["token"]
+            if symbol not in self.tokens:
+                continue
+            asset = self.stack.tokens[symbol].asset
+            balance = self.stack.balance(self.address, symbol)
+            if balance >= asset.parse(Decimal(price["price"])):
+                return None
+            held.append(f"{price['price']} {symbol} but holds {asset.format(balance)}")
+        return "cannot fund it: costs " + "; ".join(held) if held else None
+
+
 def _browse(
     say: Callable[..., None],
     reader: Reader,
@@ -148,6 +220,8 @@ def _browse(
     counts: dict[str, int],
     stack: Stack,
     max_reads: int,
+    wallet: _Wallet,
+    sent: _SentHeaders | None,
 ) -> None:
     t0 = time.perf_counter()
     listing = reader.articles()
@@ -162,9 +236,16 @@ def _browse(
         words = len(page.content.split())
         offers = len(page.challenge.accepts) if page.challenge else 0
         say(f"preview: 402 with {words} free words and {offers} offer(s) [{_ms(page.elapsed)}]", 2)
+        if sent is not None and page.challenge is not None:
+            _decoded(say, "PAYMENT-REQUIRED", page.challenge, 2)
         verdict = rule(entry, page.content)
         if not verdict.buy:
             say(f"decision: skip — {verdict.why}", 2)
+            counts["skipped"] += 1
+            continue
+        unfunded = wallet.cannot_fund(entry["prices"])
+        if unfunded is not None:  # signing would only earn a refusal from the server
+            say(f"decision: skip — wanted it ({verdict.why.split(';')[0]}), but {unfunded}", 2)
             counts["skipped"] += 1
             continue
         say(f"decision: buy — {verdict.why}", 2)
@@ -185,7 +266,13 @@ def _browse(
         say(f"signed: EIP-3009 transferWithAuthorization, valid {offer.max_timeout_seconds} s", 2)
         timing = ", ".join(f"{k} {v:.1f} ms" for k, v in paid.server_timing.items())
         block = receipt.block_number if receipt else "?"
-        say(f"settled: tx {settlement.transaction[:18]}…, block {block}, gas {gas:,} ({timing})", 2)
+        say(f"settled: block {block}, gas {gas:,} ({timing})", 2)
+        say(f"tx {settlement.transaction}", 3)
+        if sent is not None and sent.last_signature is not None:
+            _decoded(
+                say, "PAYMENT-SIGNATURE", decode_header(sent.last_signature, PaymentPayload), 2
+            )
+            _decoded(say, "PAYMENT-RESPONSE", settlement, 2)
         say(
             f"read: 200, {len(paid.content.split())} words in all [{_ms(paid.elapsed)} "
             f"for 402 + sign + pay + read]",

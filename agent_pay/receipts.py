@@ -26,7 +26,6 @@ from agent_pay.client.receipts import ReceiptStore, StoredPurchase, StoredReceip
 from agent_pay.errors import AgentPayError, Reason
 from agent_pay.protocol import normalize_address
 from agent_pay.protocol.extensions import SignedReceipt, receipt_info
-from agent_pay.signing.receipt import recover_receipt_signer
 
 __all__ = ["ReceiptError", "list_purchases", "list_receipts", "load_receipt", "verify_receipt"]
 
@@ -76,6 +75,8 @@ def verify_receipt(
     Raises:
         ReceiptError: unreadable, or signed by another key (or altered after signing).
     """
+    from agent_pay.signing.receipt import recover_receipt_signer  # eth-account: only to verify
+
     signed = load_receipt(receipt)
     try:
         expected = normalize_address(expected_signer)

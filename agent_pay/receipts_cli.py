@@ -5,7 +5,11 @@
         bought by channel voucher (no receipt: re-reading it returns one)
     agent-pay verify-receipt RECEIPT --signer ADDRESS
         check a receipt offline against the server's published receipt address; RECEIPT is a
-        file, "-" for stdin, or the JSON / base64 text itself. Exit 0 valid, 2 invalid.
+        file, "-" for stdin, or the JSON / base64 text itself; a list (`receipts --json`) is
+        checked entry by entry. Exit 0 valid, 2 invalid (or a usage error), 1 unreadable.
+
+Amounts are shown in the token's units ("0.1 USDX") when the node at `chain_url` knows the
+token; otherwise in atomic units, with the token's full address.
 
 `register(subparsers)` adds both; `add_fault_flags(parser)` / `fault_plan(args)` give `serve`
 the hidden `--fault-kill-at STEP [--fault-nth N]` used by the fault-injection tests.
@@ -18,11 +22,16 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from agent_pay.client.receipts import StoredPurchase, StoredReceipt
-from agent_pay.receipts import ReceiptError, list_purchases, list_receipts, verify_receipt
-from agent_pay.server.faults import FaultPlan, FaultPoint
+from agent_pay.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from agent_pay.cli._tokens import TokenNames
+    from agent_pay.client.receipts import StoredPurchase, StoredReceipt
+    from agent_pay.protocol.extensions import SignedReceipt
+    from agent_pay.server.faults import FaultPlan
+    from agent_pay.settings import Settings
 
 __all__ = [
     "DEFAULT_RECEIPTS_DIR",
@@ -33,18 +42,31 @@ __all__ = [
     "verify_receipt_command",
 ]
 
-DEFAULT_RECEIPTS_DIR: Final = Path(".agent-pay/receipts")
-"""Where an agent keeps its receipts unless told otherwise (`ReceiptStore.open(dir)`)."""
+DEFAULT_RECEIPTS_DIR: Final = "$AGENT_PAY_HOME/receipts"
+"""Where an agent keeps its receipts unless told otherwise (`Settings.receipts_dir`)."""
 
 EXIT_OK: Final = 0
 EXIT_INVALID: Final = 2
 
 
-def receipts_command(args: argparse.Namespace, _settings: object = None) -> int:
-    """List the receipts and receipt-less purchases in `args.dir` (only `args.payer`'s if
-    given), oldest first."""
+def _names(settings: Settings | None) -> TokenNames:
+    from agent_pay.cli._tokens import TokenNames
+
+    return TokenNames(settings.chain_url if settings is not None else None)
+
+
+def receipts_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """List the receipts and receipt-less purchases in `args.dir` (else the settings'
+    `receipts_dir`; only `args.payer`'s if given), oldest first."""
+    from agent_pay.receipts import list_purchases, list_receipts
+
     out: TextIO = getattr(args, "out", None) or sys.stdout
-    directory = Path(args.dir)
+    if args.dir is not None:
+        directory = Path(args.dir)
+    elif settings is not None:
+        directory = settings.receipts_dir
+    else:
+        raise ConfigurationError("receipts: no --dir and no settings")
     if not directory.is_dir():
         print(f"no receipts in {directory} (nothing bought yet)", file=out)
         return EXIT_OK
@@ -58,10 +80,12 @@ def receipts_command(args: argparse.Namespace, _settings: object = None) -> int:
         print(file=out)
         return EXIT_OK
     if not items:
-        print(f"no receipts in {directory}", file=out)
+        whose = f" for {args.payer}" if args.payer else ""
+        print(f"no receipts{whose} in {directory}", file=out)
         return EXIT_OK
-    for item in items:
-        print(_as_line(item), file=out)
+    with _names(settings) as names:
+        for item in items:
+            print(_as_line(item, names), file=out)
     total = len(stored)
     summary = f"{total} receipt{'s' if total != 1 else ''}"
     if bought:
@@ -70,60 +94,119 @@ def receipts_command(args: argparse.Namespace, _settings: object = None) -> int:
     return EXIT_OK
 
 
-def verify_receipt_command(args: argparse.Namespace, _settings: object = None) -> int:
-    """Check one receipt against `args.signer`; print what it proves."""
-    out: TextIO = getattr(args, "out", None) or sys.stdout
-    source = args.receipt
+def _receipt_text(source: str) -> str:
     if source == "-":
-        text = sys.stdin.read()
-    elif Path(source).is_file():
-        text = Path(source).read_text(encoding="utf-8")
-    else:
-        text = source
+        return sys.stdin.read()
+    path = Path(source)
+    if path.is_file():
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"cannot read {source}: {exc}") from None
+    if path.is_dir():
+        raise ConfigurationError(f"{source} is a directory, not a receipt")
+    if not source.lstrip().startswith(("{", "[", "ey")):  # JSON, or base64 of a JSON object
+        raise ConfigurationError(
+            f"no such file: {source} (give a file, - for stdin, or the receipt's JSON)"
+        )
+    return source
+
+
+def verify_receipt_command(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """Check one receipt, or each in a `receipts --json` list, against `args.signer`; print
+    what each proves."""
+    from agent_pay.receipts import ReceiptError, verify_receipt
+
+    out: TextIO = getattr(args, "out", None) or sys.stdout
+    text = _receipt_text(args.receipt)
     try:
-        receipt = verify_receipt(text, args.signer)
-    except ReceiptError as exc:
-        print(f"INVALID: {exc.message}", file=out)
-        return EXIT_INVALID
+        document: Any = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, list):  # `agent-pay receipts --json`
+        entries = [e for e in document if not (isinstance(e, dict) and e.get("receipt") is None)]
+        if not entries:
+            print("INVALID: no receipts in the list (reads paid by voucher carry none)", file=out)
+            return EXIT_INVALID
+    else:
+        entries = [text]
+    invalid = 0
+    with _names(settings) as names:
+        for index, entry in enumerate(entries):
+            if index:
+                print(file=out)
+            try:
+                receipt = verify_receipt(entry, args.signer)
+            except ReceiptError as exc:
+                where = entry.get("url") if isinstance(entry, dict) else None
+                print(f"INVALID: {exc.message}" + (f" ({where})" if where else ""), file=out)
+                invalid += 1
+                continue
+            _describe_receipt(receipt, names, out)
+    if len(entries) > 1:
+        print(f"\n{len(entries) - invalid} of {len(entries)} receipts valid", file=out)
+    return EXIT_INVALID if invalid else EXIT_OK
+
+
+def _describe_receipt(receipt: SignedReceipt, names: TokenNames, out: TextIO) -> None:
     print(f"valid: signed by {receipt.signer}", file=out)
     print(f"  payer        {receipt.payer}", file=out)
-    print(
-        f"  paid         {receipt.amount} (atomic) of {receipt.asset} on {receipt.network}",
-        file=out,
-    )
+    paid = names.format(receipt.amount, receipt.network, receipt.asset)
+    print(f"  paid         {paid}", file=out)
     print(f"  to           {receipt.pay_to}", file=out)
     print(f"  for          {receipt.resource}", file=out)
     print(f"  transaction  {receipt.transaction}", file=out)
     print(f"  issued       {_when(receipt.issued_at)}", file=out)
-    return EXIT_OK
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `receipts` and `verify-receipt`; each sets `run(args, settings) -> exit code`."""
+    from agent_pay.cli._common import address_arg  # here: the CLI package imports this module
+
     listing = commands.add_parser("receipts", help="list the articles an agent bought")
     listing.add_argument(
         "--dir",
-        default=str(DEFAULT_RECEIPTS_DIR),
-        help=f"the agent's receipt store ({DEFAULT_RECEIPTS_DIR})",
+        "--receipts-dir",
+        dest="dir",
+        help=f"the agent's receipt store ({DEFAULT_RECEIPTS_DIR}; AGENT_PAY_RECEIPTS_DIR)",
     )
-    listing.add_argument("--payer", help="only this payer's receipts")
+    listing.add_argument("--payer", type=address_arg, help="only this payer's receipts")
+    listing.add_argument(
+        "--chain",
+        dest="chain_url",
+        metavar="URL",
+        help="the node that names the tokens, to show amounts in their units",
+    )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(run=receipts_command)
 
     check = commands.add_parser(
         "verify-receipt", help="check a receipt offline against the server's receipt address"
     )
-    check.add_argument("receipt", help='a file, "-" for stdin, or the JSON / base64 itself')
+    check.add_argument(
+        "receipt",
+        help='a file, "-" for stdin (`agent-pay receipts --json | agent-pay verify-receipt - '
+        "...`), or the JSON / base64 itself",
+    )
     check.add_argument(
         "--signer",
         required=True,
+        type=address_arg,
         help="the server's receiptSigner (from GET /.well-known/agent-pay)",
+    )
+    check.add_argument(
+        "--chain",
+        dest="chain_url",
+        metavar="URL",
+        help="the node that names the tokens, to show amounts in their units",
     )
     check.set_defaults(run=verify_receipt_command)
 
 
 def add_fault_flags(parser: argparse.ArgumentParser) -> None:
     """`serve`'s hidden fault-injection flags (tests only; not in --help)."""
+    from agent_pay.server.faults import FaultPoint  # stdlib only: cheap
+
     parser.add_argument(
         "--fault-kill-at",
         choices=[str(p) for p in FaultPoint],
@@ -135,6 +218,8 @@ def add_fault_flags(parser: argparse.ArgumentParser) -> None:
 
 def fault_plan(args: argparse.Namespace) -> FaultPlan | None:
     """The plan the hidden flags ask for, or None."""
+    from agent_pay.server.faults import FaultPlan, FaultPoint
+
     point = getattr(args, "fault_kill_at", None)
     if point is None:
         return None
@@ -142,6 +227,8 @@ def fault_plan(args: argparse.Namespace) -> FaultPlan | None:
 
 
 def _as_json(item: StoredReceipt | StoredPurchase) -> dict[str, Any]:
+    from agent_pay.client.receipts import StoredPurchase
+
     if isinstance(item, StoredPurchase):
         return {
             "url": item.url,
@@ -153,18 +240,21 @@ def _as_json(item: StoredReceipt | StoredPurchase) -> dict[str, Any]:
     return {"url": item.url, "storedAt": item.stored_at, "receipt": item.receipt.to_wire()}
 
 
-def _as_line(item: StoredReceipt | StoredPurchase) -> str:
+def _as_line(item: StoredReceipt | StoredPurchase, names: TokenNames) -> str:
+    from agent_pay.client.receipts import StoredPurchase
+
     if isinstance(item, StoredPurchase):
         how = "by voucher" if item.scheme == "channel" else f"({item.scheme})"
         return (
-            f"{_when(int(item.stored_at))}  {'':27}  {item.payer}  {item.url}  "
-            f"bought {how}, no receipt (re-read it for one)"
+            f"{_when(int(item.stored_at))}  {item.url}  bought {how}, no receipt "
+            f"(re-read it for one); payer {item.payer}"
         )
     receipt = item.receipt
     # The receipt states atomic units; the token's decimals are the chain's to say.
+    paid = names.format(receipt.amount, receipt.network, receipt.asset)
     return (
-        f"{_when(receipt.issued_at)}  {receipt.amount:>12} of {receipt.asset[:10]}…  "
-        f"{receipt.payer}  {item.url}  tx {receipt.transaction[:18]}…"
+        f"{_when(receipt.issued_at)}  {item.url}  {paid}; payer {receipt.payer}; "
+        f"tx {receipt.transaction}"
     )
 
 

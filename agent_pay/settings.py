@@ -8,6 +8,12 @@ Sources, strongest first:
    exists; its keys are the field names below (`tokens` is a table);
 4. the defaults below.
 
+State (the wallet, receipts, channels, the node's chain, the server's ledger) lives under one
+per-user home, wherever the shell is: `AGENT_PAY_HOME` (or `home` in the config file), else
+the platform's user data directory (`~/.local/share/agent-pay` on Linux). Each path setting
+left unset derives from it (`agent_pay_home(environ)` and `Settings.home`, for any command
+that keeps state of its own).
+
 Secrets (keys, passwords) have no default, are never accepted as flags (they would show in
 `ps` and in shell history), come only from the environment or the config file, and never
 appear in a message or a repr. Library code never reads the environment: the CLI calls
@@ -22,23 +28,65 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent_pay.errors import ConfigurationError
 
-__all__ = ["ENV_PREFIX", "SCHEMES", "SECRET_FIELDS", "Settings", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "HOME_PATHS",
+    "SCHEMES",
+    "SECRET_FIELDS",
+    "Settings",
+    "agent_pay_home",
+    "default_home",
+    "load_settings",
+]
 
 ENV_PREFIX = "AGENT_PAY_"
 SCHEMES = ("exact", "channel")
 """The payment schemes `serve` can offer."""
 MAX_GRACE_PERIOD = 365 * 86_400  # the channel contract's limit
 DEFAULT_CONFIG_FILE = Path("agent-pay.toml")
+APP_NAME = "agent-pay"
+HOME_PATHS: Mapping[str, str] = {
+    "data_dir": "node",
+    "server_dir": "server",
+    "keystore": "wallet.json",
+    "receipts_dir": "receipts",
+    "channels_dir": "channels",
+}
+"""Each path setting's default, relative to the home."""
+
+
+def default_home() -> Path:
+    """The per-user data directory (platformdirs), used when `AGENT_PAY_HOME` is not set."""
+    from platformdirs import user_data_path  # light, but only needed when no home is given
+
+    return user_data_path(APP_NAME, appauthor=False)
+
+
+def agent_pay_home(environ: Mapping[str, str]) -> Path:
+    """Where agent-pay keeps state: `$AGENT_PAY_HOME`, else `default_home()`."""
+    value = environ.get(ENV_PREFIX + "HOME")
+    return Path(value).expanduser() if value else default_home()
 
 
 class Settings(BaseModel):
     """Everything the commands can be told. Immutable; build it with `load_settings`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    """Where state lives; every path below left unset is under it (see `HOME_PATHS`)."""
 
     # -- the chain
     chain_url: str = "http://127.0.0.1:8545"
@@ -50,7 +98,8 @@ class Settings(BaseModel):
     """Where the stablecoins are: symbol -> address. Empty: the dev-chain default addresses."""
 
     # -- agent-pay node
-    data_dir: Path = Path(".agent-pay/node")
+    data_dir: Path
+    """Default: `<home>/node`."""
     node_host: str = "127.0.0.1"
     node_port: int = 8545
 
@@ -63,7 +112,7 @@ class Settings(BaseModel):
     facilitator_host: str = "127.0.0.1"
     facilitator_port: int = 8403
     max_timeout_seconds: int = 120
-    server_dir: Path = Path(".agent-pay/server")
+    server_dir: Path
     """The content server's own state: its payment ledger, its receipt key, and the channels
     paid to it (`<server_dir>/channels`)."""
     schemes: tuple[str, ...] = ()
@@ -79,8 +128,9 @@ class Settings(BaseModel):
     time to claim); fixed when `node` or `deploy` deploys the channel contract."""
 
     # -- the paying side (agent-pay read, wallet)
-    keystore: Path = Path(".agent-pay/wallet.json")
-    receipts_dir: Path = Path(".agent-pay/receipts")
+    keystore: Path
+    """Default: `<home>/wallet.json`."""
+    receipts_dir: Path
     """Where `read` keeps the receipts that let it re-read what it bought, for free."""
     max_price: Decimal | None = None
     """Most `read` pays for one resource, in the token's units; no default: say it."""
@@ -89,7 +139,7 @@ class Settings(BaseModel):
     channel_deposit: Decimal | None = None
     """`read` pays by channel, opening one with this deposit (in the token's units) to a payee
     it has none with; it counts against `budget` until the channel is closed. None: "exact"."""
-    channels_dir: Path = Path(".agent-pay/channels")
+    channels_dir: Path
     """Where `read` and `channels` keep the payer's channels."""
 
     # -- secrets: environment or config file only
@@ -103,6 +153,21 @@ class Settings(BaseModel):
     receipt_key: SecretStr | None = None
     """The key `serve` signs receipts with; by default one made on first start and kept
     (mode 0600) in `server_dir`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_under_home(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        home = Path(data["home"]).expanduser() if data.get("home") else default_home()
+        data["home"] = home
+        for name, relative in HOME_PATHS.items():
+            if data.get(name) is None:
+                data[name] = home / relative
+            else:
+                data[name] = Path(data[name]).expanduser()
+        return data
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -133,6 +198,27 @@ class Settings(BaseModel):
     def _non_negative(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and (not value.is_finite() or value < 0):
             raise ValueError("must be a non-negative number")
+        return value
+
+    @field_validator("node_port", "port", "facilitator_port")
+    @classmethod
+    def _port_in_range(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"a port is 1-65535, got {value}")
+        return value
+
+    @field_validator("chain_id", "max_timeout_seconds")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("rpc_timeout")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if not 0 < value < float("inf"):
+            raise ValueError(f"must be more than 0 seconds, got {value}")
         return value
 
     @field_validator("channel_grace_period")

@@ -23,6 +23,7 @@ from agent_pay.assets import AssetRegistry
 from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import DEPLOYER_INDEX, FACILITATOR_INDEX
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import Stablecoin, deploy_stablecoins
@@ -48,10 +49,6 @@ __all__ = [
     "sample_articles_dir",
 ]
 
-DEPLOYER_INDEX = 0  # throwaway dev account that deploys the tokens and is their only minter
-FACILITATOR_INDEX = 1  # throwaway dev account that pays settlement gas (a server's own)
-FACILITATOR_SERVICE_INDEX = 3  # throwaway dev account of `agent-pay facilitator`: not #1, so a
-# facilitator and a server on one dev chain never send from one key (#2 is the bench's stock one)
 
 
 def sample_articles_dir() -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +18,14 @@ from agent_pay.node.anvil import AnvilNotFoundError, find_anvil, run_anvil
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+# agent-pay keeps state in a per-user home (the platform's data directory unless AGENT_PAY_HOME
+# says otherwise). No test may write into the real one, not even a child process started with
+# AGENT_PAY_* stripped from its environment: point the platform's data directory elsewhere.
+_TEST_DATA_HOME = tempfile.mkdtemp(prefix="agent-pay-tests-")
+atexit.register(shutil.rmtree, _TEST_DATA_HOME, ignore_errors=True)
+os.environ["XDG_DATA_HOME"] = _TEST_DATA_HOME
+os.environ.pop("AGENT_PAY_HOME", None)
 
 
 @pytest.fixture

@@ -876,10 +876,11 @@ def test_the_channels_command_parses(tmp_path: Path) -> None:
 
     parser = argparse.ArgumentParser(prog="agent-pay")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["channels", "withdraw", "0xabc", "--channels-dir", str(tmp_path)])
+    channel = "0x" + "ab" * 32
+    args = parser.parse_args(["channels", "withdraw", channel, "--channels-dir", str(tmp_path)])
     assert (args.channels_action, args.channel_id, args.channels_dir) == (
         "withdraw",
-        "0xabc",
+        channel,
         tmp_path,
     )
     assert callable(args.run)

@@ -1,5 +1,6 @@
 """The `agent-pay` command, run in-process (`main([...])`) against a node and a server on
-127.0.0.1: what it prints, and its exit codes (0 done, 2 payment refused, 1 anything else)."""
+127.0.0.1: what it prints, and its exit codes (0 done, 2 payment refused or a usage error, 1
+anything else). `test_cli_usage.py` runs it as a subprocess, the way a user types it."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def env(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("AGENT_PAY_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENT_PAY_HOME", str(tmp_path / ".agent-pay"))
     monkeypatch.setenv("AGENT_PAY_CHAIN_URL", world.node_url)
     monkeypatch.setenv("AGENT_PAY_KEYSTORE_PASSWORD", PASSWORD)
     return tmp_path
@@ -86,9 +88,11 @@ def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     for command in ("node", "serve", "facilitator", "deploy", "fund", "read", "wallet", "demo"):
         assert command in capsys.readouterr().out or main([command, "--help"]) == 0
-    assert main(["no-such-command"]) == 1
-    assert main(["read"]) == 1  # a URL is required
-    assert "usage:" in capsys.readouterr().err
+    assert main(["no-such-command"]) == 2
+    assert main(["read"]) == 2  # a URL is required
+    err = capsys.readouterr().err
+    assert "agent-pay read: the following arguments are required: URL" in err
+    assert "Traceback" not in err
 
 
 # -- deploy and fund -------------------------------------------------------------------------
@@ -128,13 +132,13 @@ def test_fund_mints_and_sends_gas_money(
 
 def test_fund_refuses_what_it_cannot_do(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     holder = Account.create().address
-    assert main(["fund", holder, "1", "--token", "XYZ"]) == 1
+    assert main(["fund", holder, "1", "--token", "XYZ"]) == 2
     assert "unknown token 'XYZ'" in capsys.readouterr().err
-    assert main(["fund", holder, "0.0000001", "--token", "USDX"]) == 1
+    assert main(["fund", holder, "0.0000001", "--token", "USDX"]) == 2
     assert "finer than 6 decimals" in capsys.readouterr().err
-    assert main(["fund", "0xnot-an-address", "1", "--token", "USDX"]) == 1
+    assert main(["fund", "0xnot-an-address", "1", "--token", "USDX"]) == 2
     assert main(["fund", holder, "1", "--token", "USDX", "--chain", "http://127.0.0.1:1"]) == 1
-    assert "unreachable" in capsys.readouterr().err
+    assert "no node answers at" in capsys.readouterr().err
 
 
 # -- wallet ----------------------------------------------------------------------------------
@@ -174,7 +178,12 @@ def test_a_wrong_password_is_a_clear_error(
 ) -> None:
     wallet(world, env, usdx="0")
     monkeypatch.setenv("AGENT_PAY_KEYSTORE_PASSWORD", "not the password")
-    assert main(["wallet", "address"]) == 1
+    assert main(["wallet", "address"]) == 0  # the address is public: no password needed
+    capsys.readouterr()
+    assert (
+        main(["read", url(world, "why-micropayments-failed"), "--max-price", "1", "--budget", "1"])
+        == 1
+    )
     err = capsys.readouterr().err
     assert "wrong password" in err
     assert "Traceback" not in err
@@ -266,14 +275,14 @@ def test_read_needs_limits_a_key_and_a_node(
     world: World, env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = url(world, "why-micropayments-failed")
-    assert main(["read", target]) == 1
+    assert main(["read", target]) == 2
     assert "--max-price" in capsys.readouterr().err
     assert main(["read", target, "--max-price", "1", "--budget", "1"]) == 1
     assert "agent-pay wallet new" in capsys.readouterr().err
     monkeypatch.setenv("AGENT_PAY_PRIVATE_KEY", "0x" + "11" * 32)
     dead = f"http://127.0.0.1:{free_port()}"
     assert main(["read", target, "--max-price", "1", "--budget", "1", "--chain", dead]) == 1
-    assert "unreachable" in capsys.readouterr().err
+    assert "no node answers at" in capsys.readouterr().err
 
 
 # -- serve and read by payment channel -------------------------------------------------------
@@ -284,7 +293,7 @@ SERVER_GAS_INDEX = 6  # the subprocess server's own gas payer: no nonce shared w
 def test_serve_offers_only_what_it_can_settle(
     world: World, env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["serve", "--schemes", "exact,bogus"]) == 1
+    assert main(["serve", "--schemes", "exact,bogus"]) == 2
     assert "unknown scheme(s) bogus" in capsys.readouterr().err
     remote = ["serve", "--schemes", "channel", "--facilitator-url", "http://127.0.0.1:1"]
     assert main(remote) == 1
@@ -314,7 +323,11 @@ def test_read_pays_by_channel_and_serve_claims_on_sigterm(
     server = subprocess.Popen(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "agent_pay.cli", *serve],
         cwd=env,
-        env={**environ, "AGENT_PAY_FACILITATOR_KEY": gas_key},
+        env={
+            **environ,
+            "AGENT_PAY_FACILITATOR_KEY": gas_key,
+            "AGENT_PAY_HOME": str(env / ".agent-pay"),
+        },
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -350,8 +363,10 @@ def test_read_pays_by_channel_and_serve_claims_on_sigterm(
         assert (env / ".agent-pay/server/channels/channels.sqlite").is_file()
         assert main(["channels", "list"]) == 0
         listed = capsys.readouterr().out
-        assert f"{opened[1]} payee={payee}" in listed
-        assert f"chain: open deposit=1000000 claimed={2 * price}" in listed
+        assert f"{opened[1]}  [open]" in listed
+        assert f"payee     {payee}" in listed
+        claimed = format(price * 2 / 10**6, "g")
+        assert f"on chain  open, deposit 1 USDX, claimed {claimed} USDX" in listed
     finally:
         stop_process(server)
 

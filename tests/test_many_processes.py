@@ -18,13 +18,14 @@ import httpx
 import pytest
 
 from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.node.anvil import free_port, stop_process, wait_for_rpc
 from agent_pay.node.deployment import find_stablecoins
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.signing import LocalSigner
-from agent_pay.stack import FACILITATOR_SERVICE_INDEX, sample_articles_dir
+from agent_pay.stack import sample_articles_dir
 
 AGENTS = 10
 SLUGS = ("why-micropayments-failed", "reading-a-vyper-contract")  # 0.1 + 0.25 USDX

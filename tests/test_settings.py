@@ -116,3 +116,27 @@ def test_bad_values_name_the_setting_without_echoing_secrets(tmp_path: Path) -> 
 def test_unrelated_environment_is_ignored() -> None:
     settings = load_settings(environ={"AGENT_PAY_ANVIL": "/bin/true", "HOME": "/root"})
     assert settings == Settings()
+
+
+def test_state_lives_under_one_home(tmp_path: Path) -> None:
+    settings = load_settings(environ={"AGENT_PAY_HOME": str(tmp_path)})
+    assert settings.home == tmp_path
+    assert settings.keystore == tmp_path / "wallet.json"
+    assert settings.receipts_dir == tmp_path / "receipts"
+    assert settings.channels_dir == tmp_path / "channels"
+    assert settings.data_dir == tmp_path / "node"
+    assert settings.server_dir == tmp_path / "server"
+    # A path given on its own is kept; the others still derive from the home.
+    flagged = load_settings(
+        {"keystore": tmp_path / "other.json"}, environ={"AGENT_PAY_HOME": str(tmp_path)}
+    )
+    assert flagged.keystore == tmp_path / "other.json"
+    assert flagged.receipts_dir == tmp_path / "receipts"
+    # Without AGENT_PAY_HOME: the platform's per-user data directory, never the shell's cwd.
+    assert load_settings(environ={}).home.is_absolute()
+
+
+def test_ports_and_ids_out_of_range_are_refused() -> None:
+    for name, value in (("port", "99999"), ("node_port", "0"), ("chain_id", "0")):
+        with pytest.raises(ConfigurationError, match=name):
+            load_settings(environ={f"AGENT_PAY_{name.upper()}": value})

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent_pay.bench.progress import Progress
-from agent_pay.bench.run import DEFAULT_SLUG, BenchConfig, run_bench
-from agent_pay.bench.schemes import SchemeUnavailableError, expand_schemes, unavailable_reason
-from agent_pay.bench.text import render_bench
+from agent_pay.bench.config import DEFAULT_SLUG, BenchConfig
+
+# The benchmark's own modules (py-evm, the server, the load generator) load when it runs.
 
 __all__ = ["main", "register"]
 
@@ -29,10 +28,33 @@ runs in its own process (one uvicorn worker); the load comes from another proces
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _check_slug(slug: str) -> str | None:
+    """Why `slug` cannot be benchmarked (the benchmark serves the sample articles), or None."""
+    from agent_pay.stack import sample_articles_dir
+
+    articles = sorted(p.stem for p in sample_articles_dir().glob("*.md"))
+    if slug in articles:
+        return None
+    return f"--slug: no article {slug!r}; the samples are {', '.join(articles)}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,14 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="payment scheme(s) to measure; 'both' runs what is available (default)",
     )
-    parser.add_argument("--quick", action="store_true", help="small counts: under a minute")
+    parser.add_argument("--quick", action="store_true", help="small counts: about 20 s")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--free-requests", type=_positive, help="free-preview reads under load")
     parser.add_argument("--paid-requests", type=_positive, help="paid reads under load, per scheme")
     parser.add_argument("--unloaded-requests", type=_positive, help="reads on one connection")
     parser.add_argument("--concurrency", type=_positive, help="connections under load (16)")
     parser.add_argument("--agents", type=_positive, help="distinct paying agents (100)")
-    parser.add_argument("--phase-seconds", type=float, help="time cap per phase (60)")
+    parser.add_argument("--phase-seconds", type=_seconds, help="time cap per phase (60)")
     parser.add_argument("--mining-batch", type=_positive, help="settlements mined in one block")
     parser.add_argument("--stock-requests", type=_positive, help="paid reads on stock x402")
     parser.add_argument("--no-stock", action="store_true", help="skip the stock x402 comparison")
@@ -58,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    from agent_pay.bench.schemes import SchemeUnavailableError, expand_schemes, unavailable_reason
+
     schemes = expand_schemes(args.scheme)
     if args.scheme != "both":
         reason = unavailable_reason(schemes[0])
@@ -85,6 +109,17 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent_pay.bench.progress import Progress
+    from agent_pay.bench.run import run_bench
+    from agent_pay.bench.schemes import SchemeUnavailableError
+    from agent_pay.bench.text import render_bench
+
+    problem = _check_slug(args.slug)
+    if problem is None and args.json is not None and not _writable(args.json):
+        problem = f"--json: cannot write {args.json}"
+    if problem is not None:
+        print(f"agent-pay bench: {problem}", file=sys.stderr)
+        return 2
     try:
         config = config_from_args(args)
     except SchemeUnavailableError as exc:
@@ -97,6 +132,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         print(f"\nall figures written to {args.json}")
     return 0 if all(report["checks"].values()) else 1
+
+
+def _writable(path: Path) -> bool:
+    """Whether `path` can be written, checked before a run of minutes rather than after."""
+    import os
+
+    parent = path.parent if str(path.parent) else Path()
+    if path.is_dir():
+        return False
+    return parent.is_dir() and os.access(parent, os.W_OK)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

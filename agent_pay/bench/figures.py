@@ -89,17 +89,22 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     gas_ratio = None
     if channel and exact and exact["gas_per_read"]:
         gas_ratio = _ratio(channel["gas_per_read"], exact["gas_per_read"])
+    stated = 1_000  # the target's reads per channel: fewer spread the opening over fewer
+    comparable = bool(channel) and channel["reads_per_channel"] >= stated
+    note = pending
+    if channel:
+        note = (
+            f"measured at {channel['reads_per_channel']:,} reads per channel, opening "
+            "deposit and claims included"
+        )
+        if not comparable:
+            note += f"; not checked: the target is stated at {stated:,} (a full run reaches it)"
     targets.append(
         {
-            "target": "channel gas per read (1,000 reads per channel) <= 1% of exact's",
+            "target": f"channel gas per read ({stated:,} reads per channel) <= 1% of exact's",
             "value": gas_ratio,
-            "met": None if gas_ratio is None else gas_ratio <= 0.01,
-            "note": (
-                f"measured at {channel['reads_per_channel']:,} reads per channel, opening "
-                "deposit and claims included"
-                if channel
-                else pending
-            ),
+            "met": None if gas_ratio is None or not comparable else gas_ratio <= 0.01,
+            "note": note,
         }
     )
     unloaded = report["unloaded"]

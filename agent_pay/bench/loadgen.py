@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent_pay.bench.children import sigint_ignored
+
 __all__ = ["LatencySummary", "LoadResult", "run_load", "summarize_latencies"]
 
 Headers = dict[str, str]
@@ -296,7 +298,8 @@ def run_load(
         name="agent-pay-loadgen",
         daemon=True,
     )
-    proc.start()
+    with sigint_ignored():  # Ctrl-C is the parent's to handle: it stops this child
+        proc.start()
     limit = time.monotonic() + max_seconds + _STARTUP_TIMEOUT
     try:
         while True:
@@ -316,6 +319,9 @@ def run_load(
             else:
                 result: LoadResult = value
                 return result
+    except BaseException:
+        proc.terminate()  # interrupted, or failed: its result is no use now
+        raise
     finally:
         proc.join(timeout=10)
         if proc.is_alive():

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_pay.assets import Asset
+from agent_pay.bench.children import sigint_ignored
 
 __all__ = ["BenchServer", "MemoryReading", "SettlementInfo", "read_memory"]
 
@@ -202,7 +203,8 @@ class BenchServer:
         self._proc = self._ctx.Process(
             target=_child, args=(child, self.schemes), name="agent-pay-bench-server", daemon=True
         )
-        self._proc.start()
+        with sigint_ignored():  # Ctrl-C is the parent's to handle: it stops this child
+            self._proc.start()
         child.close()
         self._conn = parent
         if not parent.poll(_START_TIMEOUT):

@@ -36,12 +36,12 @@ from x402.schemas import AssetAmount
 
 from agent_pay.chain.base import Chain, ContractRevertError
 from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import STOCK_FACILITATOR_INDEX
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.stack import Stack
 
 __all__ = ["STOCK_FACILITATOR_INDEX", "ChainFacilitatorSigner", "create_stock_app"]
 
-STOCK_FACILITATOR_INDEX = 2
 """Throwaway dev account that pays the stock facilitator's gas (ours uses #1): separate nonces."""
 
 _STOCK_GAS_LIMIT = 500_000  # FacilitatorWeb3Signer's default transaction gas limit

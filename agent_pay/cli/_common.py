@@ -8,36 +8,38 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TextIO
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, TextIO
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-
-from agent_pay.chain.channel import ChannelManager
-from agent_pay.chain.devkeys import dev_account
-from agent_pay.chain.rpc import JsonRpcChain
-from agent_pay.chain.stablecoin import Stablecoin
+from agent_pay.chain.dev_roles import FACILITATOR_INDEX, FACILITATOR_SERVICE_INDEX
 from agent_pay.errors import ConfigurationError
-from agent_pay.node.deployment import (
-    DEPLOYER_INDEX,
-    find_channel_manager,
-    find_stablecoins,
-    is_dev_chain,
-)
 from agent_pay.settings import Settings
-from agent_pay.stack import FACILITATOR_INDEX, FACILITATOR_SERVICE_INDEX
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from agent_pay.chain.channel import ChannelManager
+    from agent_pay.chain.rpc import JsonRpcChain
+    from agent_pay.chain.stablecoin import Stablecoin
 
 __all__ = [
     "FACILITATOR_INDEX",
     "FACILITATOR_SERVICE_INDEX",
     "Command",
+    "UsageError",
     "add_chain_flags",
     "add_grace_period_flag",
+    "address_arg",
+    "amount_arg",
     "channel_manager_on",
     "connect",
     "describe_seconds",
     "facilitator_account",
+    "non_negative_int",
     "owner_account",
+    "port_arg",
+    "positive_float",
+    "positive_int",
     "say",
     "tokens_on",
     "wait_for_shutdown",
@@ -45,6 +47,73 @@ __all__ = [
 
 Command = Callable[[argparse.Namespace, Settings], int]
 """What a subcommand runs: the parsed flags and the settings; returns the exit code."""
+
+
+class UsageError(ConfigurationError):
+    """The command line asks for something that cannot be: exit 2, like argparse's errors."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def port_arg(text: str) -> int:
+    """A TCP port, 1-65535 (0 would mean "any free one", which nobody could then find)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
+    return value
+
+
+def amount_arg(text: str) -> str:
+    """An amount in a token's units: a non-negative decimal, kept as text for the token to
+    parse with its own decimals."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"expected an amount such as 0.25, got {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative amount, got {text!r}")
+    return text
+
+
+def address_arg(text: str) -> str:
+    """A 0x-hex address of 20 bytes, checksummed if it is mixed-case."""
+    from agent_pay.protocol.base import normalize_address
+
+    try:
+        return normalize_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an address ({exc}): {text!r}") from None
 
 
 def say(text: str = "", out: TextIO | None = None) -> None:
@@ -69,7 +138,7 @@ def add_chain_flags(parser: argparse.ArgumentParser, *, tokens: bool = True) -> 
 def add_grace_period_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channel-grace-period",
-        type=int,
+        type=positive_int,
         metavar="SECONDS",
         help="a new channel contract's close grace period (86400; AGENT_PAY_CHANNEL_GRACE_PERIOD)",
     )
@@ -77,18 +146,36 @@ def add_grace_period_flag(parser: argparse.ArgumentParser) -> None:
 
 def connect(settings: Settings) -> JsonRpcChain:
     """The node at `chain_url`; fails early and clearly if it does not answer."""
+    from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError
+
     chain = JsonRpcChain(settings.chain_url, timeout=settings.rpc_timeout)
-    _ = chain.chain_id  # one round trip now rather than a confusing error later
+    try:
+        _ = chain.chain_id  # one round trip now rather than a confusing error later
+    except NodeUnavailableError as exc:
+        chain.close()
+        cause = exc.__cause__ or exc
+        hint = (
+            "start one with `agent-pay node` in another terminal"
+            if settings.chain_url == Settings.model_fields["chain_url"].default
+            else "is it running? (--chain URL or AGENT_PAY_CHAIN_URL names another)"
+        )
+        raise ConfigurationError(
+            f"no node answers at {settings.chain_url} ({cause}): {hint}"
+        ) from None
     return chain
 
 
 def tokens_on(chain: JsonRpcChain, settings: Settings) -> dict[str, Stablecoin]:
+    from agent_pay.node.deployment import find_stablecoins
+
     return find_stablecoins(chain, settings.tokens)
 
 
 def channel_manager_on(chain: JsonRpcChain, settings: Settings) -> ChannelManager | None:
     """The channel contract `channel_manager` names, or on a dev chain the one at the default
     address; None if there is none (only when no address was given)."""
+    from agent_pay.node.deployment import find_channel_manager
+
     return find_channel_manager(chain, settings.channel_manager)
 
 
@@ -102,6 +189,8 @@ def describe_seconds(seconds: int) -> str:
 
 
 def _account(key: str, what: str) -> LocalAccount:
+    from eth_account import Account
+
     try:
         account: LocalAccount = Account.from_key(key)
     except Exception:
@@ -115,6 +204,9 @@ def facilitator_account(
     """The key that pays settlement gas, and how to describe it. On a dev chain without a key
     set, throwaway dev account `dev_index`: `serve` and `facilitator` default to different
     ones, so that the two never clash over one account's nonces."""
+    from agent_pay.chain.devkeys import dev_account
+    from agent_pay.node.deployment import is_dev_chain
+
     if settings.facilitator_key is not None:
         key = settings.facilitator_key.get_secret_value()
         return _account(key, "AGENT_PAY_FACILITATOR_KEY"), "AGENT_PAY_FACILITATOR_KEY"
@@ -128,6 +220,9 @@ def facilitator_account(
 
 def owner_account(settings: Settings, chain: JsonRpcChain) -> tuple[LocalAccount, str]:
     """The tokens' owner (deploys, mints), and how to describe it."""
+    from agent_pay.chain.devkeys import dev_account
+    from agent_pay.node.deployment import DEPLOYER_INDEX, is_dev_chain
+
     if settings.owner_key is not None:
         key = settings.owner_key.get_secret_value()
         return _account(key, "AGENT_PAY_OWNER_KEY"), "AGENT_PAY_OWNER_KEY"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from agent_pay.assets import format_amount, parse_amount
-from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
-from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.cli._common import (
+    UsageError,
     add_chain_flags,
     add_grace_period_flag,
+    address_arg,
+    amount_arg,
     connect,
     describe_seconds,
     owner_account,
@@ -18,18 +18,10 @@ from agent_pay.cli._common import (
     tokens_on,
 )
 from agent_pay.errors import ConfigurationError
-from agent_pay.node.deployment import (
-    DEPLOYER_INDEX,
-    DEV_CHANNEL_MANAGER_ADDRESS,
-    DEV_TOKEN_ADDRESSES,
-    deploy_channel_manager,
-    deploy_default_stablecoins,
-    find_channel_manager,
-    find_stablecoins,
-    is_dev_chain,
-)
-from agent_pay.protocol.base import normalize_address
 from agent_pay.settings import Settings
+
+if TYPE_CHECKING:
+    from agent_pay.chain.rpc import JsonRpcChain
 
 __all__ = ["register"]
 
@@ -42,6 +34,17 @@ def deploy(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _deploy(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    from agent_pay.chain.contract import Transactor
+    from agent_pay.node.deployment import (
+        DEV_CHANNEL_MANAGER_ADDRESS,
+        DEV_TOKEN_ADDRESSES,
+        deploy_channel_manager,
+        deploy_default_stablecoins,
+        find_channel_manager,
+        find_stablecoins,
+        is_dev_chain,
+    )
+
     account, who = owner_account(settings, chain)
     owner = Transactor(chain, account)
     uses_dev_owner = is_dev_chain(chain) and owner.address == _dev_owner_address()
@@ -80,7 +83,10 @@ def fund(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _fund(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
-    address = _address(args.address)
+    from agent_pay.assets import format_amount
+    from agent_pay.chain.contract import Transactor
+
+    address = args.address
     account, who = owner_account(settings, chain)
     owner = Transactor(chain, account)
     if args.token == NATIVE:
@@ -93,12 +99,12 @@ def _fund(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> 
         return 0
     tokens = tokens_on(chain, settings)
     if args.token not in tokens:
-        raise ConfigurationError(f"unknown token {args.token!r}; known: {', '.join(tokens)}, ETH")
+        raise UsageError(f"unknown token {args.token!r}; known: {', '.join(tokens)}, ETH")
     token = tokens[args.token]
     try:
         atomic = token.asset.parse(args.amount)
     except ValueError as exc:
-        raise ConfigurationError(f"amount: {exc}") from None
+        raise UsageError(f"amount: {exc}") from None
     token.mint(owner, address, atomic)
     say(f"minted {token.asset.format(atomic)} to {address} (as {who})")
     say(f"{address} now holds {token.asset.format(token.balance_of(address))}")
@@ -106,21 +112,19 @@ def _fund(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> 
 
 
 def _dev_owner_address() -> str:
+    from agent_pay.chain.devkeys import dev_account
+    from agent_pay.node.deployment import DEPLOYER_INDEX
+
     return str(dev_account(DEPLOYER_INDEX).address)
 
 
-def _address(text: str) -> str:
-    try:
-        return normalize_address(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"address: {exc}") from None
-
-
 def _wei(amount: str) -> int:
+    from agent_pay.assets import parse_amount
+
     try:
         return parse_amount(amount, 18)
     except ValueError as exc:
-        raise ConfigurationError(f"amount: {exc}") from None
+        raise UsageError(f"amount: {exc}") from None
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,8 +144,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         "fund", help="mint a stablecoin (or send ETH) to an address, as the token owner"
     )
-    parser.add_argument("address", help="who receives it")
-    parser.add_argument("amount", help="in the token's units, e.g. 5 or 0.25")
+    parser.add_argument("address", type=address_arg, help="who receives it")
+    parser.add_argument("amount", type=amount_arg, help="in the token's units, e.g. 5 or 0.25")
     parser.add_argument(
         "--token", required=True, metavar="SYMBOL", help="USDX, CNYX, ... or ETH (gas money)"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from agent_pay.cli._common import non_negative_int
 from agent_pay.settings import Settings
 
 __all__ = ["register"]
@@ -12,7 +13,7 @@ __all__ = ["register"]
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from agent_pay.demo import run_demo
 
-    run_demo(max_reads=args.max_reads)
+    run_demo(max_reads=args.max_reads, verbose=args.verbose)
     return 0
 
 
@@ -20,5 +21,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         "demo", help="run chain, server and agents on 127.0.0.1 and tell the story"
     )
-    parser.add_argument("--max-reads", type=int, default=3, help="articles each agent may buy")
+    parser.add_argument(
+        "--max-reads",
+        type=non_negative_int,
+        default=3,
+        help="articles each agent may buy (3)",
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="also show the x402 headers (PAYMENT-REQUIRED, -SIGNATURE, -RESPONSE), decoded",
+    )
     parser.set_defaults(run=run)

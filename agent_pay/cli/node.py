@@ -6,24 +6,27 @@ import argparse
 import ipaddress
 from pathlib import Path
 
-from agent_pay.chain.devkeys import dev_accounts
 from agent_pay.cli._common import (
     FACILITATOR_INDEX,
     FACILITATOR_SERVICE_INDEX,
     add_grace_period_flag,
     describe_seconds,
+    port_arg,
+    positive_int,
     say,
     wait_for_shutdown,
 )
-from agent_pay.node.deployment import DEPLOYER_INDEX
-from agent_pay.node.methods import DEFAULT_GAS_CAP
-from agent_pay.node.node import DEV_FUNDS, Node
 from agent_pay.settings import Settings
 
 __all__ = ["register"]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from agent_pay.chain.dev_roles import DEPLOYER_INDEX
+    from agent_pay.chain.devkeys import dev_accounts
+    from agent_pay.node.methods import DEFAULT_GAS_CAP
+    from agent_pay.node.node import DEV_FUNDS, Node
+
     data_dir: Path | None = None if args.ephemeral else settings.data_dir
     with (
         Node.open(
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             chain_id=settings.chain_id,
             fsync=args.fsync,
             channel_grace_period=settings.channel_grace_period,
-            gas_cap=args.rpc_gas_cap,
+            gas_cap=DEFAULT_GAS_CAP if args.rpc_gas_cap is None else args.rpc_gas_cap,
         ) as node,
         node.serve(settings.node_host, settings.node_port) as url,
     ):
@@ -92,22 +95,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         "node", help="run a local chain over Ethereum JSON-RPC, kept in a data directory"
     )
-    parser.add_argument("--data-dir", type=Path, help="where the chain is kept (.agent-pay/node)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="where the chain is kept ($AGENT_PAY_HOME/node)"
+    )
     parser.add_argument(
         "--ephemeral", action="store_true", help="keep nothing on disk (ignore --data-dir)"
     )
     parser.add_argument("--host", dest="node_host", help="interface to listen on (127.0.0.1)")
-    parser.add_argument("--port", dest="node_port", type=int, help="JSON-RPC port (8545)")
-    parser.add_argument("--chain-id", type=int, help="chain id of a new chain (31337)")
+    parser.add_argument("--port", dest="node_port", type=port_arg, help="JSON-RPC port (8545)")
+    parser.add_argument("--chain-id", type=positive_int, help="chain id of a new chain (31337)")
     parser.add_argument(
         "--fsync", action="store_true", help="force each block to disk (survives power loss)"
     )
     parser.add_argument(
         "--rpc-gas-cap",
-        type=int,
-        default=DEFAULT_GAS_CAP,
+        type=positive_int,
         metavar="GAS",
-        help=f"most gas eth_call and eth_estimateGas run with ({DEFAULT_GAS_CAP:,})",
+        help="most gas eth_call and eth_estimateGas run with (50,000,000)",
     )
     add_grace_period_flag(parser)
     parser.set_defaults(run=run)

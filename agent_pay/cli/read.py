@@ -11,6 +11,10 @@ the first read from a payee deposits AMOUNT (gasless: the server submits the sig
 later reads from that payee, in this run or a later one, sign one voucher each and send no
 transaction. The channels are kept in `channels_dir`; what a deposit has not yet paid for counts
 against `--budget` until the channel is closed (`agent-pay channels close|withdraw`).
+
+Each URL is read in turn; one that fails (refused, over the policy, not found, the server down)
+is reported on one line with the server's reason, and the others are still read. The exit code
+is the worst: 2 if any payment was refused, else 1 if any read failed, else 0.
 """
 
 from __future__ import annotations
@@ -19,28 +23,30 @@ import argparse
 import getpass
 import json
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from agent_pay.chain.rpc import JsonRpcChain
-from agent_pay.chain.stablecoin import Stablecoin
-from agent_pay.cli._common import add_chain_flags, connect, say, tokens_on
-from agent_pay.client.auth import PaymentAuth, PaymentRecord
-from agent_pay.client.channel_store import ClientChannelStore
-from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
-from agent_pay.client.policy import SpendingPolicy
-from agent_pay.client.receipts import ReceiptStore
-from agent_pay.errors import (
-    ConfigurationError,
-    NoAcceptableOfferError,
-    PolicyViolationError,
+from agent_pay.cli._common import (
+    UsageError,
+    add_chain_flags,
+    amount_arg,
+    connect,
+    positive_float,
+    say,
+    tokens_on,
 )
-from agent_pay.protocol import PaymentRequired
-from agent_pay.protocol.channel import CHANNEL_EXTENSION, CHANNEL_SCHEME
-from agent_pay.protocol.codec import PAYMENT_REQUIRED_HEADER, decode_header
 from agent_pay.settings import Settings
-from agent_pay.signing import Signer
-from agent_pay.wallet import signer_from_settings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from agent_pay.chain.rpc import JsonRpcChain
+    from agent_pay.chain.stablecoin import Stablecoin
+    from agent_pay.client.auth import PaymentAuth, PaymentRecord
+    from agent_pay.client.channels import ChannelClientScheme
+    from agent_pay.client.policy import SpendingPolicy
+    from agent_pay.client.receipts import ReceiptStore
+    from agent_pay.signing import Signer
 
 __all__ = ["register"]
 
@@ -66,7 +72,10 @@ def _content(response: httpx.Response) -> str:
 
 
 def _refusal(response: httpx.Response) -> str:
-    """Why a server still says 402 after we paid."""
+    """Why a server said no: the reason in its body, its 402 challenge, or `Retry-After`."""
+    from agent_pay.protocol import PaymentRequired
+    from agent_pay.protocol.codec import PAYMENT_REQUIRED_HEADER, decode_header
+
     reason = ""
     header = response.headers.get(PAYMENT_REQUIRED_HEADER)
     if header:
@@ -76,23 +85,44 @@ def _refusal(response: httpx.Response) -> str:
             reason = ""
     try:
         body = response.json()
-        message = body.get("message") or body.get("error") or "" if isinstance(body, dict) else ""
     except ValueError:
-        message = ""
-    return "; ".join(filter(None, [str(message), reason])) or "no reason given"
+        body = None
+    message = ""
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("detail") or body.get("error") or ""
+        if body.get("reason") and body.get("reason") != message:
+            message = f"{message} [{body['reason']}]" if message else str(body["reason"])
+    elif response.text.strip() and len(response.text) < 200:
+        message = response.text.strip()
+    retry = response.headers.get("retry-after")
+    later = f"retry after {retry} s" if retry else ""
+    parts = [str(message), reason if reason != message else "", later]
+    return "; ".join(filter(None, parts)) or "no reason given"
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.max_price is None or settings.budget is None:
-        raise ConfigurationError(
+        raise UsageError(
             "say what you will pay: --max-price (per resource) and --budget (in all), "
             "or AGENT_PAY_MAX_PRICE / AGENT_PAY_BUDGET"
+        )
+    if settings.channel_deposit is not None and settings.channel_deposit > settings.budget:
+        raise UsageError(
+            f"--channel-deposit {settings.channel_deposit} is more than --budget "
+            f"{settings.budget}: no channel could open (lower the deposit or raise the budget)"
         )
     with connect(settings) as chain:
         return _run(args, settings, chain)
 
 
 def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    import httpx
+
+    from agent_pay.client.policy import SpendingPolicy
+    from agent_pay.client.receipts import ReceiptStore
+    from agent_pay.errors import NoAcceptableOfferError, PolicyViolationError
+    from agent_pay.wallet import signer_from_settings
+
     assert settings.max_price is not None
     assert settings.budget is not None
     signer = signer_from_settings(settings, _ask if sys.stdin.isatty() else None)
@@ -100,9 +130,7 @@ def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> i
     chosen = args.token or list(tokens)
     unknown = [s for s in chosen if s not in tokens]
     if unknown:
-        raise ConfigurationError(
-            f"unknown token(s) {', '.join(unknown)}; known: {', '.join(tokens)}"
-        )
+        raise UsageError(f"unknown token(s) {', '.join(unknown)}; known: {', '.join(tokens)}")
     policy = SpendingPolicy.per_token(
         [tokens[s].asset for s in chosen],
         max_per_payment=settings.max_price,
@@ -112,26 +140,37 @@ def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> i
     paid: list[PaymentRecord] = []
     receipts = ReceiptStore.open(settings.receipts_dir)  # re-reads of bought articles are free
     auth, channels = _auth(settings, signer, policy, [tokens[s] for s in chosen], paid, receipts)
+    refused = failed = 0
     with httpx.Client(auth=auth, timeout=args.timeout) as http:
         for url in args.urls:
             before = len(paid)
             try:
                 response = http.get(url)
             except (PolicyViolationError, NoAcceptableOfferError) as exc:
-                say(f"agent-pay read: not paying for {url}: {exc.message}", sys.stderr)
-                return EXIT_REFUSED
+                why = exc.message + _locked_note(exc.message, channels, assets)
+                say(f"agent-pay read: not paying for {url}: {why}", sys.stderr)
+                refused += 1
+                continue
             except httpx.HTTPError as exc:
-                raise ConfigurationError(f"cannot fetch {url}: {exc}") from None
+                say(f"agent-pay read: cannot fetch {url}: {_http_error(exc)}", sys.stderr)
+                failed += 1
+                continue
             if response.status_code == 402:
                 say(
                     f"agent-pay read: {url} refused the payment: {_refusal(response)} "
                     f"(nothing was charged)",
                     sys.stderr,
                 )
-                return EXIT_REFUSED
+                refused += 1
+                continue
             if response.status_code >= 400:
-                say(f"agent-pay read: {url} answered HTTP {response.status_code}", sys.stderr)
-                return 1
+                say(
+                    f"agent-pay read: {url} answered HTTP {response.status_code} "
+                    f"{response.reason_phrase}: {_refusal(response)}",
+                    sys.stderr,
+                )
+                failed += 1
+                continue
             for record in paid[before:]:
                 asset = assets.get((record.offer.network, record.offer.asset))
                 price = asset.format(record.offer.amount) if asset else str(record.offer.amount)
@@ -143,7 +182,42 @@ def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> i
             if len(paid) == before:
                 say(f"agent-pay read: {url} was free", sys.stderr)
             say(_content(response))
+    if refused or failed:
+        total = len(args.urls)
+        if total > 1:
+            done = total - refused - failed
+            say(
+                f"agent-pay read: read {done} of {total} URLs ({refused} refused, {failed} failed)",
+                sys.stderr,
+            )
+        return EXIT_REFUSED if refused else 1
     return 0
+
+
+def _http_error(exc: httpx.HTTPError) -> str:
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out (--timeout SECONDS to wait longer)"
+    if isinstance(exc, httpx.ConnectError):
+        return f"nothing answers there ({exc}); is `agent-pay serve` running?"
+    return str(exc) or type(exc).__name__
+
+
+def _locked_note(
+    message: str, channels: ChannelClientScheme | None, assets: dict[tuple[str, str], Any]
+) -> str:
+    """Where the budget went, when a payment exceeds what is left of it."""
+    if channels is None or "remaining budget" not in message:
+        return ""
+    held = [(key, channels.locked(key)) for key in assets]
+    locked = [assets[key].format(amount) for key, amount in held if amount > 0]
+    if not locked:
+        return ""
+    return (
+        f" ({', '.join(locked)} of the budget is locked in channel deposits until they are "
+        f"closed: agent-pay channels list)"
+    )
 
 
 def _auth(
@@ -155,6 +229,10 @@ def _auth(
     receipts: ReceiptStore,
 ) -> tuple[PaymentAuth, ChannelClientScheme | None]:
     """Pays "exact"; with a channel deposit, by channel first."""
+    from agent_pay.client.auth import PaymentAuth
+    from agent_pay.client.channel_store import ClientChannelStore
+    from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
+
     if settings.channel_deposit is None:
         return PaymentAuth(signer, policy, on_payment=paid.append, receipts=receipts), None
     deposits = {}
@@ -162,7 +240,7 @@ def _auth(
         try:
             deposits[token.address] = token.asset.parse(settings.channel_deposit)
         except ValueError as exc:
-            raise ConfigurationError(f"--channel-deposit: {exc}") from None
+            raise UsageError(f"--channel-deposit: {exc}") from None
     channels = ChannelClientScheme(
         signer,
         policy,
@@ -175,7 +253,14 @@ def _auth(
 
 def _how(record: PaymentRecord, channels: ChannelClientScheme | None) -> str:
     """How a payment was made: a transaction, or a voucher on a channel."""
+    from agent_pay.protocol.channel import CHANNEL_EXTENSION, CHANNEL_SCHEME
+
     offer = record.offer
+    if channels is not None and offer.scheme != CHANNEL_SCHEME:
+        return (
+            f"(tx {record.transaction}; exact, not by channel: the server offers none, or a "
+            f"deposit does not fit the budget left or the server's minimum)"
+        )
     if offer.scheme != CHANNEL_SCHEME or channels is None:
         return f"(tx {record.transaction})"
     statement = (record.settlement.extensions or {}).get(CHANNEL_EXTENSION) or {}
@@ -195,29 +280,41 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("urls", nargs="+", metavar="URL", help="what to read")
     parser.add_argument(
-        "--max-price", help="most to pay for one URL, in token units (AGENT_PAY_MAX_PRICE)"
+        "--max-price",
+        type=amount_arg,
+        help="most to pay for one URL, in token units (AGENT_PAY_MAX_PRICE)",
     )
-    parser.add_argument("--budget", help="most to pay in all, per token (AGENT_PAY_BUDGET)")
+    parser.add_argument(
+        "--budget", type=amount_arg, help="most to pay in all, per token (AGENT_PAY_BUDGET)"
+    )
     parser.add_argument(
         "--token",
         action="append",
         metavar="SYMBOL",
         help="pay only in this token (repeatable; default: any known one)",
     )
-    parser.add_argument("--keystore", help="the wallet to pay from (.agent-pay/wallet.json)")
+    parser.add_argument(
+        "--keystore", type=Path, help="the wallet to pay from ($AGENT_PAY_HOME/wallet.json)"
+    )
     parser.add_argument(
         "--receipts-dir",
-        help="receipts of what was bought, for free re-reads (.agent-pay/receipts)",
+        type=Path,
+        help="receipts of what was bought, for free re-reads ($AGENT_PAY_HOME/receipts)",
     )
     parser.add_argument(
         "--channel-deposit",
         metavar="AMOUNT",
+        type=amount_arg,
         help="pay by payment channel where offered, depositing AMOUNT (token units) with a "
         "payee on the first read; it counts against --budget until closed (default: exact)",
     )
     parser.add_argument(
-        "--channels-dir", help="where the payment channels are kept (.agent-pay/channels)"
+        "--channels-dir",
+        type=Path,
+        help="where the payment channels are kept ($AGENT_PAY_HOME/channels)",
     )
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (60)")
+    parser.add_argument(
+        "--timeout", type=positive_float, default=60.0, help="seconds per request (60)"
+    )
     add_chain_flags(parser)
     parser.set_defaults(run=run)

@@ -22,6 +22,7 @@ from eth_utils import keccak, to_canonical_address, to_checksum_address
 from agent_pay.chain.base import Chain, ContractRevertError
 from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
 from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import DEPLOYER_INDEX
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.stablecoin import DEFAULT_STABLECOINS, Stablecoin, deploy_stablecoins
 from agent_pay.errors import ConfigurationError
@@ -40,7 +41,6 @@ __all__ = [
     "is_dev_chain",
 ]
 
-DEPLOYER_INDEX = 0  # throwaway dev account that deploys the default tokens and may mint them
 DEV_CHAIN_IDS = frozenset({31337, 1337})  # anvil/hardhat and ganache: local chains only
 
 

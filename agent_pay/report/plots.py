@@ -17,6 +17,25 @@ __all__ = ["PLOTS", "simulation_plots"]
 _COLORS = {"paid": "#2b6cb0", "unpaid": "#a0aec0", "accent": "#c05621", "ok": "#2f855a"}
 
 
+_OUTCOME_WORDS = {
+    "paid": "paid",
+    "reread": "re-read (free)",
+    "declined": "declined",
+    "over_cap": "over the cap",
+    "over_budget": "over budget",
+    "no_token": "no token held",
+    "error": "error",
+}
+"""The simulation's outcome keys, as a reader says them."""
+
+
+def _whole(axis: Any) -> None:
+    """Ticks at whole numbers only: counts of visits, agents, authors, days."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -41,6 +60,7 @@ def _revenue_by_author(report: dict[str, Any]) -> bytes:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.bar(range(1, len(revenue) + 1), revenue, color=_COLORS["paid"], width=1.0)
     ax.set_xlabel("authors, by revenue (rank)")
+    _whole(ax.xaxis)
     ax.set_ylabel("revenue (USD equivalent)")
     total = sum(revenue) or 1.0
     share, running = [], 0.0
@@ -65,6 +85,7 @@ def _agent_spend(report: dict[str, Any]) -> bytes:
     ax.axvline(mean, color=_COLORS["accent"], linestyle="--", label=f"mean {mean:.2f}")
     ax.set_xlabel("spent by one agent (USD equivalent)")
     ax.set_ylabel("agents")
+    _whole(ax.yaxis)
     ax.set_title(f"What {len(spend)} agents spent")
     ax.legend()
     fig.tight_layout()
@@ -87,6 +108,7 @@ def _daily(report: dict[str, Any]) -> bytes:
     ax.set_xlabel("day")
     ax.set_xticks(x)
     ax.set_ylabel("visits")
+    _whole(ax.yaxis)
     twin = ax.twinx()
     twin.plot(x, [d["gas"] / 1e6 for d in days], color=_COLORS["accent"], marker="o")
     twin.set_ylabel("gas used on chain (millions)", color=_COLORS["accent"])
@@ -117,6 +139,7 @@ def _latency(report: dict[str, Any]) -> bytes:
         ax.set_xscale("log")
         ax.set_xlabel("milliseconds (wall clock)")
         ax.set_ylabel("count")
+        _whole(ax.yaxis)
         ax.set_title(title)
         ax.legend()
     fig.suptitle(report["performance"]["latency_note"], fontsize=8)
@@ -158,10 +181,13 @@ def _outcomes(report: dict[str, Any]) -> bytes:
     names = ["paid", "reread", "declined", "over_cap", "over_budget", "no_token", "error"]
     names = [n for n in names if n in totals]
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.bar(names, [totals[n] for n in names], color=_COLORS["paid"])
+    ax.bar(
+        [_OUTCOME_WORDS.get(n, n) for n in names], [totals[n] for n in names], color=_COLORS["paid"]
+    )
     for i, name in enumerate(names):
         ax.text(i, totals[name], f"{totals[name]:,}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("visits")
+    _whole(ax.yaxis)
     ax.set_title(f"What became of {totals['visits']:,} visits")
     fig.tight_layout()
     return _png(fig)

@@ -16,12 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent_pay.bench.progress import Progress
-from agent_pay.bench.schemes import SchemeUnavailableError, unavailable_reason
-from agent_pay.simulate.engine import SimulationConfig, simulate
-from agent_pay.simulate.market import MarketSpec
-from agent_pay.simulate.results import CostAssumptions, summarize
-from agent_pay.simulate.text import render_simulation
+# The simulation's own modules (py-evm, the server, matplotlib) load when it runs.
 
 __all__ = ["main", "register", "write_outputs"]
 
@@ -35,9 +30,32 @@ with PNG plots and a self-contained HTML report. Deterministic for a seed.
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -57,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="the market's seed (%(default)s)")
     parser.add_argument(
         "--reads-per-day",
-        type=float,
+        type=_positive_number,
         default=10.0,
         help="mean visits per agent per day (%(default)s)",
     )
@@ -81,8 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="channel scheme: open one once this many reads from an author are expected; "
         "until then pay exact (%(default)s)",
     )
-    parser.add_argument("--gas-price-gwei", type=float, default=1.0, help="assumed (%(default)s)")
-    parser.add_argument("--eth-usd", type=float, default=3_000.0, help="assumed (%(default)s)")
+    parser.add_argument(
+        "--gas-price-gwei", type=_non_negative_number, default=1.0, help="assumed (%(default)s)"
+    )
+    parser.add_argument(
+        "--eth-usd", type=_non_negative_number, default=3_000.0, help="assumed (%(default)s)"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -166,7 +188,36 @@ def _collecting_less() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _cannot_write(out: Path, json_file: Path | None) -> str | None:
+    """Why the outputs could not be written, found before a run of minutes rather than after."""
+    import os
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        return f"--out: cannot write to {out}: {exc.strerror or exc}"
+    if json_file is not None:
+        parent = json_file.parent
+        if json_file.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+            return f"--json: cannot write {json_file}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    from agent_pay.bench.progress import Progress
+    from agent_pay.bench.schemes import SchemeUnavailableError, unavailable_reason
+    from agent_pay.simulate.engine import SimulationConfig, simulate
+    from agent_pay.simulate.market import MarketSpec
+    from agent_pay.simulate.results import CostAssumptions, summarize
+    from agent_pay.simulate.text import render_simulation
+
+    problem = _cannot_write(args.out, args.json)
+    if problem is not None:
+        print(f"agent-pay simulate: {problem}", file=sys.stderr)
+        return 2
     reason = unavailable_reason(args.scheme)
     if reason is not None:
         print(f"agent-pay simulate: {reason}", file=sys.stderr)

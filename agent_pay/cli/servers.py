@@ -1,0 +1,233 @@
+"""What `agent-pay serve` (the content server) and `agent-pay facilitator` (the facilitator
+service) run, against any node. Imported when one of them starts: `agent_pay.cli.serve` only
+registers their flags, so that `agent-pay --help` loads none of the server's modules."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp
+
+from agent_pay.assets import AssetRegistry, format_amount
+from agent_pay.chain.channel import ChannelManager
+from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
+from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError
+from agent_pay.chain.stablecoin import Stablecoin
+from agent_pay.channel_setup import ChannelOptions
+from agent_pay.cli._common import (
+    channel_manager_on,
+    connect,
+    describe_seconds,
+    facilitator_account,
+    say,
+    tokens_on,
+    wait_for_shutdown,
+)
+from agent_pay.errors import ConfigurationError
+from agent_pay.facilitator.exact import ExactEvmScheme
+from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
+from agent_pay.facilitator.local import LocalFacilitator
+from agent_pay.receipts_cli import fault_plan
+from agent_pay.server.app import create_app
+from agent_pay.server.catalogue import Catalogue
+from agent_pay.server.faults import FaultPlan
+from agent_pay.server.ledger import Ledger
+from agent_pay.server.offers import ExactOffers
+from agent_pay.server.standby import StandbyApp, create_standby_app
+from agent_pay.serving import serve_app
+from agent_pay.settings import SCHEMES, Settings
+from agent_pay.signing import LocalSigner
+from agent_pay.stack import Stack, sample_articles_dir
+from agent_pay.wallet import server_receipt_key
+
+__all__ = ["CHANNELS_SUBDIR", "facilitator", "serve"]
+
+CHANNELS_SUBDIR = "channels"
+"""Where in `server_dir` the channels paid to this server are kept."""
+
+
+def _gas_warning(chain: JsonRpcChain, address: str) -> None:
+    balance = chain.get_balance(address)
+    if balance < 10**16:
+        say(
+            f"warning     {address} holds {format_amount(balance, 18)} ETH for settlement gas: "
+            f"fund it (agent-pay fund {address} 1 --token ETH)"
+        )
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    # No round trip now: the server starts (previews, 503 for paid reads) while the node is down.
+    with JsonRpcChain(settings.chain_url, timeout=settings.rpc_timeout) as chain:
+        return _serve(args, settings, chain)
+
+
+@dataclass
+class _Served:
+    """What `_serve` built once the chain answered."""
+
+    app: ASGIApp
+    tokens: dict[str, Stablecoin]
+    schemes: tuple[str, ...]
+    why: str
+    settles: str
+    stack: Stack | None = None
+
+
+def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    articles = Catalogue.from_directory(settings.articles or sample_articles_dir())
+    ledger = Ledger.open(settings.server_dir)  # one server per data directory: it locks it
+    receipt_signer = server_receipt_key(settings)
+    faults = fault_plan(args)
+    served: list[_Served] = []
+
+    def build() -> ASGIApp:
+        """Everything that needs the chain; raises NodeUnavailableError while it is down."""
+        built = _build(settings, chain, articles, ledger, receipt_signer, faults)
+        served.append(built)
+        return built.app
+
+    def announce(_: object = None) -> None:
+        built = served[0]
+        say(f"chain       {chain.chain_id} at {chain.url}")
+        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in built.tokens.items()))
+        say(f"schemes     {', '.join(built.schemes)} ({built.why})")
+        say(f"settles     through {built.settles}")
+        if built.stack is not None:
+            _gas_warning(chain, built.stack.scheme.signer_address)
+
+    app: ASGIApp
+    try:
+        app = build()
+    except NodeUnavailableError as exc:
+        app = StandbyApp(build, create_standby_app(articles), on_ready=announce)
+        standby: str | None = str(exc)
+    except BaseException:
+        ledger.close()  # a wrong setting: release the data directory's lock
+        raise
+    else:
+        standby = None
+    try:
+        with serve_app(app, settings.host, settings.port) as url:
+            say(f"agent-pay content server on {url}: {len(articles)} articles (GET /articles)")
+            say(f"ledger      {ledger.path}; receipts signed by {receipt_signer.address}")
+            if standby is None:
+                announce()
+            else:
+                say(f"chain       unavailable ({standby})")
+                say("            serving free previews; paid reads answer 503 until it is back")
+            wait_for_shutdown()
+            say("stopping    (Ctrl-C or SIGTERM): finishing the requests in flight")
+    finally:
+        for built in served:
+            if built.stack is not None:
+                _close(built.stack)  # the server has stopped: claim the last vouchers
+    say("agent-pay serve: stopped")
+    return 0
+
+
+def _build(
+    settings: Settings,
+    chain: JsonRpcChain,
+    articles: Catalogue,
+    ledger: Ledger,
+    receipt_signer: LocalSigner,
+    faults: FaultPlan | None,
+) -> _Served:
+    tokens = tokens_on(chain, settings)
+    manager = channel_manager_on(chain, settings)
+    schemes, why = _schemes(settings, manager)
+    if settings.facilitator_url:
+        registry = AssetRegistry(t.asset for t in tokens.values())
+        remote = HttpFacilitatorClient(settings.facilitator_url)
+        offers = [ExactOffers(registry, max_timeout_seconds=settings.max_timeout_seconds)]
+        app = create_app(
+            articles,
+            registry,
+            remote,
+            schemes=offers,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
+        )
+        return _Served(app, tokens, schemes, why, f"the facilitator at {settings.facilitator_url}")
+    account, who = facilitator_account(settings, chain)
+    stack = Stack.connect(
+        chain,
+        tokens,
+        Transactor(chain, account),
+        articles=articles,
+        max_timeout_seconds=settings.max_timeout_seconds,
+        ledger=ledger,
+        receipt_signer=receipt_signer,
+        faults=faults,
+        schemes=schemes,
+        channel_manager=manager if "channel" in schemes else None,
+        channel_options=ChannelOptions(
+            data_dir=settings.server_dir / CHANNELS_SUBDIR,
+            max_timeout_seconds=settings.max_timeout_seconds,
+        ),
+    )
+    settles = f"itself, gas paid by {account.address} ({who})"
+    return _Served(stack.app, tokens, schemes, why, settles, stack)
+
+
+def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[str, ...], str]:
+    """What to offer, and why."""
+    remote = settings.facilitator_url is not None
+    if not settings.schemes:
+        if manager is None:
+            return ("exact",), "no channel contract on this chain: agent-pay deploy adds one"
+        if remote:
+            return ("exact",), "channels are settled in this process, not by --facilitator-url"
+        grace = describe_seconds(manager.grace_period)
+        return SCHEMES, f"channel contract {manager.address}, grace period {grace}"
+    if "channel" in settings.schemes:
+        if manager is None:
+            raise ConfigurationError(
+                "--schemes channel: no channel contract on this chain; deploy one "
+                "(agent-pay deploy --chain URL) or name it (--channel-manager ADDRESS)"
+            )
+        if remote:
+            raise ConfigurationError(
+                "--schemes channel settles in this process: drop --facilitator-url, or serve "
+                "--schemes exact"
+            )
+        return settings.schemes, f"channel contract {manager.address}, as asked"
+    return settings.schemes, "as asked"
+
+
+def _close(stack: Stack) -> None:
+    handler = stack.channels
+    rounds = len(handler.settler.rounds) if handler is not None else 0
+    stack.close()
+    if handler is None:
+        return
+    final = handler.settler.rounds[rounds:]
+    claimed = sum(r.claimed for r in final)
+    if claimed:
+        say(f"channels    claimed {claimed} channel(s) on the way out")
+    if any(r.failed_batches for r in final):
+        say("warning     some claims failed: they are claimed at the next start")
+
+
+def facilitator(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings) as chain:
+        return _facilitator(args, settings, chain)
+
+
+def _facilitator(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    tokens = tokens_on(chain, settings)
+    account, who = facilitator_account(settings, chain, dev_index=FACILITATOR_SERVICE_INDEX)
+    scheme = ExactEvmScheme(tokens.values(), Transactor(chain, account))
+    app = create_facilitator_app(LocalFacilitator(scheme))
+    with serve_app(app, settings.facilitator_host, settings.facilitator_port) as url:
+        say(f"agent-pay facilitator on {url} (POST /verify, POST /settle, GET /supported)")
+        say(f"chain       {chain.chain_id} at {chain.url}; scheme exact on {scheme.network}")
+        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
+        say(f"gas         paid by {account.address} ({who})")
+        _gas_warning(chain, account.address)
+        wait_for_shutdown()
+    say("agent-pay facilitator: stopped")
+    return 0
