@@ -6,6 +6,10 @@ about anything else, so each token's decimals come from the chain (`--chain`, a 
 trusts) for the tokens in the user's token list, never from the offer: a price cap read with
 the wrong decimals could be off by a factor of 10^12.
 
+`--budget` is what this key may spend in all, across runs: what was spent (and what is signed
+but not yet confirmed) is kept in `receipts_dir`, next to the receipts, and checked in one
+transaction before anything is signed, so two `read`s at once cannot overspend it either.
+
 With `--channel-deposit AMOUNT`, `read` pays by payment channel where the server offers one:
 the first read from a payee deposits AMOUNT (gasless: the server submits the signed deposit),
 later reads from that payee, in this run or a later one, sign one voucher each and send no
@@ -19,6 +23,8 @@ import argparse
 import getpass
 import json
 import sys
+from dataclasses import dataclass
+from decimal import Decimal
 
 import httpx
 
@@ -28,7 +34,7 @@ from agent_pay.cli._common import add_chain_flags, connect, say, tokens_on
 from agent_pay.client.auth import PaymentAuth, PaymentRecord
 from agent_pay.client.channel_store import ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
-from agent_pay.client.policy import SpendingPolicy
+from agent_pay.client.policy import Spending, SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
 from agent_pay.errors import (
     ConfigurationError,
@@ -42,7 +48,7 @@ from agent_pay.settings import Settings
 from agent_pay.signing import Signer
 from agent_pay.wallet import signer_from_settings
 
-__all__ = ["register"]
+__all__ = ["Payer", "payer", "register", "require_limits"]
 
 EXIT_REFUSED = 2
 
@@ -83,21 +89,42 @@ def _refusal(response: httpx.Response) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    require_limits(settings)  # before connecting: the user's mistake first
+    with connect(settings) as chain:
+        return _run(args, settings, chain)
+
+
+def require_limits(settings: Settings) -> tuple[Decimal, Decimal]:
+    """(max_price, budget), which the user must give: there is no default for money."""
     if settings.max_price is None or settings.budget is None:
         raise ConfigurationError(
             "say what you will pay: --max-price (per resource) and --budget (in all), "
             "or AGENT_PAY_MAX_PRICE / AGENT_PAY_BUDGET"
         )
-    with connect(settings) as chain:
-        return _run(args, settings, chain)
+    return settings.max_price, settings.budget
 
 
-def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
-    assert settings.max_price is not None
-    assert settings.budget is not None
+@dataclass(frozen=True)
+class Payer:
+    """Who pays and within what: the key, the tokens the user named (by symbol), the policy,
+    the budget's tally and the receipts, both kept under `receipts_dir` across runs."""
+
+    signer: Signer
+    tokens: dict[str, Stablecoin]  # every token found on the chain
+    chosen: list[str]
+    policy: SpendingPolicy
+    spending: Spending
+    receipts: ReceiptStore
+
+
+def payer(settings: Settings, chain: JsonRpcChain, token_symbols: list[str] | None) -> Payer:
+    """The key (keystore or AGENT_PAY_PRIVATE_KEY), the policy from `max_price`/`budget` over
+    `token_symbols` (default: every known token), and the stores that keep what was spent and
+    bought. Used by `read` and `mcp`."""
+    max_price, budget = require_limits(settings)
     signer = signer_from_settings(settings, _ask if sys.stdin.isatty() else None)
     tokens = tokens_on(chain, settings)
-    chosen = args.token or list(tokens)
+    chosen = token_symbols or list(tokens)
     unknown = [s for s in chosen if s not in tokens]
     if unknown:
         raise ConfigurationError(
@@ -105,12 +132,21 @@ def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> i
         )
     policy = SpendingPolicy.per_token(
         [tokens[s].asset for s in chosen],
-        max_per_payment=settings.max_price,
-        budget=settings.budget,
+        max_per_payment=max_price,
+        budget=budget,
     )
+    # The budget holds across runs: what was spent is kept next to the receipts.
+    spending = Spending.open(policy, settings.receipts_dir, signer.address)
+    receipts = ReceiptStore.open(settings.receipts_dir)  # re-reads of bought articles are free
+    return Payer(signer, tokens, chosen, policy, spending, receipts)
+
+
+def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    who = payer(settings, chain, args.token)
+    signer, tokens, chosen, receipts = who.signer, who.tokens, who.chosen, who.receipts
     assets = {t.asset.key: t.asset for t in tokens.values()}
     paid: list[PaymentRecord] = []
-    receipts = ReceiptStore.open(settings.receipts_dir)  # re-reads of bought articles are free
+    policy = who.spending if settings.channel_deposit is None else who.policy
     auth, channels = _auth(settings, signer, policy, [tokens[s] for s in chosen], paid, receipts)
     with httpx.Client(auth=auth, timeout=args.timeout) as http:
         for url in args.urls:
@@ -149,12 +185,13 @@ def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> i
 def _auth(
     settings: Settings,
     signer: Signer,
-    policy: SpendingPolicy,
+    policy: SpendingPolicy | Spending,
     tokens: list[Stablecoin],
     paid: list[PaymentRecord],
     receipts: ReceiptStore,
 ) -> tuple[PaymentAuth, ChannelClientScheme | None]:
-    """Pays "exact"; with a channel deposit, by channel first."""
+    """Pays "exact"; with a channel deposit, by channel first (its own tally, which counts the
+    deposits kept in `channels_dir`)."""
     if settings.channel_deposit is None:
         return PaymentAuth(signer, policy, on_payment=paid.append, receipts=receipts), None
     deposits = {}
@@ -163,6 +200,7 @@ def _auth(
             deposits[token.address] = token.asset.parse(settings.channel_deposit)
         except ValueError as exc:
             raise ConfigurationError(f"--channel-deposit: {exc}") from None
+    assert isinstance(policy, SpendingPolicy)
     channels = ChannelClientScheme(
         signer,
         policy,
