@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from agent_pay.errors import ConfigurationError
 from agent_pay.settings import Settings
 
 __all__ = ["register"]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.mcp:
+        try:
+            from agent_pay.mcp.demo import run_mcp_demo
+        except ImportError as missing:  # the `mcp` extra
+            raise ConfigurationError(
+                f"demo --mcp needs the MCP SDK ({missing.name}): pip install 'agent-pay[mcp]'"
+            ) from None
+        run_mcp_demo()
+        return 0
     from agent_pay.demo import run_demo
 
     run_demo(max_reads=args.max_reads)
@@ -21,4 +31,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "demo", help="run chain, server and agents on 127.0.0.1 and tell the story"
     )
     parser.add_argument("--max-reads", type=int, default=3, help="articles each agent may buy")
+    parser.add_argument(
+        "--mcp",
+        action="store_true",
+        help="a scripted model drives `agent-pay mcp` over stdio with the official MCP client",
+    )
     parser.set_defaults(run=run)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         ) from None
     with connect(settings) as chain:
         who = payer(settings, chain, args.token)
-    assets = AssetRegistry(who.tokens[symbol].asset for symbol in who.chosen)
+    assets = AssetRegistry(token.asset for token in who.tokens.values())
     agent = PayingAgent(who.signer, who.spending, who.receipts, assets, timeout=args.timeout)
     server = build_server(agent)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise

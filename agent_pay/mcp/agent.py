@@ -40,7 +40,8 @@ class PayingAgent:
         signer: pays and proves purchases; the key never leaves it.
         spending: the user's policy and its tally (`Spending.open` to outlive the process).
         receipts: what was bought, for free re-reads (`ReceiptStore.open` likewise).
-        assets: the tokens the user named, to show prices in their units.
+        assets: the tokens known (on the chain the user trusts), to show prices in their
+            units; which of them may be paid is the policy's to say.
         transport: an httpx transport (tests); the network by default.
     """
 
@@ -206,11 +207,14 @@ class PayingAgent:
 
     def _describe(self, offer: PaymentRequirements) -> dict[str, Any]:
         asset = self.assets.find(offer.network, offer.asset)
-        try:
-            self.spending.choose([offer], schemes=list(self.auth.schemes))
-            verdict = "within your spending policy"
-        except (PolicyViolationError, NoAcceptableOfferError) as exc:
-            verdict = exc.message
+        if self.spending.policy.limit_for(offer) is None or offer.scheme not in self.auth.schemes:
+            verdict = "not payable: the user's policy does not pay in this token or scheme"
+        else:
+            try:
+                self.spending.choose([offer], schemes=list(self.auth.schemes))
+                verdict = "within your spending policy"
+            except (PolicyViolationError, NoAcceptableOfferError) as exc:
+                verdict = exc.message
         return {
             "price": asset.format(offer.amount) if asset else f"{offer.amount} of {offer.asset}",
             "scheme": offer.scheme,

@@ -6,7 +6,7 @@ error (`isError`) whose text says why; over policy nothing is signed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -24,15 +24,20 @@ INSTRUCTIONS = (
     "pays again: retry freely. spending() and purchases() show what was spent and bought."
 )
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
 _FREE = ToolAnnotations(read_only_hint=True, open_world_hint=True)
 _PAYS = ToolAnnotations(read_only_hint=False, idempotent_hint=True, open_world_hint=True)
 _LOCAL = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
-def build_server(agent: PayingAgent, name: str = "agent-pay") -> MCPServer:
+def build_server(
+    agent: PayingAgent, name: str = "agent-pay", *, log_level: LogLevel = "WARNING"
+) -> MCPServer:
     """An MCP server exposing `agent`'s tools (run it with `.run("stdio")` or
-    `.run("streamable-http", ...)`, or connect to it in process with `mcp.Client`)."""
-    server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS)
+    `.run("streamable-http", ...)`, or connect to it in process with `mcp.Client`). A refused
+    tool call is the model's business, answered to it: logged only at INFO."""
+    server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, log_level=log_level)
 
     @server.tool(
         description=(
