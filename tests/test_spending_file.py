@@ -73,6 +73,7 @@ def _reserve_all(directory: str, results: multiprocessing.Queue[int]) -> None:
     results.put(count)
 
 
+@pytest.mark.slow
 def test_processes_sharing_the_file_cannot_pay_past_the_budget(tmp_path: Path) -> None:
     SpendingFile.open(tmp_path, PAYER).close()  # the schema, before the race
     context = multiprocessing.get_context("spawn")
