@@ -237,6 +237,19 @@ def test_read_stops_when_the_budget_runs_out(
     assert world.stack.balance(signer.address, "USDX") == 900_000
 
 
+def test_the_budget_holds_across_runs_of_read(
+    world: World, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signer = wallet(world, env)
+    limits = ["--max-price", "0.1", "--budget", "0.15"]
+    assert main(["read", url(world, "http-status-codes-nobody-uses"), *limits]) == 0
+    # A second run, a new process as far as the budget knows: 0.05 is left, not 0.15.
+    assert main(["read", url(world, "pricing-content-for-machine-readers"), *limits]) == 2
+    assert "remaining budget of 0.05 USDX" in capsys.readouterr().err
+    assert world.stack.balance(signer.address, "USDX") == 900_000
+    assert (env / ".agent-pay/receipts/spending.sqlite").is_file()
+
+
 def test_read_reports_a_refused_payment(
     world: World, env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,7 @@
     agent-pay deploy | fund              the contracts on any node; mint on a local one
     agent-pay serve | facilitator        the content server, the facilitator service
     agent-pay read URL                   pay for and print an article
+    agent-pay mcp [--http]               the same, as tools for a model in an MCP host
     agent-pay wallet new|address|balance an encrypted keystore and what it holds
     agent-pay receipts | verify-receipt  what an agent bought; check a receipt offline
     agent-pay channels list|close|withdraw  an agent's payment channels
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 from agent_pay.channel_cli import register as channels_register
 from agent_pay.cli import chain as chain_commands
-from agent_pay.cli import demo, node, read, serve, tools, wallet
+from agent_pay.cli import demo, mcp_command, node, read, serve, tools, wallet
 from agent_pay.receipts_cli import register as receipts_register
 
 __all__ = [
@@ -77,6 +78,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     chain_commands.register,
     serve.register,
     read.register,
+    mcp_command.register,
     wallet.register,
     receipts_register,
     channels_register,

@@ -15,6 +15,10 @@ against `--budget` until the channel is closed (`agent-pay channels close|withdr
 Each URL is read in turn; one that fails (refused, over the policy, not found, the server down)
 is reported on one line with the server's reason, and the others are still read. The exit code
 is the worst: 2 if any payment was refused, else 1 if any read failed, else 0.
+
+`--budget` is what this key may spend in all, across runs: what was spent (and what is signed
+but not yet confirmed) is kept in `receipts_dir`, next to the receipts, and checked in one
+transaction before anything is signed, so two `read`s at once cannot overspend it either.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import argparse
 import getpass
 import json
 import sys
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +50,11 @@ if TYPE_CHECKING:
     from agent_pay.chain.stablecoin import Stablecoin
     from agent_pay.client.auth import PaymentAuth, PaymentRecord
     from agent_pay.client.channels import ChannelClientScheme
-    from agent_pay.client.policy import SpendingPolicy
+    from agent_pay.client.policy import Spending, SpendingPolicy
     from agent_pay.client.receipts import ReceiptStore
     from agent_pay.signing import Signer
 
-__all__ = ["register"]
+__all__ = ["Payer", "payer", "register", "require_limits"]
 
 EXIT_REFUSED = 2
 
@@ -101,44 +107,73 @@ def _refusal(response: httpx.Response) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.max_price is None or settings.budget is None:
-        raise UsageError(
-            "say what you will pay: --max-price (per resource) and --budget (in all), "
-            "or AGENT_PAY_MAX_PRICE / AGENT_PAY_BUDGET"
-        )
-    if settings.channel_deposit is not None and settings.channel_deposit > settings.budget:
+    _, budget = require_limits(settings)  # before connecting: the user's mistake first
+    if settings.channel_deposit is not None and settings.channel_deposit > budget:
         raise UsageError(
             f"--channel-deposit {settings.channel_deposit} is more than --budget "
-            f"{settings.budget}: no channel could open (lower the deposit or raise the budget)"
+            f"{budget}: no channel could open (lower the deposit or raise the budget)"
         )
     with connect(settings) as chain:
         return _run(args, settings, chain)
 
 
-def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
-    import httpx
+def require_limits(settings: Settings) -> tuple[Decimal, Decimal]:
+    """(max_price, budget), which the user must give: there is no default for money."""
+    if settings.max_price is None or settings.budget is None:
+        raise UsageError(
+            "say what you will pay: --max-price (per resource) and --budget (in all), "
+            "or AGENT_PAY_MAX_PRICE / AGENT_PAY_BUDGET"
+        )
+    return settings.max_price, settings.budget
 
-    from agent_pay.client.policy import SpendingPolicy
+
+@dataclass(frozen=True)
+class Payer:
+    """Who pays and within what: the key, the tokens the user named (by symbol), the policy,
+    the budget's tally and the receipts, both kept under `receipts_dir` across runs."""
+
+    signer: Signer
+    tokens: dict[str, Stablecoin]  # every token found on the chain
+    chosen: list[str]
+    policy: SpendingPolicy
+    spending: Spending
+    receipts: ReceiptStore
+
+
+def payer(settings: Settings, chain: JsonRpcChain, token_symbols: list[str] | None) -> Payer:
+    """The key (keystore or AGENT_PAY_PRIVATE_KEY), the policy from `max_price`/`budget` over
+    `token_symbols` (default: every known token), and the stores that keep what was spent and
+    bought. Used by `read` and `mcp`."""
+    from agent_pay.client.policy import Spending, SpendingPolicy
     from agent_pay.client.receipts import ReceiptStore
-    from agent_pay.errors import NoAcceptableOfferError, PolicyViolationError
     from agent_pay.wallet import signer_from_settings
 
-    assert settings.max_price is not None
-    assert settings.budget is not None
+    max_price, budget = require_limits(settings)
     signer = signer_from_settings(settings, _ask if sys.stdin.isatty() else None)
     tokens = tokens_on(chain, settings)
-    chosen = args.token or list(tokens)
+    chosen = token_symbols or list(tokens)
     unknown = [s for s in chosen if s not in tokens]
     if unknown:
         raise UsageError(f"unknown token(s) {', '.join(unknown)}; known: {', '.join(tokens)}")
     policy = SpendingPolicy.per_token(
-        [tokens[s].asset for s in chosen],
-        max_per_payment=settings.max_price,
-        budget=settings.budget,
+        [tokens[s].asset for s in chosen], max_per_payment=max_price, budget=budget
     )
+    # The budget holds across runs: what was spent is kept next to the receipts.
+    spending = Spending.open(policy, settings.receipts_dir, signer.address)
+    receipts = ReceiptStore.open(settings.receipts_dir)  # re-reads of bought articles are free
+    return Payer(signer, tokens, chosen, policy, spending, receipts)
+
+
+def _run(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
+    import httpx
+
+    from agent_pay.errors import NoAcceptableOfferError, PolicyViolationError
+
+    who = payer(settings, chain, args.token)
+    signer, tokens, chosen, receipts = who.signer, who.tokens, who.chosen, who.receipts
     assets = {t.asset.key: t.asset for t in tokens.values()}
     paid: list[PaymentRecord] = []
-    receipts = ReceiptStore.open(settings.receipts_dir)  # re-reads of bought articles are free
+    policy = who.spending if settings.channel_deposit is None else who.policy
     auth, channels = _auth(settings, signer, policy, [tokens[s] for s in chosen], paid, receipts)
     refused = failed = 0
     with httpx.Client(auth=auth, timeout=args.timeout) as http:
@@ -223,15 +258,17 @@ def _locked_note(
 def _auth(
     settings: Settings,
     signer: Signer,
-    policy: SpendingPolicy,
+    policy: SpendingPolicy | Spending,
     tokens: list[Stablecoin],
     paid: list[PaymentRecord],
     receipts: ReceiptStore,
 ) -> tuple[PaymentAuth, ChannelClientScheme | None]:
-    """Pays "exact"; with a channel deposit, by channel first."""
+    """Pays "exact"; with a channel deposit, by channel first (its own tally, which counts the
+    deposits kept in `channels_dir`)."""
     from agent_pay.client.auth import PaymentAuth
     from agent_pay.client.channel_store import ClientChannelStore
     from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
+    from agent_pay.client.policy import SpendingPolicy
 
     if settings.channel_deposit is None:
         return PaymentAuth(signer, policy, on_payment=paid.append, receipts=receipts), None
@@ -241,6 +278,7 @@ def _auth(
             deposits[token.address] = token.asset.parse(settings.channel_deposit)
         except ValueError as exc:
             raise UsageError(f"--channel-deposit: {exc}") from None
+    assert isinstance(policy, SpendingPolicy)
     channels = ChannelClientScheme(
         signer,
         policy,

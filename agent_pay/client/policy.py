@@ -7,6 +7,7 @@ The policy is checked before anything is signed: a payment over policy raises
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from decimal import Decimal
 from eth_utils import to_checksum_address
 
 from agent_pay.assets import Asset
+from agent_pay.client.spending_ledger import MemoryTally, SpendingFile, Tally
 from agent_pay.errors import NoAcceptableOfferError, PolicyViolationError
 from agent_pay.protocol import PaymentRequirements
 
@@ -79,22 +81,35 @@ class Spending:
     A reservation is committed when the server confirms the payment and released when the
     server refuses it (the protocol guarantees a refused payment is not charged). When the
     outcome is unknown (the connection dropped) the reservation stays: we never under-count.
+
+    The tally lives in memory by default; `Spending.open(policy, directory, payer)` keeps it
+    in a file there, so the budget holds across restarts and across processes paying from
+    the same key (see `agent_pay.client.spending_ledger`).
     """
 
-    def __init__(self, policy: SpendingPolicy) -> None:
+    def __init__(self, policy: SpendingPolicy, *, tally: Tally | None = None) -> None:
         self.policy = policy
+        self.tally: Tally = tally if tally is not None else MemoryTally()
         self._lock = threading.Lock()
-        self._spent: dict[tuple[str, str], int] = {}
-        self._reserved: dict[tuple[str, str], int] = {}
+
+    @classmethod
+    def open(
+        cls, policy: SpendingPolicy, directory: str | os.PathLike[str], payer: str
+    ) -> Spending:
+        """A `Spending` whose tally for `payer` is kept in `directory`.
+
+        Raises:
+            ConfigurationError: if the file cannot be opened.
+        """
+        return cls(policy, tally=SpendingFile.open(directory, payer))
 
     def spent(self, asset: Asset) -> int:
         """Atomic units confirmed spent in `asset`."""
-        with self._lock:
-            return self._spent.get(asset.key, 0)
+        return self.tally.totals(asset.key)[0]
 
     def committed_or_reserved(self, asset: Asset) -> int:
-        with self._lock:
-            return self._spent.get(asset.key, 0) + self._reserved.get(asset.key, 0)
+        spent, reserved = self.tally.totals(asset.key)
+        return spent + reserved
 
     def remaining(self, asset: Asset) -> int:
         limit = self.policy._by_key.get(asset.key)
@@ -157,25 +172,18 @@ class Spending:
         limit = self.policy.limit_for(offer)
         if limit is None:
             raise NoAcceptableOfferError(f"we do not pay with {offer.asset} on {offer.network}")
-        with self._lock:
-            used = self._spent.get(limit.asset.key, 0) + self._reserved.get(limit.asset.key, 0)
-            if used + offer.amount > limit.budget or offer.amount > limit.max_per_payment:
-                raise PolicyViolationError(
-                    f"{limit.asset.format(offer.amount)} would exceed the budget"
-                )
-            self._reserved[limit.asset.key] = self._reserved.get(limit.asset.key, 0) + offer.amount
+        if offer.amount > limit.max_per_payment or not self.tally.try_reserve(
+            limit.asset.key, offer.amount, limit.budget
+        ):
+            raise PolicyViolationError(
+                f"{limit.asset.format(offer.amount)} would exceed the budget"
+            )
 
     def commit(self, offer: PaymentRequirements, *, reserved: bool = True) -> None:
         """The server confirmed the payment: move the reservation to spent. `reserved=False`
         counts a payment signed before this `Spending` existed (resent after a restart)."""
-        key = (offer.network, offer.asset)
-        with self._lock:
-            if reserved:
-                self._reserved[key] = self._reserved.get(key, 0) - offer.amount
-            self._spent[key] = self._spent.get(key, 0) + offer.amount
+        self.tally.commit((offer.network, offer.asset), offer.amount, reserved=reserved)
 
     def release(self, offer: PaymentRequirements) -> None:
         """The server refused the payment (so it was not charged): drop the reservation."""
-        key = (offer.network, offer.asset)
-        with self._lock:
-            self._reserved[key] = self._reserved.get(key, 0) - offer.amount
+        self.tally.release((offer.network, offer.asset), offer.amount)
