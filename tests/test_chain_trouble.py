@@ -19,6 +19,7 @@ from agent_pay.chain.base import ChainError, ContractRevertError, Log, Receipt
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.client.reader import Reader
 from agent_pay.errors import Reason
+from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
 from agent_pay.protocol import PaymentRequired
 from agent_pay.protocol.codec import (
     PAYMENT_REQUIRED_HEADER,
@@ -27,8 +28,9 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
+from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Article
-from agent_pay.server.ledger import PaymentState
+from agent_pay.server.ledger import Ledger, PaymentState
 from agent_pay.testing import SyncASGITransport, TestAgent, Testbed
 from tests._money import assert_ledger_matches_chain, books, delta
 
@@ -287,3 +289,41 @@ def test_the_reader_retries_by_itself_and_pays_once(
     assert waits == [2.0]  # the server's Retry-After
     assert len(agent.auth.payments) == 1
     assert delta(before, books(bed.tokens, everyone(bed, agent))) == one_debit(bed, agent)
+
+
+@pytest.mark.parametrize("mode", ["down", "slow"])
+def test_behind_a_remote_facilitator_an_unsent_settlement_is_failed_at_once(
+    bed: Testbed, chain: FlakyChain, render: OnRender, mode: str
+) -> None:
+    """The server settles through our facilitator over HTTP, so it hears no hash before the
+    broadcast. The facilitator's 503 says whether the transaction was sent: unsent ("down"),
+    the entry is failed before the 503 goes out, and nothing can charge it later; sent and not
+    mined ("slow"), it stays settling, and is charged only when the chain has it."""
+    remote = HttpFacilitatorClient(
+        "http://facilitator.test",
+        transport=httpx.ASGITransport(app=create_facilitator_app(bed.facilitator)),
+    )
+    ledger = Ledger.in_memory()
+    app = create_app(bed.catalogue, bed.assets, remote, ledger=ledger, render=render)
+    payer = bed.agent(funds={"USDX": "1"})
+    before = books(bed.tokens, [payer.address])
+    with httpx.Client(transport=SyncASGITransport(app), base_url="http://testserver") as client:
+        header = header_for(client, payer)
+        render.action = lambda: setattr(chain, "mode", mode)
+        assert_unavailable(bed, paid_read(client, header), Reason.CHAIN_UNAVAILABLE)
+        [entry] = ledger.entries()
+        chain.mode = "up"
+        if mode == "down":
+            assert entry.state is PaymentState.FAILED
+            assert entry.error_reason == "settlement_not_sent"
+        else:
+            assert entry.state is PaymentState.SETTLING
+            bed.chain.mine()
+        deadline = time.monotonic() + 5
+        while ledger.in_flight() and time.monotonic() < deadline:
+            client.get(f"/articles/{SLUG}")  # each request may start a reconciliation pass
+            time.sleep(0.05)
+    paid = delta(before, books(bed.tokens, [payer.address]))
+    assert paid == ({} if mode == "down" else {(payer.address, "USDX"): -PRICE})
+    [entry] = ledger.entries()
+    assert entry.state is (PaymentState.FAILED if mode == "down" else PaymentState.SETTLED)

@@ -278,15 +278,19 @@ class ExactEvmScheme:
 
     def _settle_once(self, verified: _Verified) -> Settlement:
         token, auth = verified.token, verified.auth
-        if self._is_used(token, auth):
-            earlier = self.find_settlement(token, auth)
-            if earlier is not None:
-                return earlier
-            raise PaymentRejectedError(
-                "this authorization was already used or cancelled", Reason.NONCE_ALREADY_USED
-            )
-        self._check_window(auth)
-        self._check_chain_state(token, auth, unused=True)
+        try:
+            if self._is_used(token, auth):
+                earlier = self.find_settlement(token, auth)
+                if earlier is not None:
+                    return earlier
+                raise PaymentRejectedError(
+                    "this authorization was already used or cancelled", Reason.NONCE_ALREADY_USED
+                )
+            self._check_window(auth)
+            self._check_chain_state(token, auth, unused=True)
+        except ChainUnavailableError as exc:
+            exc.broadcast = False  # nothing of this call was sent yet
+            raise
         return self._submit(verified)
 
     def find_settlement(self, token: Stablecoin, auth: TransferAuthorization) -> Settlement | None:

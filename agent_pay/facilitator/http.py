@@ -68,11 +68,10 @@ def create_facilitator_app(facilitator: Facilitator, limits: ServerLimits | None
 
     @app.exception_handler(ChainUnavailableError)
     async def unavailable(_: Request, exc: ChainUnavailableError) -> Response:
-        return JSONResponse(
-            {"error": exc.reason, "message": exc.message},
-            503,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
+        body: dict[str, Any] = {"error": exc.reason, "message": exc.message}
+        if exc.broadcast is not None:  # from /settle: whether its transaction reached the node
+            body["broadcast"] = exc.broadcast
+        return JSONResponse(body, 503, headers={"Retry-After": str(exc.retry_after)})
 
     @app.post("/verify")
     async def verify(request: Request) -> Response:
@@ -178,9 +177,23 @@ class HttpFacilitatorClient:
             return response
         if response.status_code != 200:
             raise ChainUnavailableError(
-                f"facilitator answered {response.status_code}: {response.text[:200]}"
+                f"facilitator answered {response.status_code}: {response.text[:200]}",
+                broadcast=_broadcast(response),
             )
         return response
+
+
+def _broadcast(response: httpx.Response) -> bool | None:
+    """What a 503 from /settle says of its transaction: sent (True), certainly not (False), or
+    nothing (None: unknown, as from a stock facilitator)."""
+    if response.status_code != 503:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    flag = body.get("broadcast") if isinstance(body, dict) else None
+    return flag if isinstance(flag, bool) else None
 
 
 def _schema_refusal(response: httpx.Response) -> tuple[str, str] | None:
