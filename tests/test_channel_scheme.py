@@ -301,6 +301,26 @@ def test_a_replayed_voucher_pays_for_nothing() -> None:
     invariant(acct)
 
 
+@pytest.mark.parametrize("how", ["claim sent", "claim mined"])
+def test_a_voucher_a_claim_made_public_replays_nothing(how: str) -> None:
+    """A claim puts the highest voucher on chain, where anyone can copy it: from the moment the
+    claim is sent, a replay of it (or of any voucher below it) reads nothing, even within the
+    replay window; a voucher above it still replays for its payer's lost answer."""
+    acct = account()
+    accept(acct, P, resource="/a")
+    accept(acct, 2 * P, resource="/b")
+    if how == "claim sent":
+        acct.exposed = 2 * P  # what the settler marks before it sends the claim
+    else:
+        acct.claimed = 2 * P  # what the chain reports once mined
+    for amount, resource in ((2 * P, "/b"), (P, "/a")):
+        refused(Reason.CHANNEL_VOUCHER_USED, accept, acct, amount, resource=resource, now=1001)
+    accept(acct, 3 * P, resource="/c")
+    assert accept(acct, 3 * P, resource="/c", now=1002).replayed
+    assert acct.served == 3 * P
+    invariant(acct)
+
+
 def test_a_voucher_below_what_was_paid_is_not_increasing() -> None:
     acct = account()
     accept(acct, 2 * P)

@@ -14,7 +14,8 @@ Then `highest = max(highest, C)` and `served += p`, under the channel's lock. So
 - concurrent reads on one channel are all served, in whatever order they arrive;
 - a voucher sent again (replayed, or an old one) pays for nothing: its slice is paid. The one
   exception is the same voucher for the same resource within `replay_window` seconds, which
-  is the client retrying a read whose answer it lost: it is served again, charged nothing;
+  is the client retrying a read whose answer it lost: it is served again, charged nothing,
+  until a claim sends it to the chain (`exposed`), where anyone can copy it;
 - the payee can claim `highest`, and `highest - served` (the unpaid ranges) is exactly what the
   payer signed for reads it has not had; it shrinks again as later vouchers pay into those
   ranges, so a payer loses nothing to a lost request, and never pays beyond what it signed.
@@ -106,6 +107,9 @@ class ChannelAccount:
     stopping: bool = False  # the payee is closing it: no more reads
     version: int = 0  # bumped on every change, so the store writes what changed
     recent: dict[int, Recent] = field(default_factory=dict)
+    # The highest voucher sent to the chain in a claim, public from then on (not kept on disk:
+    # after a restart `claimed`, from the chain, says the same once the claim is mined).
+    exposed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Paid reads not yet handed to the store (`checkpoint`), and those not yet known written.
     _changes: list[ReadChange] = field(default_factory=list, repr=False)
@@ -208,7 +212,10 @@ class ChannelAccount:
     ) -> Acceptance:
         recent = self.recent.get(cumulative)
         if recent is not None and recent.signature == signature:
-            if recent.resource == resource and now - recent.at <= replay_window:
+            # The payer's retry of a lost answer, but only while the voucher is private: once
+            # a claim carried it to the chain, anyone could copy it from there.
+            public = cumulative <= max(self.claimed, self.exposed)
+            if recent.resource == resource and now - recent.at <= replay_window and not public:
                 return self._acceptance(cumulative, recent.price, replayed=True)
             raise self._refused(
                 "this voucher was already spent on a read; sign the next amount",

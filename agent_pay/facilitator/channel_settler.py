@@ -163,6 +163,8 @@ class ChannelSettler:
         for account in batch:
             with account.lock:
                 voucher = (account.channel_id, account.highest, account.signature)
+                # Public once sent: its replays read nothing from here on (see ChannelAccount).
+                account.exposed = max(account.exposed, account.highest)
             signature = voucher[2]
             if self.checker is not None:  # a verified voucher may carry the other `v`
                 signature = self.checker.normalized(*voucher, account.signers)
