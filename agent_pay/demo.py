@@ -233,9 +233,9 @@ def _browse(
         prices = ", ".join(f"{p['price']} {p['token']}" for p in entry["prices"])
         say(f"“{entry['title']}” by {entry['authorName']} — {prices}", 1)
         page = reader.preview(entry["slug"])
-        words = len(page.content.split())
         offers = len(page.challenge.accepts) if page.challenge else 0
-        say(f"preview: 402 with {words} free words and {offers} offer(s) [{_ms(page.elapsed)}]", 2)
+        free = f"{len(page.content):,} characters free"  # words mean nothing in Chinese
+        say(f"preview: 402 with {free} and {offers} offer(s) [{_ms(page.elapsed)}]", 2)
         if sent is not None and page.challenge is not None:
             _decoded(say, "PAYMENT-REQUIRED", page.challenge, 2)
         verdict = rule(entry, page.content)

@@ -158,9 +158,9 @@ async def _converse(
             if preview is None:
                 continue
             offers = preview["offers"]
-            words = len(str(preview["preview"]).split())
+            free = len(str(preview["preview"]))  # characters: words mean nothing in Chinese
             priced = "; ".join(f"{o['price']} ({o['policy']})" for o in offers)
-            say(f"← {words} free words; offers: {priced}", 1)
+            say(f"← {free:,} characters free; offers: {priced}", 1)
             buy, why = model.decide(article, offers)
             say(f"model thinks: {'buy' if buy else 'skip'} — {why}", 1)
             if not buy:
