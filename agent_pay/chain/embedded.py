@@ -4,6 +4,10 @@ Transactions are accepted into a pending pool and mined in groups: whoever first
 receipt mines every transaction pending at that moment into one block ("group commit"). Under
 concurrency this batches many settlements into one block, which py-evm builds about three times
 faster than one block per transaction, while a lone caller still sees its receipt at once.
+Callers that are about to submit say so (`expecting()`): the miner then holds the block open
+for them, up to `group_size` transactions and `group_wait` seconds, so that settlements
+prepared while the previous block was being built share the next one instead of each starting
+a block of their own. With nobody expected, it mines at once.
 
 Block timestamps follow the given clock (wall time by default) and may repeat: a local chain
 mining hundreds of blocks a second must not run ahead of real time, or EIP-3009 validity windows
@@ -19,7 +23,8 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +55,17 @@ from agent_pay.chain.base import (
 from agent_pay.chain.devkeys import dev_accounts
 from agent_pay.chain.evm_speed import FastPragueVM
 
-__all__ = ["DEFAULT_CHAIN_ID", "EmbeddedChain", "MinedBlock"]
+__all__ = ["DEFAULT_CHAIN_ID", "GROUP_SIZE", "GROUP_WAIT", "EmbeddedChain", "MinedBlock"]
 
 DEFAULT_CHAIN_ID = 31337  # anvil's and hardhat's: wallets and x402 clients know it as a dev chain
 _GAS_LIMIT = 60_000_000
 _DEV_FUNDS = 10_000 * 10**18
 _PRIORITY_FEE = 10**9  # 1 gwei
+GROUP_SIZE = 256
+"""Default for `EmbeddedChain(group_size=...)`: the most transactions a block waits for."""
+GROUP_WAIT = 0.02
+"""Default for `EmbeddedChain(group_wait=...)`: the longest a block waits (seconds) for
+transactions announced by `expecting()`."""
 
 
 class _DevPragueVM(FastPragueVM):
@@ -112,6 +122,10 @@ class EmbeddedChain:
         on_block: called with every mined block, in order, while the next block waits (keep it
             short). It runs after the block's state and receipts are visible; if it raises, the
             block stays mined and the exception reaches whoever triggered the mining.
+        group_size, group_wait: group commit (see the module docstring): a block mined for a
+            receipt waits for transactions announced by `expecting()` until it holds
+            `group_size`, or `group_wait` seconds passed since it started waiting, or nobody
+            is expected any more. `mine()` never waits.
     """
 
     def __init__(
@@ -123,8 +137,12 @@ class EmbeddedChain:
         clock: Callable[[], float] = time.time,
         genesis_timestamp: int | None = None,
         on_block: Callable[[MinedBlock], None] | None = None,
+        group_size: int = GROUP_SIZE,
+        group_wait: float = GROUP_WAIT,
     ) -> None:
         self._chain_id = chain_id
+        self.group_size = group_size
+        self.group_wait = group_wait
         self._clock = clock
         self._on_block = on_block
         if funded is None:
@@ -153,6 +171,10 @@ class EmbeddedChain:
         # so they need no lock and proceed while a block is being built.
         self._mine_lock = threading.Lock()
         self._pool_lock = threading.Lock()  # guards the pending pool; held only briefly
+        self._pool_changed = threading.Condition(
+            self._pool_lock
+        )  # a tx came, or an expectation went
+        self._expected = 0  # callers inside `expecting()`: transactions on their way
         self._builder = self._chain.get_vm(self._chain.header).get_transaction_builder()
         self._pending: list[SignedTransactionAPI] = []
         self._pending_hashes: set[bytes] = set()
@@ -307,14 +329,29 @@ class EmbeddedChain:
             self._next_nonce[sender] = expected + 1
             self._pending.append(tx)
             self._pending_hashes.add(tx.hash)
+            self._pool_changed.notify_all()
         return bytes(tx.hash)
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce a transaction on its way (a settlement being checked and signed): a block
+        being mined for a receipt meanwhile waits for it, within `group_wait`. Leave the block
+        before waiting for a receipt of your own."""
+        with self._pool_lock:
+            self._expected += 1
+        try:
+            yield
+        finally:
+            with self._pool_lock:
+                self._expected -= 1
+                self._pool_changed.notify_all()
 
     def wait_for_receipt(self, tx_hash: bytes, timeout: float = 30.0) -> Receipt:
         receipt = self._receipts.get(tx_hash)
         # Group commit: mine ours and everything queued beside it. A block holds at most its gas
         # limit, so a very long queue takes several blocks: keep mining while ours waits.
         while receipt is None and tx_hash in self._pending_hashes:
-            self.mine()
+            self._mine_group(tx_hash)
             receipt = self._receipts.get(tx_hash)
         if receipt is not None:
             return receipt
@@ -322,36 +359,52 @@ class EmbeddedChain:
             raise TransactionRejectedError(self._dropped[tx_hash])
         raise ChainError(f"unknown transaction 0x{tx_hash.hex()}")
 
+    def _mine_group(self, tx_hash: bytes) -> None:
+        """Mine a block holding `tx_hash`, first letting announced transactions join it."""
+        with self._mine_lock:
+            with self._pool_lock:
+                if tx_hash not in self._pending_hashes:
+                    return  # mined by whoever held the lock before us
+                deadline = time.monotonic() + self.group_wait
+                while self._expected and len(self._pending) < self.group_size:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._pool_changed.wait(left):
+                        break
+            self._mine_locked(allow_empty=False)
+
     def mine(self, *, allow_empty: bool = False) -> int:
         """Mine pending transactions, oldest first and as many as the block's gas limit holds,
         into one block; return how many were included. The rest stay pending."""
         with self._mine_lock:
+            return self._mine_locked(allow_empty=allow_empty)
+
+    def _mine_locked(self, *, allow_empty: bool) -> int:
+        with self._pool_lock:
+            batch = _fitting(self._pending, _GAS_LIMIT)
+            self._pending = self._pending[len(batch) :]
+        if not batch and not allow_empty:
+            return 0
+        mined = batch
+        try:
+            block = self._mine_batch(batch)
+        except EVMValidationError:
+            # One transaction became invalid after it was accepted (its sender ran out of
+            # gas money, say). Find the culprits, drop them, mine the rest.
+            mined = self._drop_invalid(batch)
+            block = self._mine_batch(mined)
+        except Exception as exc:
+            # Never lose a batch silently: every waiter learns its transaction failed.
+            for tx in batch:
+                self._dropped[tx.hash] = f"block could not be built: {exc!r}"
             with self._pool_lock:
-                batch = _fitting(self._pending, _GAS_LIMIT)
-                self._pending = self._pending[len(batch) :]
-            if not batch and not allow_empty:
-                return 0
-            mined = batch
-            try:
-                block = self._mine_batch(batch)
-            except EVMValidationError:
-                # One transaction became invalid after it was accepted (its sender ran out of
-                # gas money, say). Find the culprits, drop them, mine the rest.
-                mined = self._drop_invalid(batch)
-                block = self._mine_batch(mined)
-            except Exception as exc:
-                # Never lose a batch silently: every waiter learns its transaction failed.
-                for tx in batch:
-                    self._dropped[tx.hash] = f"block could not be built: {exc!r}"
-                with self._pool_lock:
-                    self._next_nonce.clear()
-                raise ChainError(f"block could not be built: {exc!r}") from exc
-            finally:
-                with self._pool_lock:
-                    self._pending_hashes.difference_update(tx.hash for tx in batch)
-            if self._on_block is not None:
-                self._on_block(block)
-            return len(mined)
+                self._next_nonce.clear()
+            raise ChainError(f"block could not be built: {exc!r}") from exc
+        finally:
+            with self._pool_lock:
+                self._pending_hashes.difference_update(tx.hash for tx in batch)
+        if self._on_block is not None:
+            self._on_block(block)
+        return len(mined)
 
     def replay_block(self, timestamp: int, raw_transactions: Sequence[bytes]) -> MinedBlock:
         """Mine exactly `raw_transactions`, in order, into one block stamped `timestamp`.
