@@ -183,6 +183,7 @@ class EmbeddedChain:
         self._logs: dict[str, list[Log]] = {}  # by emitting address, in mining order
         self._dropped: dict[bytes, str] = {}
         self._head = self._chain.get_canonical_head()
+        self._storage_roots: dict[bytes, bytes] = {}  # b"" -> the state root they belong to
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -223,10 +224,19 @@ class EmbeddedChain:
         if not 0 <= slot < 2**256:
             raise ValueError(f"storage slot out of range: {slot}")
         db = self._chain.chaindb.db
-        encoded = HexaryTrie(db, self._head.state_root).get(keccak(to_canonical_address(address)))
-        if not encoded:
-            return 0  # no such account
-        storage_root = rlp.decode(encoded, sedes=Account).storage_root
+        state_root = self._head.state_root
+        # An account's storage root under one state root never changes: remember the last
+        # head's (the token's, read several times per settlement), forget it with the head.
+        known = self._storage_roots
+        if known.get(b"") != state_root:
+            known = self._storage_roots = {b"": state_root}
+        key = keccak(to_canonical_address(address))
+        storage_root = known.get(key)
+        if storage_root is None:
+            encoded = HexaryTrie(db, state_root).get(key)
+            if not encoded:
+                return 0  # no such account
+            storage_root = known[key] = rlp.decode(encoded, sedes=Account).storage_root
         if storage_root == BLANK_ROOT_HASH:
             return 0
         value = HexaryTrie(db, storage_root).get(keccak(slot.to_bytes(32, "big")))
