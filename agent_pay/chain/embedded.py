@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import rlp
@@ -46,11 +45,16 @@ from trie.hexary import HexaryTrie
 
 from agent_pay.chain.base import (
     ChainError,
-    ContractRevertError,
     Log,
     Receipt,
     TransactionRejectedError,
-    decode_revert_reason,
+)
+from agent_pay.chain.blocks import (
+    MinedBlock,
+    block_receipts,
+    calldata_floor,
+    fitting,
+    revert_error,
 )
 from agent_pay.chain.devkeys import dev_accounts
 from agent_pay.chain.evm_speed import FastPragueVM
@@ -78,35 +82,6 @@ class _DevPragueVM(FastPragueVM):
         if parent_header is not None and header.timestamp == parent_header.timestamp:
             parent_header = parent_header.copy(timestamp=header.timestamp - 1)
         super().validate_header(header, parent_header)
-
-
-@dataclass(frozen=True, slots=True)
-class MinedBlock:
-    """A block just mined, as `EmbeddedChain(on_block=...)` reports it.
-
-    `block` and `evm_receipts` are py-evm objects (header, transactions; cumulative gas, bloom);
-    `receipts` are ours, in the same order as the block's transactions.
-    """
-
-    block: Any
-    evm_receipts: tuple[Any, ...]
-    receipts: tuple[Receipt, ...]
-
-    @property
-    def number(self) -> int:
-        return int(self.block.header.block_number)
-
-    @property
-    def timestamp(self) -> int:
-        return int(self.block.header.timestamp)
-
-    @property
-    def hash(self) -> bytes:
-        return bytes(self.block.header.hash)
-
-    def raw_transactions(self) -> list[bytes]:
-        """The block's transactions as signed raw bytes (what `replay_block` takes)."""
-        return [bytes(tx.encode()) for tx in self.block.transactions]
 
 
 class EmbeddedChain:
@@ -249,7 +224,7 @@ class EmbeddedChain:
         with vm.in_costless_state() as state:
             computation = state.costless_execute_transaction(tx)
         if computation.is_error:
-            raise _revert_error(computation.error)
+            raise revert_error(computation.error)
         return bytes(computation.output)
 
     def estimate_gas(
@@ -263,7 +238,7 @@ class EmbeddedChain:
         except EVMValidationError as exc:
             raise TransactionRejectedError(str(exc)) from exc
         except Exception as exc:  # py-evm raises the VM error (Revert, ...) directly
-            raise _revert_error(exc) from exc
+            raise revert_error(exc) from exc
 
     def fee_params(self) -> tuple[int, int]:
         base_fee = int(self._chain.header.base_fee_per_gas)
@@ -324,10 +299,10 @@ class EmbeddedChain:
             )
         if tx.gas > _GAS_LIMIT:
             raise TransactionRejectedError("gas limit exceeds the block gas limit")
-        if tx.gas < _calldata_floor(tx.data):
+        if tx.gas < calldata_floor(tx.data):
             # EIP-7623 (Prague): py-evm does not enforce the calldata floor; real nodes do.
             raise TransactionRejectedError(
-                f"gas limit {tx.gas} is below the calldata floor {_calldata_floor(tx.data)}"
+                f"gas limit {tx.gas} is below the calldata floor {calldata_floor(tx.data)}"
             )
         expected = self.get_nonce(to_checksum_address(sender))
         with self._pool_lock:
@@ -390,7 +365,7 @@ class EmbeddedChain:
 
     def _mine_locked(self, *, allow_empty: bool) -> int:
         with self._pool_lock:
-            batch = _fitting(self._pending, _GAS_LIMIT)
+            batch = fitting(self._pending, _GAS_LIMIT)
             self._pending = self._pending[len(batch) :]
         if not batch and not allow_empty:
             return 0
@@ -457,45 +432,11 @@ class EmbeddedChain:
         )
         block = result.imported_block
         header = block.header
-        log_index = 0
-        cumulative_gas = 0  # py-evm receipts carry cumulative gas; ours carry each tx's own
-        ours: list[Receipt] = []
-        for tx, evm_receipt, computation in zip(batch, receipts, computations, strict=True):
-            gas_used = int(evm_receipt.gas_used) - cumulative_gas
-            cumulative_gas = int(evm_receipt.gas_used)
-            logs = []
-            for entry in evm_receipt.logs:
-                logs.append(
-                    Log(
-                        address=to_checksum_address(entry.address),
-                        topics=tuple(t.to_bytes(32, "big") for t in entry.topics),
-                        data=bytes(entry.data),
-                        log_index=log_index,
-                        transaction_hash=bytes(tx.hash),
-                        block_number=int(header.block_number),
-                    )
-                )
-                log_index += 1
-            created = None
-            if not tx.to:  # a CREATE: the new contract is the message's storage address
-                created = to_checksum_address(computation.msg.storage_address)
-            error = computation.error if computation.is_error else None
-            receipt = Receipt(
-                tx_hash=bytes(tx.hash),
-                block_number=int(header.block_number),
-                block_timestamp=int(header.timestamp),
-                status=not computation.is_error,
-                gas_used=gas_used,
-                sender=to_checksum_address(tx.sender),
-                to=to_checksum_address(tx.to) if tx.to else None,
-                contract_address=created if not computation.is_error else None,
-                logs=tuple(logs),
-                revert_reason=_revert_error(error).reason if error is not None else None,
-            )
-            self._receipts[tx.hash] = receipt
-            for log in logs:
+        ours = block_receipts(header, batch, receipts, computations)
+        for receipt in ours:
+            self._receipts[receipt.tx_hash] = receipt
+            for log in receipt.logs:
                 self._logs.setdefault(log.address, []).append(log)
-            ours.append(receipt)
         self._head = header
         return MinedBlock(block, tuple(receipts), tuple(ours))
 
@@ -530,28 +471,3 @@ class EmbeddedChain:
             data=data,
         )
         return SpoofTransaction(unsigned, from_=from_)
-
-
-def _fitting(pending: list[SignedTransactionAPI], gas_limit: int) -> list[SignedTransactionAPI]:
-    """The longest prefix of `pending` whose gas limits fit in one block."""
-    total = 0
-    for index, tx in enumerate(pending):
-        total += tx.gas
-        if total > gas_limit:
-            return pending[:index]
-    return list(pending)
-
-
-def _calldata_floor(data: bytes) -> int:
-    zeros = data.count(0)
-    return 21_000 + 10 * (zeros + 4 * (len(data) - zeros))
-
-
-def _revert_error(error: BaseException | None) -> ContractRevertError:
-    data = b""
-    if error is not None and error.args and isinstance(error.args[0], bytes):
-        data = error.args[0]
-    reason = decode_revert_reason(data)
-    if reason is None and error is not None and not data:
-        reason = type(error).__name__  # e.g. OutOfGas, InvalidInstruction
-    return ContractRevertError(reason, data)
