@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -595,3 +596,57 @@ def test_threads_sharing_one_transactor(
     assert [contract.call("stored", k) for k in range(0, total, 37)] == [
         k + 1 for k in range(0, total, 37)
     ]
+
+
+# -- group commit: a block waits for announced transactions --------------------------------------
+
+
+def test_block_waits_for_an_announced_transaction(clock: FakeClock) -> None:
+    """A settlement being prepared (`expecting`) when another waits for its receipt lands in
+    the same block; each still gets its own receipt."""
+    chain = EmbeddedChain(clock=clock, group_wait=5)
+    first, second = dev_account(1), dev_account(2)
+    start = chain.block_number()
+    announced = threading.Event()
+    receipts: dict[str, Receipt] = {}
+
+    def prepare_then_send() -> None:
+        with chain.expecting():
+            announced.set()
+            threading.Event().wait(0.05)  # checking and signing, while the other waits
+            tx = chain.send_raw_transaction(sign(second, chain))
+        receipts["second"] = chain.wait_for_receipt(tx)
+
+    worker = threading.Thread(target=prepare_then_send)
+    worker.start()
+    announced.wait(5)
+    receipts["first"] = chain.wait_for_receipt(chain.send_raw_transaction(sign(first, chain)))
+    worker.join(10)
+    assert receipts["first"].tx_hash != receipts["second"].tx_hash
+    assert receipts["first"].block_number == receipts["second"].block_number == start + 1
+    assert chain.block_number() == start + 1
+
+
+def test_group_wait_bounds_the_wait(clock: FakeClock) -> None:
+    """An announced transaction that does not come holds the block `group_wait`, no longer;
+    with nothing announced, a receipt is mined at once."""
+    chain = EmbeddedChain(clock=clock, group_wait=0.05)
+    alone = chain.send_raw_transaction(sign(dev_account(1), chain))
+    assert chain.wait_for_receipt(alone).block_number == 1
+    with chain.expecting():
+        tx = chain.send_raw_transaction(sign(dev_account(1), chain))
+        started = time.monotonic()
+        receipt = chain.wait_for_receipt(tx)
+        waited = time.monotonic() - started
+    assert receipt.block_number == 2
+    assert 0.04 <= waited < 2
+
+
+def test_group_size_bounds_the_wait(clock: FakeClock) -> None:
+    chain = EmbeddedChain(clock=clock, group_size=2, group_wait=30)
+    with chain.expecting():
+        chain.send_raw_transaction(sign(dev_account(1), chain))
+        tx = chain.send_raw_transaction(sign(dev_account(2), chain))
+        started = time.monotonic()
+        chain.wait_for_receipt(tx)
+        assert time.monotonic() - started < 5

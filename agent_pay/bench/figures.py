@@ -1,4 +1,5 @@
-"""Figures derived from a run: ratios, the channel issue's targets, memory, machine load."""
+"""Figures derived from a run: ratios, the issues' targets (channel; group commit for exact
+settlements), memory, machine load."""
 
 from __future__ import annotations
 
@@ -68,7 +69,66 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The channel issue's targets, checked against this run's figures where it has them."""
+    """The issues' targets, checked against this run's figures where it has them."""
+    return _channel_targets(report) + _exact_targets(report)
+
+
+def _exact_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The group-commit issue's: exact reads against the same run's mining rate (in one
+    block: the chain's own ceiling) and against the stock x402 server; server CPU per read
+    against the chain's CPU per settlement; latency under load next to unloaded."""
+    exact = report["phases"].get("paid_exact")
+    if exact is None:
+        return []
+    mining = report.get("mining") or {}
+    mined = mining.get("batch_tx_per_second")
+    per_settlement_us = 1e6 / mined if mined else None
+    of_mining = _ratio(_rate(exact), mined)
+    over_stock = report["ratios"].get("exact_over_stock_x402")
+    cpu = _ratio(_cpu(exact), per_settlement_us)
+    unloaded = report["unloaded"].get("paid_exact")
+    latency = {"under load": exact["latency_ms"]}
+    if unloaded is not None:
+        latency["unloaded"] = unloaded["latency_ms"]
+    return [
+        {
+            "target": "exact paid reads/s >= 0.8 x group-commit mining rate (same run)",
+            "value": of_mining,
+            "met": None if of_mining is None else of_mining >= 0.8,
+            "note": f"mining alone: {mined} settlements/s in one block of "
+            f"{mining.get('batch_size')}"
+            if mined
+            else "not measured",
+        },
+        {
+            "target": "exact paid reads/s >= 2 x stock x402 exact (same chain)",
+            "value": over_stock,
+            "met": None if over_stock is None else over_stock >= 2,
+            "note": "" if over_stock is not None else "the stock comparison did not run",
+        },
+        {
+            "target": "server CPU per exact read <= 2 x the chain's CPU per settlement",
+            "value": cpu,
+            "met": None if cpu is None else cpu <= 2,
+            "note": f"{_cpu(exact)} us per read against {per_settlement_us:,.0f} us per "
+            "settlement mined in one block"
+            if cpu is not None
+            else "not measured",
+        },
+        {
+            "target": "p50/p99 of an exact read under load next to unloaded",
+            "value": {
+                key: {"p50_ms": figures["p50_ms"], "p99_ms": figures["p99_ms"]}
+                for key, figures in latency.items()
+            },
+            "met": None,
+            "note": f"{exact['concurrency']} connections under load; one unloaded",
+        },
+    ]
+
+
+def _channel_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The channel issue's targets."""
     phases, ratios = report["phases"], report["ratios"]
     channel = phases.get("paid_channel")
     exact = phases.get("paid_exact")

@@ -146,7 +146,7 @@ def render_bench(report: dict[str, Any]) -> str:
         if scheme["status"] != "ran":
             lines.append(f"scheme {name}: not run — {scheme['reason']}")
 
-    lines += ["", "targets (channel issue):"]
+    lines += ["", "targets (channel issue; group commit for exact):"]
     for target in report["targets"]:
         met = target["met"]
         verdict = "met" if met else ("NOT met" if met is False else "-")

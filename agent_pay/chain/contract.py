@@ -11,10 +11,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from coincurve import PrivateKey
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_utils import (
+    function_signature_to_4byte_selector,
+    keccak,
+    to_canonical_address,
+    to_checksum_address,
+)
 
 from agent_pay.chain.base import (
     Chain,
@@ -23,6 +29,7 @@ from agent_pay.chain.base import (
     Receipt,
     TransactionRejectedError,
 )
+from agent_pay.chain.txsign import sign_dynamic_fee_transaction
 
 __all__ = ["NONCE_RETRIES", "Contract", "Transactor", "deploy_contract", "is_nonce_clash"]
 
@@ -79,6 +86,7 @@ class Transactor:
     def __init__(self, chain: Chain, account: LocalAccount) -> None:
         self.chain = chain
         self._account = account
+        self._key = PrivateKey(bytes(account.key))
         self._lock = threading.Lock()
         self._nonce: int | None = None
 
@@ -114,20 +122,17 @@ class Transactor:
                 nonce = self._nonce
                 if nonce is None:
                     nonce = self.chain.get_nonce(self.address)
-                tx: dict[str, Any] = {
-                    "type": 2,
-                    "chainId": self.chain.chain_id,
-                    "nonce": nonce,
-                    "to": to_checksum_address(to) if to else b"",
-                    "value": value,
-                    "data": data,
-                    "gas": gas,
-                    "maxFeePerGas": max_fee,
-                    "maxPriorityFeePerGas": priority_fee,
-                }
-                if not to:
-                    del tx["to"]
-                signed = self._account.sign_transaction(tx)
+                signed = sign_dynamic_fee_transaction(
+                    self._key,
+                    chain_id=self.chain.chain_id,
+                    nonce=nonce,
+                    max_priority_fee_per_gas=priority_fee,
+                    max_fee_per_gas=max_fee,
+                    gas=gas,
+                    to=to_canonical_address(to) if to else b"",
+                    value=value,
+                    data=data,
+                )
                 if before_broadcast is not None:
                     before_broadcast(bytes(signed.hash))
                 try:

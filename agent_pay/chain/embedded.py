@@ -4,6 +4,10 @@ Transactions are accepted into a pending pool and mined in groups: whoever first
 receipt mines every transaction pending at that moment into one block ("group commit"). Under
 concurrency this batches many settlements into one block, which py-evm builds about three times
 faster than one block per transaction, while a lone caller still sees its receipt at once.
+Callers that are about to submit say so (`expecting()`): the miner then holds the block open
+for them, up to `group_size` transactions and `group_wait` seconds, so that settlements
+prepared while the previous block was being built share the next one instead of each starting
+a block of their own. With nobody expected, it mines at once.
 
 Block timestamps follow the given clock (wall time by default) and may repeat: a local chain
 mining hundreds of blocks a second must not run ahead of real time, or EIP-3009 validity windows
@@ -19,8 +23,8 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import rlp
@@ -41,21 +45,31 @@ from trie.hexary import HexaryTrie
 
 from agent_pay.chain.base import (
     ChainError,
-    ContractRevertError,
     Log,
     Receipt,
     TransactionRejectedError,
-    decode_revert_reason,
+)
+from agent_pay.chain.blocks import (
+    MinedBlock,
+    block_receipts,
+    calldata_floor,
+    fitting,
+    revert_error,
 )
 from agent_pay.chain.devkeys import dev_accounts
 from agent_pay.chain.evm_speed import FastPragueVM
 
-__all__ = ["DEFAULT_CHAIN_ID", "EmbeddedChain", "MinedBlock"]
+__all__ = ["DEFAULT_CHAIN_ID", "GROUP_SIZE", "GROUP_WAIT", "EmbeddedChain", "MinedBlock"]
 
 DEFAULT_CHAIN_ID = 31337  # anvil's and hardhat's: wallets and x402 clients know it as a dev chain
 _GAS_LIMIT = 60_000_000
 _DEV_FUNDS = 10_000 * 10**18
 _PRIORITY_FEE = 10**9  # 1 gwei
+GROUP_SIZE = 256
+"""Default for `EmbeddedChain(group_size=...)`: the most transactions a block waits for."""
+GROUP_WAIT = 0.02
+"""Default for `EmbeddedChain(group_wait=...)`: the longest a block waits (seconds) for
+transactions announced by `expecting()`."""
 
 
 class _DevPragueVM(FastPragueVM):
@@ -68,35 +82,6 @@ class _DevPragueVM(FastPragueVM):
         if parent_header is not None and header.timestamp == parent_header.timestamp:
             parent_header = parent_header.copy(timestamp=header.timestamp - 1)
         super().validate_header(header, parent_header)
-
-
-@dataclass(frozen=True, slots=True)
-class MinedBlock:
-    """A block just mined, as `EmbeddedChain(on_block=...)` reports it.
-
-    `block` and `evm_receipts` are py-evm objects (header, transactions; cumulative gas, bloom);
-    `receipts` are ours, in the same order as the block's transactions.
-    """
-
-    block: Any
-    evm_receipts: tuple[Any, ...]
-    receipts: tuple[Receipt, ...]
-
-    @property
-    def number(self) -> int:
-        return int(self.block.header.block_number)
-
-    @property
-    def timestamp(self) -> int:
-        return int(self.block.header.timestamp)
-
-    @property
-    def hash(self) -> bytes:
-        return bytes(self.block.header.hash)
-
-    def raw_transactions(self) -> list[bytes]:
-        """The block's transactions as signed raw bytes (what `replay_block` takes)."""
-        return [bytes(tx.encode()) for tx in self.block.transactions]
 
 
 class EmbeddedChain:
@@ -112,6 +97,10 @@ class EmbeddedChain:
         on_block: called with every mined block, in order, while the next block waits (keep it
             short). It runs after the block's state and receipts are visible; if it raises, the
             block stays mined and the exception reaches whoever triggered the mining.
+        group_size, group_wait: group commit (see the module docstring): a block mined for a
+            receipt waits for transactions announced by `expecting()` until it holds
+            `group_size`, or `group_wait` seconds passed since it started waiting, or nobody
+            is expected any more. `mine()` never waits.
     """
 
     def __init__(
@@ -123,8 +112,12 @@ class EmbeddedChain:
         clock: Callable[[], float] = time.time,
         genesis_timestamp: int | None = None,
         on_block: Callable[[MinedBlock], None] | None = None,
+        group_size: int = GROUP_SIZE,
+        group_wait: float = GROUP_WAIT,
     ) -> None:
         self._chain_id = chain_id
+        self.group_size = group_size
+        self.group_wait = group_wait
         self._clock = clock
         self._on_block = on_block
         if funded is None:
@@ -153,6 +146,10 @@ class EmbeddedChain:
         # so they need no lock and proceed while a block is being built.
         self._mine_lock = threading.Lock()
         self._pool_lock = threading.Lock()  # guards the pending pool; held only briefly
+        self._pool_changed = threading.Condition(
+            self._pool_lock
+        )  # a tx came, or an expectation went
+        self._expected = 0  # callers inside `expecting()`: transactions on their way
         self._builder = self._chain.get_vm(self._chain.header).get_transaction_builder()
         self._pending: list[SignedTransactionAPI] = []
         self._pending_hashes: set[bytes] = set()
@@ -161,6 +158,7 @@ class EmbeddedChain:
         self._logs: dict[str, list[Log]] = {}  # by emitting address, in mining order
         self._dropped: dict[bytes, str] = {}
         self._head = self._chain.get_canonical_head()
+        self._storage_roots: dict[bytes, bytes] = {}  # b"" -> the state root they belong to
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -201,10 +199,19 @@ class EmbeddedChain:
         if not 0 <= slot < 2**256:
             raise ValueError(f"storage slot out of range: {slot}")
         db = self._chain.chaindb.db
-        encoded = HexaryTrie(db, self._head.state_root).get(keccak(to_canonical_address(address)))
-        if not encoded:
-            return 0  # no such account
-        storage_root = rlp.decode(encoded, sedes=Account).storage_root
+        state_root = self._head.state_root
+        # An account's storage root under one state root never changes: remember the last
+        # head's (the token's, read several times per settlement), forget it with the head.
+        known = self._storage_roots
+        if known.get(b"") != state_root:
+            known = self._storage_roots = {b"": state_root}
+        key = keccak(to_canonical_address(address))
+        storage_root = known.get(key)
+        if storage_root is None:
+            encoded = HexaryTrie(db, state_root).get(key)
+            if not encoded:
+                return 0  # no such account
+            storage_root = known[key] = rlp.decode(encoded, sedes=Account).storage_root
         if storage_root == BLANK_ROOT_HASH:
             return 0
         value = HexaryTrie(db, storage_root).get(keccak(slot.to_bytes(32, "big")))
@@ -217,7 +224,7 @@ class EmbeddedChain:
         with vm.in_costless_state() as state:
             computation = state.costless_execute_transaction(tx)
         if computation.is_error:
-            raise _revert_error(computation.error)
+            raise revert_error(computation.error)
         return bytes(computation.output)
 
     def estimate_gas(
@@ -231,7 +238,7 @@ class EmbeddedChain:
         except EVMValidationError as exc:
             raise TransactionRejectedError(str(exc)) from exc
         except Exception as exc:  # py-evm raises the VM error (Revert, ...) directly
-            raise _revert_error(exc) from exc
+            raise revert_error(exc) from exc
 
     def fee_params(self) -> tuple[int, int]:
         base_fee = int(self._chain.header.base_fee_per_gas)
@@ -292,10 +299,10 @@ class EmbeddedChain:
             )
         if tx.gas > _GAS_LIMIT:
             raise TransactionRejectedError("gas limit exceeds the block gas limit")
-        if tx.gas < _calldata_floor(tx.data):
+        if tx.gas < calldata_floor(tx.data):
             # EIP-7623 (Prague): py-evm does not enforce the calldata floor; real nodes do.
             raise TransactionRejectedError(
-                f"gas limit {tx.gas} is below the calldata floor {_calldata_floor(tx.data)}"
+                f"gas limit {tx.gas} is below the calldata floor {calldata_floor(tx.data)}"
             )
         expected = self.get_nonce(to_checksum_address(sender))
         with self._pool_lock:
@@ -307,14 +314,29 @@ class EmbeddedChain:
             self._next_nonce[sender] = expected + 1
             self._pending.append(tx)
             self._pending_hashes.add(tx.hash)
+            self._pool_changed.notify_all()
         return bytes(tx.hash)
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce a transaction on its way (a settlement being checked and signed): a block
+        being mined for a receipt meanwhile waits for it, within `group_wait`. Leave the block
+        before waiting for a receipt of your own."""
+        with self._pool_lock:
+            self._expected += 1
+        try:
+            yield
+        finally:
+            with self._pool_lock:
+                self._expected -= 1
+                self._pool_changed.notify_all()
 
     def wait_for_receipt(self, tx_hash: bytes, timeout: float = 30.0) -> Receipt:
         receipt = self._receipts.get(tx_hash)
         # Group commit: mine ours and everything queued beside it. A block holds at most its gas
         # limit, so a very long queue takes several blocks: keep mining while ours waits.
         while receipt is None and tx_hash in self._pending_hashes:
-            self.mine()
+            self._mine_group(tx_hash)
             receipt = self._receipts.get(tx_hash)
         if receipt is not None:
             return receipt
@@ -322,36 +344,52 @@ class EmbeddedChain:
             raise TransactionRejectedError(self._dropped[tx_hash])
         raise ChainError(f"unknown transaction 0x{tx_hash.hex()}")
 
+    def _mine_group(self, tx_hash: bytes) -> None:
+        """Mine a block holding `tx_hash`, first letting announced transactions join it."""
+        with self._mine_lock:
+            with self._pool_lock:
+                if tx_hash not in self._pending_hashes:
+                    return  # mined by whoever held the lock before us
+                deadline = time.monotonic() + self.group_wait
+                while self._expected and len(self._pending) < self.group_size:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._pool_changed.wait(left):
+                        break
+            self._mine_locked(allow_empty=False)
+
     def mine(self, *, allow_empty: bool = False) -> int:
         """Mine pending transactions, oldest first and as many as the block's gas limit holds,
         into one block; return how many were included. The rest stay pending."""
         with self._mine_lock:
+            return self._mine_locked(allow_empty=allow_empty)
+
+    def _mine_locked(self, *, allow_empty: bool) -> int:
+        with self._pool_lock:
+            batch = fitting(self._pending, _GAS_LIMIT)
+            self._pending = self._pending[len(batch) :]
+        if not batch and not allow_empty:
+            return 0
+        mined = batch
+        try:
+            block = self._mine_batch(batch)
+        except EVMValidationError:
+            # One transaction became invalid after it was accepted (its sender ran out of
+            # gas money, say). Find the culprits, drop them, mine the rest.
+            mined = self._drop_invalid(batch)
+            block = self._mine_batch(mined)
+        except Exception as exc:
+            # Never lose a batch silently: every waiter learns its transaction failed.
+            for tx in batch:
+                self._dropped[tx.hash] = f"block could not be built: {exc!r}"
             with self._pool_lock:
-                batch = _fitting(self._pending, _GAS_LIMIT)
-                self._pending = self._pending[len(batch) :]
-            if not batch and not allow_empty:
-                return 0
-            mined = batch
-            try:
-                block = self._mine_batch(batch)
-            except EVMValidationError:
-                # One transaction became invalid after it was accepted (its sender ran out of
-                # gas money, say). Find the culprits, drop them, mine the rest.
-                mined = self._drop_invalid(batch)
-                block = self._mine_batch(mined)
-            except Exception as exc:
-                # Never lose a batch silently: every waiter learns its transaction failed.
-                for tx in batch:
-                    self._dropped[tx.hash] = f"block could not be built: {exc!r}"
-                with self._pool_lock:
-                    self._next_nonce.clear()
-                raise ChainError(f"block could not be built: {exc!r}") from exc
-            finally:
-                with self._pool_lock:
-                    self._pending_hashes.difference_update(tx.hash for tx in batch)
-            if self._on_block is not None:
-                self._on_block(block)
-            return len(mined)
+                self._next_nonce.clear()
+            raise ChainError(f"block could not be built: {exc!r}") from exc
+        finally:
+            with self._pool_lock:
+                self._pending_hashes.difference_update(tx.hash for tx in batch)
+        if self._on_block is not None:
+            self._on_block(block)
+        return len(mined)
 
     def replay_block(self, timestamp: int, raw_transactions: Sequence[bytes]) -> MinedBlock:
         """Mine exactly `raw_transactions`, in order, into one block stamped `timestamp`.
@@ -394,45 +432,11 @@ class EmbeddedChain:
         )
         block = result.imported_block
         header = block.header
-        log_index = 0
-        cumulative_gas = 0  # py-evm receipts carry cumulative gas; ours carry each tx's own
-        ours: list[Receipt] = []
-        for tx, evm_receipt, computation in zip(batch, receipts, computations, strict=True):
-            gas_used = int(evm_receipt.gas_used) - cumulative_gas
-            cumulative_gas = int(evm_receipt.gas_used)
-            logs = []
-            for entry in evm_receipt.logs:
-                logs.append(
-                    Log(
-                        address=to_checksum_address(entry.address),
-                        topics=tuple(t.to_bytes(32, "big") for t in entry.topics),
-                        data=bytes(entry.data),
-                        log_index=log_index,
-                        transaction_hash=bytes(tx.hash),
-                        block_number=int(header.block_number),
-                    )
-                )
-                log_index += 1
-            created = None
-            if not tx.to:  # a CREATE: the new contract is the message's storage address
-                created = to_checksum_address(computation.msg.storage_address)
-            error = computation.error if computation.is_error else None
-            receipt = Receipt(
-                tx_hash=bytes(tx.hash),
-                block_number=int(header.block_number),
-                block_timestamp=int(header.timestamp),
-                status=not computation.is_error,
-                gas_used=gas_used,
-                sender=to_checksum_address(tx.sender),
-                to=to_checksum_address(tx.to) if tx.to else None,
-                contract_address=created if not computation.is_error else None,
-                logs=tuple(logs),
-                revert_reason=_revert_error(error).reason if error is not None else None,
-            )
-            self._receipts[tx.hash] = receipt
-            for log in logs:
+        ours = block_receipts(header, batch, receipts, computations)
+        for receipt in ours:
+            self._receipts[receipt.tx_hash] = receipt
+            for log in receipt.logs:
                 self._logs.setdefault(log.address, []).append(log)
-            ours.append(receipt)
         self._head = header
         return MinedBlock(block, tuple(receipts), tuple(ours))
 
@@ -467,28 +471,3 @@ class EmbeddedChain:
             data=data,
         )
         return SpoofTransaction(unsigned, from_=from_)
-
-
-def _fitting(pending: list[SignedTransactionAPI], gas_limit: int) -> list[SignedTransactionAPI]:
-    """The longest prefix of `pending` whose gas limits fit in one block."""
-    total = 0
-    for index, tx in enumerate(pending):
-        total += tx.gas
-        if total > gas_limit:
-            return pending[:index]
-    return list(pending)
-
-
-def _calldata_floor(data: bytes) -> int:
-    zeros = data.count(0)
-    return 21_000 + 10 * (zeros + 4 * (len(data) - zeros))
-
-
-def _revert_error(error: BaseException | None) -> ContractRevertError:
-    data = b""
-    if error is not None and error.args and isinstance(error.args[0], bytes):
-        data = error.args[0]
-    reason = decode_revert_reason(data)
-    if reason is None and error is not None and not data:
-        reason = type(error).__name__  # e.g. OutOfGas, InvalidInstruction
-    return ContractRevertError(reason, data)

@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 
 from eth_utils import keccak, to_canonical_address
@@ -278,20 +279,31 @@ class ExactEvmScheme:
 
     def _settle_once(self, verified: _Verified) -> Settlement:
         token, auth = verified.token, verified.auth
-        try:
-            if self._is_used(token, auth):
-                earlier = self.find_settlement(token, auth)
-                if earlier is not None:
-                    return earlier
-                raise PaymentRejectedError(
-                    "this authorization was already used or cancelled", Reason.NONCE_ALREADY_USED
-                )
-            self._check_window(auth)
-            self._check_chain_state(token, auth, unused=True)
-        except ChainUnavailableError as exc:
-            exc.broadcast = False  # nothing of this call was sent yet
-            raise
-        return self._submit(verified)
+        with ExitStack() as expected:
+            # Tell a chain that mines by group commit a transaction is on its way, until it is
+            # sent: a block mined meanwhile waits (briefly) for it instead of leaving it for
+            # a block of its own.
+            expected.enter_context(self._expecting())
+            try:
+                if self._is_used(token, auth):
+                    expected.close()
+                    earlier = self.find_settlement(token, auth)
+                    if earlier is not None:
+                        return earlier
+                    raise PaymentRejectedError(
+                        "this authorization was already used or cancelled",
+                        Reason.NONCE_ALREADY_USED,
+                    )
+                self._check_window(auth)
+                self._check_chain_state(token, auth, unused=True)
+            except ChainUnavailableError as exc:
+                exc.broadcast = False  # nothing of this call was sent yet
+                raise
+            return self._submit(verified, expected)
+
+    def _expecting(self) -> AbstractContextManager[None]:
+        expecting = getattr(self.chain, "expecting", None)
+        return nullcontext() if expecting is None else expecting()
 
     def find_settlement(self, token: Stablecoin, auth: TransferAuthorization) -> Settlement | None:
         """The on-chain transfer that used `auth`, or None if none did (unused, cancelled, or
@@ -311,7 +323,7 @@ class ExactEvmScheme:
             raise ChainUnavailableError(f"cannot read the chain's logs: {exc}") from exc
         return None
 
-    def _submit(self, verified: _Verified) -> Settlement:
+    def _submit(self, verified: _Verified, expected: ExitStack) -> Settlement:
         """Send the transfer and confirm it. A transaction the node dropped (replaced by another
         sender of our gas key, or evicted) is sent again while the authorization is unused."""
         token, auth = verified.token, verified.auth
@@ -345,6 +357,7 @@ class ExactEvmScheme:
             except _CHAIN_TROUBLE as exc:
                 raise ChainUnavailableError(f"settlement not sent: {exc}", broadcast=None) from exc
             broadcast = True
+            expected.close()  # sent: the block may go without us now
             try:
                 receipt = self.chain.wait_for_receipt(tx_hash, self.receipt_timeout)
             except TransactionRejectedError as exc:

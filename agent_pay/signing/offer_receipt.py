@@ -10,7 +10,10 @@ The spec's types, which are not sent on the wire (x402 `extension-offer-and-rece
             string transaction)
 
 The chain id is always 1: these are off-chain statements; the payload names its network. The
-payload is signed exactly as transmitted. Hashing is eth-account's `encode_typed_data`.
+payload is signed exactly as transmitted. A signer that holds its key signs the digest computed
+by `agent_pay.signing.eip712` (a flat struct: about 0.1 ms instead of eth-account's 0.5 ms per
+receipt, every paid read pays it); any other signer gets the full typed data. The digests are
+held equal to eth-account's `encode_typed_data` by the tests.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from agent_pay.protocol.offer_receipt import (
     SignedOffer,
     SignedX402Receipt,
 )
+from agent_pay.signing.eip712 import Struct, domain_separator, sign_typed, typed_digest
 from agent_pay.signing.signature import recover_typed_data_signer
 from agent_pay.signing.signer import Signer
 from agent_pay.signing.typed_data import Fields
@@ -32,11 +36,13 @@ __all__ = [
     "OFFER_FIELDS",
     "X402_RECEIPT_DOMAIN",
     "X402_RECEIPT_FIELDS",
+    "offer_digest",
     "offer_typed_data",
     "recover_offer_signer",
     "recover_x402_receipt_signer",
     "sign_offer",
     "sign_x402_receipt",
+    "x402_receipt_digest",
     "x402_receipt_typed_data",
 ]
 
@@ -66,6 +72,25 @@ X402_RECEIPT_FIELDS: Final[Fields] = [
     {"name": "transaction", "type": "string"},
 ]
 
+_OFFER: Final = Struct("Offer", OFFER_FIELDS)
+_OFFER_SEPARATOR: Final = domain_separator(OFFER_DOMAIN)
+_X402_RECEIPT: Final = Struct("Receipt", X402_RECEIPT_FIELDS)
+_X402_RECEIPT_SEPARATOR: Final = domain_separator(X402_RECEIPT_DOMAIN)
+
+
+def _digest(struct: Struct, separator: bytes, fields: Fields, message: dict[str, Any]) -> bytes:
+    return typed_digest(separator, struct.hash(*(message[field["name"]] for field in fields)))
+
+
+def offer_digest(payload: OfferPayload) -> bytes:
+    """The EIP-712 digest of an offer."""
+    return _digest(_OFFER, _OFFER_SEPARATOR, OFFER_FIELDS, payload.to_wire())
+
+
+def x402_receipt_digest(payload: ReceiptPayload) -> bytes:
+    """The EIP-712 digest of an x402 receipt."""
+    return _digest(_X402_RECEIPT, _X402_RECEIPT_SEPARATOR, X402_RECEIPT_FIELDS, payload.to_wire())
+
 
 def _typed(primary: str, fields: Fields, domain: dict[str, Any], message: dict[str, Any]) -> Any:
     return {
@@ -92,13 +117,15 @@ def x402_receipt_typed_data(payload: ReceiptPayload) -> dict[str, Any]:
 
 def sign_offer(signer: Signer, payload: OfferPayload, accept_index: int | None) -> SignedOffer:
     """`payload` signed by `signer`, pointing at `accepts[accept_index]`."""
-    signature = signer.sign_typed_data(offer_typed_data(payload))
+    signature = sign_typed(signer, offer_digest(payload), lambda: offer_typed_data(payload))
     return SignedOffer(accept_index=accept_index, payload=payload, signature="0x" + signature.hex())
 
 
 def sign_x402_receipt(signer: Signer, payload: ReceiptPayload) -> SignedX402Receipt:
     """`payload` signed by `signer`."""
-    signature = signer.sign_typed_data(x402_receipt_typed_data(payload))
+    signature = sign_typed(
+        signer, x402_receipt_digest(payload), lambda: x402_receipt_typed_data(payload)
+    )
     return SignedX402Receipt(payload=payload, signature="0x" + signature.hex())
 
 

@@ -1,0 +1,62 @@
+"""Signing EIP-1559 (type 2) transactions directly: RLP, keccak and one coincurve signature.
+
+eth-account's `sign_transaction` validates and normalises a dict through several layers and
+took about 0.67 ms per settlement here, most of a settlement's cost outside the EVM; this
+builds the same bytes in about 0.05 ms. Only the shape the `Transactor` sends is supported
+(no access list, no blobs); the output is held byte for byte to eth-account's by the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import rlp
+from coincurve import PrivateKey
+from eth_utils import keccak
+
+__all__ = ["SignedTransaction", "sign_dynamic_fee_transaction"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTransaction:
+    """A signed transaction: its hash and the raw bytes a node takes."""
+
+    hash: bytes
+    raw_transaction: bytes
+
+
+def sign_dynamic_fee_transaction(
+    key: PrivateKey,
+    *,
+    chain_id: int,
+    nonce: int,
+    max_priority_fee_per_gas: int,
+    max_fee_per_gas: int,
+    gas: int,
+    to: bytes,
+    value: int,
+    data: bytes,
+) -> SignedTransaction:
+    """Sign a type-2 transaction with an empty access list. `to` is the 20-byte address, or
+    b"" to create a contract."""
+    if to and len(to) != 20:
+        raise ValueError("`to` must be 20 bytes, or empty for a contract creation")
+    fields: list[object] = [
+        chain_id,
+        nonce,
+        max_priority_fee_per_gas,
+        max_fee_per_gas,
+        gas,
+        to,
+        value,
+        data,
+        [],
+    ]
+    digest = keccak(b"\x02" + rlp.encode(fields))
+    # libsecp256k1 signs deterministically (RFC 6979) and always with a low s, as eth-keys does.
+    signature = key.sign_recoverable(digest, hasher=None)
+    y_parity = signature[64]
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    raw = b"\x02" + rlp.encode([*fields, y_parity, r, s])
+    return SignedTransaction(keccak(raw), raw)
