@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -617,3 +618,94 @@ def test_x402_fetch_pays_once_and_its_header_alone_reads_no_more(cluster: Cluste
     assert seen["again"]["body"]["error"] == Reason.NONCE_ALREADY_USED
     assert seen["again"]["body"]["content"] == article.preview
     assert cluster.usdx.balance_of(account.address) == 1_000_000 - PRICES[SLUG]
+
+
+# -- a, with faults: the node stopped or killed mid-run, then restarted -------------------------
+
+FAULT_READERS = 30
+BURST = 16
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_a_read_answered_without_200_is_charged_only_if_already_broadcast(
+    cluster: Cluster, how: signal.Signals
+) -> None:
+    """Stock clients pay on A and B while the node is stopped (or SIGKILLed) and restarted.
+    Every debit has a 200, or the server's ledger held its transaction hash (written before
+    broadcast) by the time the client had its answer; after a grace period for reconciliation,
+    still no other debit."""
+    payers = cluster.funded(FAULT_READERS + BURST)
+    before = cluster.balances(payers)
+
+    async def run() -> list[Outcome]:
+        async def fault() -> None:
+            await asyncio.sleep(1.0)
+            os.killpg(cluster.node.pid, how)
+            await asyncio.to_thread(cluster.node.wait, 30)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(cluster.start_node)
+
+        # A steady stream over ~4 s, and a burst just before the fault, so that some
+        # settlements are in flight when the node goes.
+        steady, burst = payers[:FAULT_READERS], payers[FAULT_READERS:]
+        reads = [stock_read(cluster, p, "ab"[i % 2], SLUG, i * 0.13) for i, p in enumerate(steady)]
+        reads += [
+            stock_read(cluster, p, "ab"[i % 2], SLUG, 0.5 + i * 0.03) for i, p in enumerate(burst)
+        ]
+        *outcomes, _ = await asyncio.gather(*reads, fault())
+        return outcomes  # type: ignore[return-value]
+
+    outcomes = asyncio.run(run())
+    answered = {"a": ledger_rows(cluster.a_dir), "b": ledger_rows(cluster.b_dir)}
+    debited = debits(before, cluster.balances(payers))
+
+    def explained(outcome: Outcome) -> bool:
+        """Charged without a 200: its settlement was broadcast before the answer went out."""
+        row = answered[outcome.server].get(outcome.payer)
+        if row is None or row[1] is None:
+            return False
+        state, tx_hash, updated_at = row
+        if state == "settling":  # untouched since the hash was written, before broadcast
+            assert updated_at <= outcome.answered_at, (outcome, row)
+        return tx_hash == settlement_of(cluster, outcome.payer)
+
+    charged = check_paid_iff_200(cluster, outcomes, debited)
+    unexplained = [
+        (o.server, o.status, o.payer, answered[o.server].get(o.payer))
+        for o in charged
+        if not explained(o)
+    ]
+    assert unexplained == [], unexplained
+    poke(cluster, GRACE)
+    later = debits(before, cluster.balances(payers))
+    charged_later = check_paid_iff_200(cluster, outcomes, later)
+    unexplained = [
+        (o.server, o.status, o.payer, answered[o.server].get(o.payer))
+        for o in charged_later
+        if not explained(o)
+    ]
+    assert unexplained == [], unexplained
+
+    # What the servers' ledgers say of the reads that were not 200, at the answer and after.
+    final = {"a": ledger_rows(cluster.a_dir), "b": ledger_rows(cluster.b_dir)}
+    sent: dict[str, int] = {}
+    for outcome in outcomes:
+        if outcome.status != 200:
+            at_answer = answered[outcome.server].get(outcome.payer)
+            now = final[outcome.server].get(outcome.payer)
+            key = (
+                f"{outcome.server}:{at_answer[0] if at_answer else 'none'}"
+                f"{'+tx' if at_answer and at_answer[1] else ''}->{now[0] if now else 'none'}"
+            )
+            sent[key] = sent.get(key, 0) + 1
+    statuses: dict[str, int] = {}
+    for outcome in outcomes:
+        key = f"{outcome.server}:{outcome.status or 'error'}"
+        statuses[key] = statuses.get(key, 0) + 1
+    print(
+        f"\nnode {how.name}: {dict(sorted(statuses.items()))}; charged without a 200: "
+        f"{len(charged)} at once, {len(charged_later)} after {GRACE:.0f} s (each broadcast "
+        f"before its answer); their ledger rows: {dict(sorted(sent.items()))}"
+    )
+    assert statuses.get("a:200", 0) + statuses.get("b:200", 0) > 0  # traffic before and after
+    assert len(outcomes) - sum(v for k, v in statuses.items() if k.endswith(":200")) > 0
