@@ -177,12 +177,16 @@ class ChainUnavailableError(AgentPayError):
         retry_after: int = 2,
         *,
         broadcast: bool | None = None,
+        transaction: str | None = None,
     ) -> None:
         super().__init__(message, reason)
         self.retry_after = retry_after
         self.broadcast = broadcast
         """From a settlement: whether its transaction reached the node before the trouble
         (True: it may still be mined; False: certainly not sent; None: unknown)."""
+        self.transaction = transaction
+        """From a settlement that may have been broadcast: the hash (0x-hex) of the last
+        transaction handed to the node, which may still be mined; None if none was."""
 
 
 class PolicyViolationError(AgentPayError):

@@ -263,6 +263,46 @@ def test_a_stranded_payment_is_charged_only_if_it_was_sent_before_the_503(
         assert paid == {(stranded.address, "USDX"): -PRICE}
 
 
+def test_behind_a_remote_facilitator_the_ledger_holds_what_may_still_be_mined(
+    bed: Testbed, chain: FlakyChain, render: OnRender
+) -> None:
+    """A server settling through agent-pay's facilitator over HTTP, whose settlement is sent but
+    not mined when the node goes: the facilitator's 503 says which transaction may still be
+    mined, and the server's ledger holds it before its own 503 goes out, as it does for a
+    settlement made in process. Nobody retries; reconciliation finds it mined."""
+    facilitator = create_facilitator_app(bed.facilitator)
+    remote = HttpFacilitatorClient(
+        "http://facilitator.test", transport=httpx.ASGITransport(app=facilitator)
+    )
+    ledger = Ledger.in_memory()
+    app = create_app(bed.catalogue, bed.assets, remote, render=render, ledger=ledger)
+    app.state.checkout.reconcile_interval = 0.0
+    stranded = bed.agent(funds={"USDX": "1"})
+    later = bed.agent(funds={"USDX": "1"})
+    before = books(bed.tokens, [stranded.address])
+    with httpx.Client(transport=SyncASGITransport(app), base_url=BASE) as client:
+        header = header_for(client, stranded)
+        render.action = lambda: setattr(chain, "mode", "slow")
+        assert paid_read(client, header).status_code == 503
+        [entry] = ledger.entries()
+        assert entry.state is PaymentState.SETTLING
+        assert entry.tx_hash is not None  # before the 503 went out
+        chain.mode = "up"
+        bed.chain.mine()  # the node mines what it was sent
+        assert client.get(f"/articles/{SLUG}", auth=later.auth).status_code == 200
+        deadline = time.monotonic() + 5
+        while ledger.in_flight() and time.monotonic() < deadline:
+            client.get(f"/articles/{SLUG}")
+            time.sleep(0.02)
+    assert_ledger_matches_chain(ledger, bed.chain, bed.tokens)
+    final = {e.key.payer: e for e in ledger.entries()}[stranded.address]
+    assert final.state is PaymentState.SETTLED
+    assert final.tx_hash == entry.tx_hash  # the very transaction recorded before the 503
+    assert delta(before, books(bed.tokens, [stranded.address])) == {
+        (stranded.address, "USDX"): -PRICE
+    }
+
+
 def test_a_broken_ledger_is_503_and_charges_nothing(bed: Testbed) -> None:
     agent = bed.agent(funds={"USDX": "1"})
     before = books(bed.tokens, everyone(bed, agent))

@@ -337,25 +337,36 @@ class ExactEvmScheme:
             verified.signature,
         )
         broadcast = False
+        sent: list[str] = []  # every hash handed to the node (or about to be), in order
+
+        def announce(tx_hash: bytes) -> None:
+            self._announce(auth, tx_hash)
+            sent.append("0x" + tx_hash.hex())
+
+        def trouble(message: str, broadcast: bool | None) -> ChainUnavailableError:
+            # Tell the caller (over HTTP too) what may still be mined: nothing if no hash was
+            # ever announced (each is announced just before it is handed to the node), else
+            # the last one sent.
+            if not sent or broadcast is False:
+                return ChainUnavailableError(message, broadcast=False)
+            return ChainUnavailableError(message, broadcast=broadcast, transaction=sent[-1])
+
         for attempt in range(_RESUBMISSIONS + 1):
             try:
                 tx_hash = self._transactor.send(
                     token.address,
                     data,
                     gas=TRANSFER_WITH_AUTHORIZATION_GAS,
-                    before_broadcast=lambda tx_hash: self._announce(auth, tx_hash),
+                    before_broadcast=announce,
                 )
             except TransactionRejectedError as exc:
-                raise ChainUnavailableError(
-                    f"the node refused the settlement: {exc}", broadcast=broadcast
-                ) from exc
+                raise trouble(f"the node refused the settlement: {exc}", broadcast) from exc
             except NodeUnavailableError as exc:
                 # Unreachable before the request was written, or no answer after: unknown.
-                raise ChainUnavailableError(
-                    f"settlement not sent: {exc}", broadcast=None if exc.maybe_sent else broadcast
-                ) from exc
+                maybe = None if exc.maybe_sent else broadcast
+                raise trouble(f"settlement not sent: {exc}", maybe) from exc
             except _CHAIN_TROUBLE as exc:
-                raise ChainUnavailableError(f"settlement not sent: {exc}", broadcast=None) from exc
+                raise trouble(f"settlement not sent: {exc}", None) from exc
             broadcast = True
             expected.close()  # sent: the block may go without us now
             try:
@@ -364,13 +375,9 @@ class ExactEvmScheme:
                 if attempt < _RESUBMISSIONS and not self._is_used(token, auth):
                     log.warning("settlement %s was dropped (%s); sending again", tx_hash.hex(), exc)
                     continue
-                raise ChainUnavailableError(
-                    f"settlement dropped by the node: {exc}", broadcast=True
-                ) from exc
+                raise trouble(f"settlement dropped by the node: {exc}", True) from exc
             except _CHAIN_TROUBLE as exc:
-                raise ChainUnavailableError(
-                    f"settlement not confirmed: {exc}", broadcast=True
-                ) from exc
+                raise trouble(f"settlement not confirmed: {exc}", True) from exc
             break
         if not receipt.status:
             reason = _revert_reason(receipt.revert_reason)

@@ -11,6 +11,7 @@ that calls a remote one (ours or a stock x402 facilitator). Payment outcomes are
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import httpx
@@ -37,6 +38,8 @@ __all__ = ["HttpFacilitatorClient", "create_facilitator_app"]
 M = TypeVar("M", bound=WireModel)
 
 MAX_BODY_BYTES = 64 * 1024
+
+_TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 
 SCHEMA_REASONS = frozenset(
     {
@@ -68,10 +71,18 @@ def create_facilitator_app(facilitator: Facilitator, limits: ServerLimits | None
 
     @app.exception_handler(ChainUnavailableError)
     async def unavailable(_: Request, exc: ChainUnavailableError) -> Response:
+        # A settlement's caller must know whether it may still be charged: say whether the
+        # transaction reached the node, and which one may still be mined.
         body: dict[str, Any] = {"error": exc.reason, "message": exc.message}
-        if exc.broadcast is not None:  # from /settle: whether its transaction reached the node
+        if exc.broadcast is not None:
             body["broadcast"] = exc.broadcast
-        return JSONResponse(body, 503, headers={"Retry-After": str(exc.retry_after)})
+        if exc.transaction is not None:
+            body["transaction"] = exc.transaction
+        return JSONResponse(
+            body,
+            503,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
     @app.post("/verify")
     async def verify(request: Request) -> Response:
@@ -176,24 +187,31 @@ class HttpFacilitatorClient:
         if refusal_ok and response.status_code == 400 and _schema_refusal(response) is not None:
             return response
         if response.status_code != 200:
+            broadcast, transaction = _settlement_trouble(response)
             raise ChainUnavailableError(
                 f"facilitator answered {response.status_code}: {response.text[:200]}",
-                broadcast=_broadcast(response),
+                broadcast=broadcast,
+                transaction=transaction,
             )
         return response
 
 
-def _broadcast(response: httpx.Response) -> bool | None:
-    """What a 503 from /settle says of its transaction: sent (True), certainly not (False), or
-    nothing (None: unknown, as from a stock facilitator)."""
+def _settlement_trouble(response: httpx.Response) -> tuple[bool | None, str | None]:
+    """From a 503: whether the settlement reached the node, and the transaction that may still
+    be mined, as agent-pay's facilitator says them; (None, None) when it does not say."""
     if response.status_code != 503:
-        return None
+        return None, None
     try:
         body = response.json()
     except ValueError:
-        return None
-    flag = body.get("broadcast") if isinstance(body, dict) else None
-    return flag if isinstance(flag, bool) else None
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    broadcast = body.get("broadcast")
+    transaction = body.get("transaction")
+    if not isinstance(transaction, str) or not _TX_HASH.fullmatch(transaction):
+        transaction = None
+    return (broadcast if isinstance(broadcast, bool) else None), transaction
 
 
 def _schema_refusal(response: httpx.Response) -> tuple[str, str] | None:

@@ -352,10 +352,16 @@ class Checkout:
         try:
             response = await self._facilitate(self.facilitator.settle, payment, requirements)
         except ChainUnavailableError as exc:
-            if exc.broadcast is False or (
-                self.records_submissions and exc.broadcast is None and not self._sent(key)
+            # Failed only if no transaction of this payment may be pending: this call sent
+            # nothing, and the ledger knows of no earlier one (a retry's may still be mined).
+            if not self._sent(key) and (
+                exc.broadcast is False or (self.records_submissions and exc.broadcast is None)
             ):
                 await self._write(self.ledger.failed, key, _NOT_SENT, exc.message)
+            elif exc.transaction is not None and not self._sent(key):
+                # A remote facilitator says which transaction may still be mined: the ledger
+                # holds it before the 503 goes out, as it does for our own settlements.
+                await self._write(self.ledger.record_submission, key, exc.transaction)
             raise
         if not response.success:
             reason = reason_from(response.error_reason, Reason.TRANSACTION_FAILED)
