@@ -47,7 +47,13 @@ class Liar:
         self.real = real
         self.offer: dict[str, Any] | PaymentRequirements = real.accepts[0]
         self.payments: list[str] = []
-        self.app = Starlette(routes=[Route("/articles/{slug}", self.article)])
+        self.listing: Any = {"articles": []}
+        self.app = Starlette(
+            routes=[Route("/articles", self.articles), Route("/articles/{slug}", self.article)]
+        )
+
+    async def articles(self, _: Request) -> Response:
+        return JSONResponse(self.listing)
 
     async def article(self, request: Request) -> Response:
         if PAYMENT_SIGNATURE_HEADER in request.headers:
@@ -204,3 +210,27 @@ async def test_a_redirect_is_not_a_free_read(bed: Testbed, tmp_path: Path) -> No
     assert result.is_error
     assert "307" in result.content[0].text
     assert bed.balance(agent.signer.address) == 5_000_000
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "listing",
+    [{"articles": 5}, {"articles": [1, "two", None]}, {"articles": [{"prices": 7}]}, [1], "x"],
+    ids=["a-number", "not-objects", "prices-a-number", "a-list", "a-string"],
+)
+async def test_a_catalogue_of_the_wrong_shape_is_a_tool_error_saying_why(
+    bed: Testbed, liar: tuple[Liar, str], tmp_path: Path, listing: Any
+) -> None:
+    """list_articles against a server whose /articles is JSON of another shape: a tool error
+    saying it is not an agent-pay content server (it was the SDK's bare "Error executing
+    tool" for all but a missing key)."""
+    fake, url = liar
+    fake.listing = listing
+    agent = paying_agent(bed, tmp_path)
+    try:
+        async with Client(build_server(agent)) as client:
+            result = await client.call_tool("list_articles", {"server_url": url})
+    finally:
+        await agent.aclose()
+    assert result.is_error
+    assert "is not an agent-pay content server" in result.content[0].text

@@ -76,23 +76,10 @@ class PayingAgent:
             raise ToolRefusal(f"{base}/articles answered HTTP {response.status_code}")
         try:
             listed = response.json()["articles"]
-        except (ValueError, KeyError, TypeError):
+            articles = [self._listed(base, entry) for entry in listed]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # Not JSON, or JSON of another shape (a number, entries that are not objects...).
             raise ToolRefusal(f"{base} is not an agent-pay content server") from None
-        articles = []
-        for entry in listed:
-            url = f"{base}/articles/{entry.get('slug')}"
-            articles.append(
-                {
-                    "url": url,
-                    "title": entry.get("title"),
-                    "summary": entry.get("summary"),
-                    "author": entry.get("authorName") or entry.get("author"),
-                    "prices": [
-                        f"{p.get('price')} {p.get('token')}" for p in entry.get("prices", [])
-                    ],
-                    "bought": self.receipts.bought(url, self.signer.address),
-                }
-            )
         return {"server": base, "articles": articles}
 
     async def preview_article(self, url: str) -> dict[str, Any]:
@@ -215,6 +202,17 @@ class PayingAgent:
 
     def _lock_for(self, url: str) -> asyncio.Lock:
         return self._locks.setdefault(resource_key(url), asyncio.Lock())
+
+    def _listed(self, base: str, entry: dict[str, Any]) -> dict[str, Any]:
+        url = f"{base}/articles/{entry.get('slug')}"
+        return {
+            "url": url,
+            "title": entry.get("title"),
+            "summary": entry.get("summary"),
+            "author": entry.get("authorName") or entry.get("author"),
+            "prices": [f"{p.get('price')} {p.get('token')}" for p in entry.get("prices", [])],
+            "bought": self.receipts.bought(url, self.signer.address),
+        }
 
     def _describe(self, offer: PaymentRequirements) -> dict[str, Any]:
         asset = self.assets.find(offer.network, offer.asset)
