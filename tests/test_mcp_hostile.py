@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import Spending, SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
 from agent_pay.mcp.agent import PayingAgent
@@ -103,7 +104,15 @@ def offer_of(liar: Liar, **changes: Any) -> PaymentRequirements:
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "lie",
-    ["huge-amount", "over-the-cap", "another-token", "another-network", "another-family"],
+    [
+        "huge-amount",
+        "over-the-cap",
+        "another-token",
+        "another-network",
+        "another-family",
+        "valid-for-ages",
+        "valid-past-uint256",
+    ],
 )
 async def test_a_lying_402_signs_nothing(
     bed: Testbed, liar: tuple[Liar, str], tmp_path: Path, lie: str
@@ -114,6 +123,11 @@ async def test_a_lying_402_signs_nothing(
         "over-the-cap": offer_of(fake, amount=200_001),
         "another-token": offer_of(fake, asset="0x" + "12" * 20),
         "another-network": offer_of(fake, network="eip155:1"),
+        # An authorization a server could hold and settle for 31,000 years; and one whose
+        # validBefore does not fit a uint256, which used to fail after the amount was reserved
+        # (held in flight for good: a server could drain the budget without being paid).
+        "valid-for-ages": offer_of(fake, max_timeout_seconds=10**12),
+        "valid-past-uint256": offer_of(fake, max_timeout_seconds=2**256),
         "another-family": {
             "scheme": "exact",
             "network": "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp",
@@ -234,3 +248,26 @@ async def test_a_catalogue_of_the_wrong_shape_is_a_tool_error_saying_why(
         await agent.aclose()
     assert result.is_error
     assert "is not an agent-pay content server" in result.content[0].text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PaymentAuth reserves the amount before signing and does not release it when the "
+    "signing fails (agent_pay/client/auth.py, auth_flow: reserve, then sign; not changed here)",
+)
+def test_a_signing_failure_releases_the_reservation(
+    bed: Testbed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signer that fails (a remote signer down, a hardware key unplugged) signs nothing, so
+    nothing may stay reserved against the budget."""
+
+    def unavailable(*_: Any) -> Any:
+        raise RuntimeError("the signer is unavailable")
+
+    usdx = bed.tokens["USDX"].asset
+    spending = Spending(SpendingPolicy.per_token([usdx], max_per_payment="0.2", budget="1"))
+    auth = PaymentAuth(LocalSigner.random(), spending)
+    monkeypatch.setattr(auth.schemes["exact"], "sign", unavailable)
+    with bed.client() as http, pytest.raises(RuntimeError):
+        http.get(f"/articles/{SLUG}", auth=auth)
+    assert spending.committed_or_reserved(usdx) == 0
