@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -198,6 +199,20 @@ class Settings(BaseModel):
     def _non_negative(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and (not value.is_finite() or value < 0):
             raise ValueError("must be a non-negative number")
+        return value
+
+    @field_validator("chain_url", "facilitator_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises for a port that is not a number or out of range
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc}): {value!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value
 
     @field_validator("node_port", "port", "facilitator_port")

@@ -31,6 +31,7 @@ from agent_pay.protocol.codec import (
 )
 from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Article
+from agent_pay.server.checkout import RECONCILE_INTERVAL
 from agent_pay.server.ledger import Ledger, PaymentState
 from agent_pay.testing import SyncASGITransport, TestAgent, Testbed
 from tests._money import assert_ledger_matches_chain, books, delta
@@ -363,7 +364,9 @@ def test_behind_a_remote_facilitator_an_unsent_settlement_is_failed_at_once(
         else:
             assert entry.state is PaymentState.SETTLING
             bed.chain.mine()
-        deadline = time.monotonic() + 15
+        # The next pass starts RECONCILE_INTERVAL after the 503, and then needs a moment: a
+        # deadline of exactly the interval (as it was) failed here every time.
+        deadline = time.monotonic() + RECONCILE_INTERVAL + 10
         while ledger.in_flight() and time.monotonic() < deadline:
             client.get(f"/articles/{SLUG}")  # each request may start a reconciliation pass
             time.sleep(0.05)

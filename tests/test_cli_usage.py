@@ -82,6 +82,9 @@ MISTAKES = [
     (["channels", "close", "0x12"], 2, "a channel id is 0x and 64 hex digits"),
     (["verify-receipt", "{}", "--signer", "0x12"], 2, "--signer: not an address"),
     (["--config", "/nonexistent/agent-pay.toml", "receipts"], 2, "cannot read config file"),
+    (["read", URL, *PAY, "--chain", "http://[::1"], 2, "chain_url: Value error, not a URL"),
+    (["read", URL, *PAY, "--chain", "http://127.0.0.1:99999"], 2, "Port out of range"),
+    (["fund", ADDRESS, "1", "--token", "USDX", "--chain", "127.0.0.1:8545"], 2, "http://"),
     # failures, not usage: exit 1
     (["wallet", "address"], 1, "no keystore at"),
     (["wallet", "balance", ADDRESS], 1, "no node answers at"),

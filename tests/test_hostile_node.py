@@ -91,6 +91,56 @@ def test_unbalanced_json_is_a_parse_error(node_url: str) -> None:
     assert httpx.post(node_url, content=b'{"a": [}').json()["error"]["code"] == -32700
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc": "2.0", "id": Infinity, "method": "eth_chainId", "params": []}',
+        b'{"jsonrpc": "2.0", "id": NaN, "method": "eth_chainId", "params": []}',
+        b'{"jsonrpc": "2.0", "id": 1e999999, "method": "eth_chainId", "params": []}',
+        b'{"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": [-Infinity]}',
+    ],
+    ids=["id-infinity", "id-nan", "id-overflowing-float", "param-infinity"],
+)
+def test_nan_and_infinity_are_a_parse_error_not_a_500(node_url: str, body: bytes) -> None:
+    """JSON has no NaN or Infinity (a float too large to hold is one too): such a request is
+    a -32700 parse error. Echoing one as the id used to make the answer unencodable: a 500."""
+    answer = httpx.post(node_url, content=body, timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()["error"]["code"] == -32700
+
+
+@pytest.mark.parametrize("where", ["method", "id", "param"])
+def test_a_lone_surrogate_is_echoed_as_json_not_a_500(node_url: str, where: str) -> None:
+    """A string holding a lone UTF-16 surrogate (valid JSON: "\\ud800") may be echoed in
+    the answer (the id, the unknown method's name, a bad parameter): the answer stays valid
+    JSON with the escape, never a 500."""
+    lone = '"\\ud800"'
+    method = lone if where == "method" else '"eth_getBalance"'
+    request_id = lone if where == "id" else "1"
+    param = lone if where == "param" else '"latest"'
+    address = '"0x' + "11" * 20 + '"'
+    body = (
+        '{"jsonrpc": "2.0", "id": '
+        + request_id
+        + ', "method": '
+        + method
+        + ', "params": ['
+        + address
+        + ", "
+        + param
+        + "]}"
+    )
+    answer = httpx.post(node_url, content=body.encode(), timeout=30)
+    assert answer.status_code == 200
+    reply = answer.json()
+    assert reply["jsonrpc"] == "2.0"
+    if where == "id":
+        assert reply["id"] == "\ud800"
+        assert "result" in reply or "error" in reply
+    else:
+        assert reply["error"]["code"] in (-32601, -32602)
+
+
 def test_an_oversized_body_is_413_before_it_is_read(node_url: str) -> None:
     declared = httpx.post(node_url, content=b" " * (MAX_BODY_BYTES + 1))
     assert declared.status_code == 413

@@ -99,7 +99,7 @@ def test_does_not_end_on_an_introduction() -> None:
         ("", ("", "")),
         ("ab", ("", "ab")),  # one grapheme would be half of it: nothing is free
         ("word", ("w", "ord")),  # no boundary within the share: cut mid-word, not given away
-        ("  word  ", ("  w", "ord  ")),
+        ("  word  ", ("  ", "word  ")),  # the trailing spaces are no part of the share
         ("   ", (" ", "  ")),
         ("two words", ("two", " words")),  # "two " would be 44%
         ("two words here", ("two ", "words here")),
@@ -163,7 +163,8 @@ def markdown(draw: st.DrawFn) -> tuple[str, list[tuple[int, int]]]:
 
 def assert_invariants(body: str, preview: str, remainder: str, fraction: float = 1 / 3) -> None:
     assert preview + remainder == body
-    edges = grapheme_edges(body)
+    # The share is of the text: whitespace at the end does not count (unless it is all there is).
+    edges = grapheme_edges(body.rstrip() or body)
     graphemes = len(edges) - 1
     share = preview_share(graphemes, fraction)
     assert len(preview) in edges  # never mid-grapheme
@@ -371,3 +372,16 @@ def test_a_space_before_a_combining_mark_is_not_a_cut() -> None:
     preview, _ = split_preview(body)
     assert len(preview) in grapheme_edges(body)
     assert not preview.endswith(" ") or body[len(preview)] != "\u0301"
+
+
+@pytest.mark.parametrize("padding", [" " * 200, "\n" * 200, "\u3000" * 100, "\n\n \t" * 50])
+def test_trailing_whitespace_does_not_buy_a_bigger_preview(padding: str) -> None:
+    """An article file that ends in blank lines or spaces: the share is of the text, so the
+    padding does not let the preview hold most of it. It used to: "The secret answer is forty
+    two, really." followed by 200 newlines previewed "The secret answer is forty two, "."""
+    text = "The secret answer is forty two, really."
+    preview, remainder = split_preview(text + padding)
+    assert preview + remainder == text + padding
+    assert preview == split_preview(text)[0]
+    graphemes = len(grapheme_edges(text)) - 1
+    assert len(grapheme_edges(preview)) - 1 <= preview_share(graphemes)

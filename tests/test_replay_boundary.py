@@ -217,3 +217,24 @@ def test_our_client_claims_its_own_payment_after_a_lost_delivered_answer(
     [record] = agent.auth.payments
     assert record.receipt is not None
     assert record.transaction == record.receipt.transaction
+
+
+def test_a_payment_identifier_added_after_delivery_reads_nothing(
+    bed: Testbed, agent: TestAgent
+) -> None:
+    """Someone who rebuilds a delivered header from the chain and adds a payment-identifier of
+    its own choosing gets 402 every time: only an id bound before the payment reached the
+    ledger (the payer's, on its first request) marks the payer's retry. The first send used
+    to bind the stranger's id to the payment, and the second then read the article."""
+    article = bed.catalogue.get(SLUG)
+    assert article is not None
+    with bed.client() as http:
+        payment = authorize(agent.signer, challenge(http, SLUG).accepts[0], challenge(http, SLUG))
+        check_paid_response(bed, read(http, SLUG, payment), agent, article, PRICE)
+        paid = bed.balance(agent.address)
+        rebuilt = payment.model_copy(
+            update={"extensions": {"payment-identifier": {"info": {"id": "stranger-" + "7" * 16}}}}
+        )
+        for _ in range(3):
+            assert_refused(bed, read(http, SLUG, rebuilt), Reason.NONCE_ALREADY_USED)
+    assert bed.balance(agent.address) == paid

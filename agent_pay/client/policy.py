@@ -20,7 +20,12 @@ from agent_pay.client.spending_ledger import MemoryTally, SpendingFile, Tally
 from agent_pay.errors import NoAcceptableOfferError, PolicyViolationError
 from agent_pay.protocol import PaymentRequirements
 
-__all__ = ["AssetLimit", "Spending", "SpendingPolicy"]
+__all__ = ["MAX_AUTHORIZATION_SECONDS", "AssetLimit", "Spending", "SpendingPolicy"]
+
+MAX_AUTHORIZATION_SECONDS = 7 * 86_400
+"""The longest validity (an offer's `maxTimeoutSeconds`) an authorization is signed for. A
+server asking for more could hold the signed payment and settle it at any time (or, past
+2**256, ask for one that cannot be signed at all): such an offer breaks the policy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +155,11 @@ class Spending:
 
     def _why_not(self, offer: PaymentRequirements, limit: AssetLimit) -> str | None:
         asset = limit.asset
+        if offer.max_timeout_seconds > MAX_AUTHORIZATION_SECONDS:
+            return (
+                f"the server asks for an authorization valid for {offer.max_timeout_seconds} "
+                f"seconds; at most {MAX_AUTHORIZATION_SECONDS} are signed"
+            )
         if (
             self.policy.allowed_payees is not None
             and offer.pay_to not in self.policy.allowed_payees

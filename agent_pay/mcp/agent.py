@@ -71,33 +71,20 @@ class PayingAgent:
     async def list_articles(self, server_url: str) -> dict[str, Any]:
         """The catalogue of an agent-pay content server; free."""
         base = server_url.rstrip("/")
-        response = await self._get(f"{base}/articles")
+        response = await self._get(_fetchable(f"{base}/articles"))
         if response.status_code != 200:
             raise ToolRefusal(f"{base}/articles answered HTTP {response.status_code}")
         try:
             listed = response.json()["articles"]
-        except (ValueError, KeyError, TypeError):
+            articles = [self._listed(base, entry) for entry in listed]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # Not JSON, or JSON of another shape (a number, entries that are not objects...).
             raise ToolRefusal(f"{base} is not an agent-pay content server") from None
-        articles = []
-        for entry in listed:
-            url = f"{base}/articles/{entry.get('slug')}"
-            articles.append(
-                {
-                    "url": url,
-                    "title": entry.get("title"),
-                    "summary": entry.get("summary"),
-                    "author": entry.get("authorName") or entry.get("author"),
-                    "prices": [
-                        f"{p.get('price')} {p.get('token')}" for p in entry.get("prices", [])
-                    ],
-                    "bought": self.receipts.bought(url, self.signer.address),
-                }
-            )
         return {"server": base, "articles": articles}
 
     async def preview_article(self, url: str) -> dict[str, Any]:
         """The free part of an article and what the rest costs; never pays."""
-        response = await self._get(url)
+        response = await self._get(_fetchable(url))
         if response.status_code not in (200, 402):
             raise ToolRefusal(f"{url} answered HTTP {response.status_code}")
         body = _json(response)
@@ -121,7 +108,7 @@ class PayingAgent:
 
     async def buy_article(self, url: str) -> dict[str, Any]:
         """The whole article: paid within the policy, or re-read free if bought before."""
-        async with self._lock_for(url):
+        async with self._lock_for(_fetchable(url)):
             before = len(self.auth.payments)
             try:
                 response = await self._http.get(url, auth=self.auth)
@@ -130,15 +117,16 @@ class PayingAgent:
                     f"not paying for {url}: {exc.message}. Nothing was signed or paid; the "
                     "spending policy is set by the user and cannot be changed from here."
                 ) from None
-            except httpx.HTTPError as exc:
+            except _UNREACHABLE as exc:
                 raise ToolRefusal(f"could not read {url}: {exc}") from None
             if response.status_code == 402:
                 raise ToolRefusal(
                     f"{url} refused the payment ({_refusal(response)}); nothing was charged"
                 )
-            if response.status_code >= 400:
-                raise ToolRefusal(f"{url} answered HTTP {response.status_code}")
+            if response.status_code != 200:  # a redirect is no article either
+                raise ToolRefusal(f"{url} answered HTTP {response.status_code}{_moved(response)}")
             paid = [p for p in self.auth.payments[before:] if p.url == str(response.request.url)]
+            unconfirmed = self.receipts.pending(response.request.url, self.signer.address)
         body = _json(response)
         result: dict[str, Any] = {
             "url": url,
@@ -147,6 +135,16 @@ class PayingAgent:
         }
         if paid:
             result.update(self._paid(paid[-1]))
+        elif unconfirmed is not None:
+            # Signed and sent, answered without a settlement: kept in flight (the budget holds
+            # it) and sent again on the next read of this URL. Never "free".
+            asset = self.assets.find(unconfirmed.offer.network, unconfirmed.offer.asset)
+            amount = unconfirmed.offer.amount
+            result.update(
+                cost=asset.format(amount) if asset else str(amount),
+                how="signed and sent, but not confirmed by the server: held in flight against "
+                "the budget, and sent again on the next read of this URL",
+            )
         elif self.receipts.bought(url, self.signer.address):
             result.update(cost="0", how="re-read free by key proof: bought before")
         else:
@@ -199,11 +197,22 @@ class PayingAgent:
     async def _get(self, url: str) -> httpx.Response:
         try:
             return await self._http.get(url)
-        except httpx.HTTPError as exc:
+        except _UNREACHABLE as exc:
             raise ToolRefusal(f"could not reach {url}: {exc}") from None
 
     def _lock_for(self, url: str) -> asyncio.Lock:
         return self._locks.setdefault(resource_key(url), asyncio.Lock())
+
+    def _listed(self, base: str, entry: dict[str, Any]) -> dict[str, Any]:
+        url = f"{base}/articles/{entry.get('slug')}"
+        return {
+            "url": url,
+            "title": entry.get("title"),
+            "summary": entry.get("summary"),
+            "author": entry.get("authorName") or entry.get("author"),
+            "prices": [f"{p.get('price')} {p.get('token')}" for p in entry.get("prices", [])],
+            "bought": self.receipts.bought(url, self.signer.address),
+        }
 
     def _describe(self, offer: PaymentRequirements) -> dict[str, Any]:
         asset = self.assets.find(offer.network, offer.asset)
@@ -237,6 +246,32 @@ class PayingAgent:
             lim.asset.symbol: _units(lim.asset, self.spending.remaining(lim.asset))
             for lim in self.spending.policy.limits
         }
+
+
+# What a URL the model gave can fail with before any answer: httpx's transport errors, and
+# InvalidURL (a string httpx cannot parse, e.g. a port out of range), which is not one of them.
+_UNREACHABLE = (httpx.HTTPError, httpx.InvalidURL)
+
+
+def _fetchable(url: str) -> str:
+    """`url` if it is an http(s) URL httpx can fetch; else a refusal saying why (a model may
+    pass anything: words, a file: URL, a port out of range, a string of any length)."""
+    shown = url if len(url) <= 200 else url[:200] + "..."
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ToolRefusal(f"could not read {shown!r}: not a URL ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ToolRefusal(f"could not read {shown!r}: not an http:// or https:// URL")
+    if port is not None and not 0 < port < 65536:
+        raise ToolRefusal(f"could not read {shown!r}: port {port} is out of range")
+    return url
+
+
+def _moved(response: httpx.Response) -> str:
+    location = response.headers.get("location")
+    return f" (redirected to {location})" if response.is_redirect and location else ""
 
 
 def _units(asset: Asset, atomic: int) -> str:

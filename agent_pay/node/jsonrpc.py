@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any, Protocol
 
 from eth_utils import to_canonical_address
@@ -155,6 +156,27 @@ async def _answer(api: Api, request: Any) -> dict[str, Any] | None:
     return answer if "id" in request else None  # a notification gets no answer
 
 
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity: a request holding one is a parse error."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A number too large for a float (1e999) would become Infinity: a parse error too."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a float")
+    return value
+
+
+class _Json(JSONResponse):
+    """JSON with non-ASCII escaped: a string echoed from the request (the id, a method name)
+    may hold a lone surrogate, which JSON can carry ("\\ud800") but UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def create_rpc_app(api: Api, limits: ServerLimits | None = None) -> Starlette:
     """The ASGI app: JSON-RPC 2.0 (single and batch requests) on POST /."""
     body_timeout = (limits or ServerLimits()).body_timeout
@@ -164,7 +186,7 @@ def create_rpc_app(api: Api, limits: ServerLimits | None = None) -> Starlette:
             body = await read_body(request, MAX_BODY_BYTES, body_timeout)
         except MalformedPaymentError as exc:  # too large (413), too slow (408), unreadable
             failure = RpcFailure(-32600, f"invalid request: {exc.message}", str(exc.reason))
-            return JSONResponse(_error(None, failure), exc.status_code)
+            return _Json(_error(None, failure), exc.status_code)
         try:
             check_json_depth(body, MAX_JSON_DEPTH)
         except JsonShapeError as exc:
@@ -173,22 +195,20 @@ def create_rpc_app(api: Api, limits: ServerLimits | None = None) -> Starlette:
                 if exc.too_deep
                 else RpcFailure(-32700, f"parse error: {exc}")
             )
-            return JSONResponse(_error(None, failure))
+            return _Json(_error(None, failure))
         try:
-            payload = json.loads(body)
+            payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
         except (ValueError, RecursionError):
-            return JSONResponse(_error(None, RpcFailure(-32700, "parse error")))
+            return _Json(_error(None, RpcFailure(-32700, "parse error")))
         if isinstance(payload, list):
             if not payload or len(payload) > MAX_BATCH:
-                return JSONResponse(_error(None, RpcFailure(-32600, "invalid batch size")))
+                return _Json(_error(None, RpcFailure(-32600, "invalid batch size")))
             answers = [await _answer(api, item) for item in payload]
-            return JSONResponse([a for a in answers if a is not None])
+            return _Json([a for a in answers if a is not None])
         answer = await _answer(api, payload)
-        return JSONResponse(answer) if answer is not None else Response(status_code=204)
+        return _Json(answer) if answer is not None else Response(status_code=204)
 
     async def about(request: Request) -> Response:
-        return JSONResponse(
-            {"node": api.client_version, "chainId": api.chain_id, "jsonrpc": "POST /"}
-        )
+        return _Json({"node": api.client_version, "chainId": api.chain_id, "jsonrpc": "POST /"})
 
     return Starlette(routes=[Route("/", rpc, methods=["POST"]), Route("/", about, methods=["GET"])])

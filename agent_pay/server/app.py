@@ -325,7 +325,10 @@ def create_app(
         path = request.url.path
         requirements = paywall.match(payment, offers, path)
         # x402's payment-identifier: one id names one payment, and its maker may ask again.
-        retried = bool(payment.extensions) and await payment_ids.bind(payment, path)
+        # An id first seen after its payment was recorded is not the payer's (see `bind`).
+        retried = bool(payment.extensions) and await payment_ids.bind(
+            payment, path, paywall.payment_key
+        )
         # A scheme that can charge this payment at once, without the ledger (see
         # agent_pay.server.inline), is asked first: a channel voucher costs no I/O.
         charge_inline = getattr(paywall.schemes.get(requirements.scheme), "charge_inline", None)

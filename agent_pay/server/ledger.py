@@ -341,23 +341,36 @@ class Ledger:
     # -- x402 payment identifiers (their own table: `payment_ids`) -----------------------------
 
     def bind_payment_id(
-        self, payment_id: str, fingerprint: str, resource: str
+        self, payment_id: str, fingerprint: str, resource: str, *, key: PaymentKey | None = None
     ) -> tuple[str, str, bool]:
         """Let `payment_id` (a client's x402 payment-identifier) name the payment with
         `fingerprint`, bought for `resource`, unless it already names one: the (fingerprint,
         resource) the id names from now on, these or those of the payment it named first, and
-        whether it named one already."""
+        whether it named one already.
+
+        With `key` (the payment's ledger key), an id not bound yet is left unbound if the
+        ledger already holds that payment: the payer names its id on its first request, so an
+        id first seen after the payment was recorded was added by someone else (a header rebuilt
+        from the chain), and must never come to mark the payer's retry."""
         with self._write_lock, transaction(self._writer) as cursor:
-            cursor.execute(
-                "INSERT OR IGNORE INTO payment_ids (id, fingerprint, resource, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (payment_id, fingerprint, resource, self._clock()),
-            )
-            known = cursor.rowcount == 0
             row = cursor.execute(
                 "SELECT fingerprint, resource FROM payment_ids WHERE id = ?", (payment_id,)
             ).fetchone()
-        return str(row[0]), str(row[1]), known
+            if row is not None:
+                return str(row[0]), str(row[1]), True
+            if (
+                key is not None
+                and cursor.execute(
+                    f"SELECT 1 FROM payments WHERE {KEY}", key_params(key)
+                ).fetchone()
+            ):
+                return fingerprint, resource, False
+            cursor.execute(
+                "INSERT INTO payment_ids (id, fingerprint, resource, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (payment_id, fingerprint, resource, self._clock()),
+            )
+        return fingerprint, resource, False
 
     def _write(self, sql: str, params: Iterable[Any]) -> bool:
         with self._write_lock, transaction(self._writer) as cursor:

@@ -11,6 +11,7 @@ resource, it is refused with 409 `payment_identifier_conflict`, nothing charged.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from functools import partial
 
 from anyio import to_thread
@@ -19,6 +20,7 @@ from agent_pay.errors import PaymentConflictError
 from agent_pay.protocol import PaymentPayload
 from agent_pay.protocol.payment_identifier import payment_identifier
 from agent_pay.server.ledger import Ledger, fingerprint
+from agent_pay.server.ledger_entry import PaymentKey
 from agent_pay.server.refusals import ledger_down
 
 __all__ = ["PaymentIdentifiers"]
@@ -30,10 +32,18 @@ class PaymentIdentifiers:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    async def bind(self, payment: PaymentPayload, resource: str) -> bool:
+    async def bind(
+        self,
+        payment: PaymentPayload,
+        resource: str,
+        key_of: Callable[[PaymentPayload], PaymentKey] | None = None,
+    ) -> bool:
         """Bind the id `payment` carries, if any, to it and to `resource` (a URL path). True
         when the id already named this very payment: a retry by whoever made the id (it never
         goes on chain, so knowing it marks the payer's own retry, not a copy from the chain).
+        With `key_of` (the payment's ledger key, asked only when there is an id), an id first
+        seen once the payment is in the ledger is not bound (`Ledger.bind_payment_id`):
+        whoever added it was not the payer.
 
         Raises:
             MalformedPaymentError: the id is not a valid payment identifier (400).
@@ -43,7 +53,13 @@ class PaymentIdentifiers:
         payment_id = payment_identifier(payment)
         if payment_id is None:
             return False
-        bind = partial(self.ledger.bind_payment_id, payment_id, fingerprint(payment), resource)
+        bind = partial(
+            self.ledger.bind_payment_id,
+            payment_id,
+            fingerprint(payment),
+            resource,
+            key=key_of(payment) if key_of is not None else None,
+        )
         try:
             # A commit with fsync: off the event loop, as the checkout's ledger writes are.
             bound = await to_thread.run_sync(bind)

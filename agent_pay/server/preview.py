@@ -31,6 +31,9 @@ order:
    punctuation) is cut at the grapheme boundary nearest the target, mid-word if need be: the rest
    is paid content, and it is never given away for want of a space.
 
+Whitespace at the end of the body is left out of the count: the rule applies to the text before it,
+which then ends the remainder.
+
 So the preview never holds more than the share, and is empty only when the share is less than one
 grapheme (at the default third: a body of fewer than three graphemes).
 """
@@ -117,6 +120,12 @@ def split_preview(body: str, fraction: float = DEFAULT_FRACTION) -> tuple[str, s
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be strictly between 0 and 1, got {fraction!r}")
+    # Whitespace at the end (a file ending in blank lines) is no part of the text: counted, it
+    # would let the preview hold most of a short one. The share is of the text before it.
+    text = body.rstrip()
+    if text and len(text) < len(body):
+        preview, _ = split_preview(text, fraction)
+        return _split_at(body, len(preview))
     edges = grapheme_edges(body)
     graphemes = len(edges) - 1
     limit = edges[preview_share(graphemes, fraction)]
