@@ -229,6 +229,18 @@ class Settings(BaseModel):
             raise ValueError(f"must be at least 1, got {value}")
         return value
 
+    @field_validator("max_timeout_seconds")
+    @classmethod
+    def _signable(cls, value: int) -> int:
+        from agent_pay.client.policy import MAX_AUTHORIZATION_SECONDS
+
+        if value > MAX_AUTHORIZATION_SECONDS:
+            raise ValueError(
+                f"at most {MAX_AUTHORIZATION_SECONDS} (7 days): agent-pay's clients sign no "
+                f"longer-lived authorization, got {value}"
+            )
+        return value
+
     @field_validator("rpc_timeout")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:

@@ -67,6 +67,7 @@ MISTAKES = [
     (["serve", "--port", "0"], 2, "a port is 1-65535, got 0"),
     (["facilitator", "--port", "-5"], 2, "a port is 1-65535"),
     (["serve", "--max-timeout-seconds", "0"], 2, "--max-timeout-seconds: must be at least 1"),
+    (["serve", "--max-timeout-seconds", "9999999"], 2, "at most 604800 (7 days)"),
     (["serve", "--schemes", "exact,bogus"], 2, "unknown scheme(s) bogus"),
     (["node", "--channel-grace-period", "0"], 2, "--channel-grace-period: must be at least 1"),
     (["demo", "--max-reads", "-1"], 2, "--max-reads: must be 0 or more"),

@@ -250,11 +250,6 @@ async def test_a_catalogue_of_the_wrong_shape_is_a_tool_error_saying_why(
     assert "is not an agent-pay content server" in result.content[0].text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PaymentAuth reserves the amount before signing and does not release it when the "
-    "signing fails (agent_pay/client/auth.py, auth_flow: reserve, then sign; not changed here)",
-)
 def test_a_signing_failure_releases_the_reservation(
     bed: Testbed, monkeypatch: pytest.MonkeyPatch
 ) -> None:

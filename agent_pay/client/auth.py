@@ -196,11 +196,15 @@ class PaymentAuth(httpx.Auth):
             if self._decide is not None and not self._decide(response, challenge, offer):
                 return
             self.spending.reserve(offer)
-            header = encode_header(self.sign(offer, challenge))
+            try:
+                header = encode_header(self.sign(offer, challenge))
+                # Written down before it is sent: if the answer is lost, the next read resends it.
+                self.receipts.add_pending(request.url, payer, header, offer)
+            except BaseException:
+                self.spending.release(offer)  # nothing left this process: nothing to count
+                raise
             with self._lock:
                 self._reserved.add(header)
-            # Written down before it is sent: if the answer is lost, the next read resends it.
-            self.receipts.add_pending(request.url, payer, header, offer)
             pending = PendingPayment(str(request.url), payer, header, offer, self._clock())
             request.headers[PAYMENT_SIGNATURE_HEADER] = header
             paid = yield request
