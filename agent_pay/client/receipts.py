@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import httpx
 
+from agent_pay.client.sqlite_files import connect_shared
 from agent_pay.errors import ConfigurationError
 from agent_pay.protocol import PaymentRequirements
 from agent_pay.protocol.extensions import SignedReceipt
@@ -140,10 +141,7 @@ class ReceiptStore:
         path = Path(directory) / RECEIPTS_FILENAME
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA busy_timeout = 5000")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
+            connection = connect_shared(path, _SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigurationError(f"cannot open the receipt store {path}: {exc}") from None
         return cls(connection, path=path, clock=clock)

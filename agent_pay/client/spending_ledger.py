@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
+from agent_pay.client.sqlite_files import connect_shared
 from agent_pay.errors import ConfigurationError
 
 __all__ = ["SPENDING_FILENAME", "MemoryTally", "SpendingFile", "Tally"]
@@ -109,11 +110,7 @@ class SpendingFile:
         self.payer = payer
         self.owner = uuid.uuid4().hex  # whose reservations are whose, across processes
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")  # a reservation is on disk before we sign
-        self._db.executescript(_SCHEMA)
+        self._db = connect_shared(path, _SCHEMA)  # a reservation is on disk before we sign
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], payer: str) -> SpendingFile:
