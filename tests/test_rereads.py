@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent_pay.cli.receipts import register
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.receipts import RECEIPTS_FILENAME, ReceiptStore, StoredPurchase
@@ -41,7 +42,6 @@ from agent_pay.protocol.extensions import (
     SignedReceipt,
 )
 from agent_pay.receipts import ReceiptError, load_receipt, verify_receipt
-from agent_pay.receipts_cli import register
 from agent_pay.server.ledger import PaymentState
 from agent_pay.signing import LocalSigner
 from agent_pay.testing import TestAgent, Testbed
