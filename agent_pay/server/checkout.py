@@ -29,16 +29,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import anyio
-from anyio import to_thread
 
 from agent_pay.errors import (
     AgentPayError,
@@ -55,6 +52,7 @@ from agent_pay.protocol import (
 )
 from agent_pay.server.entitlements import ReceiptIssuer
 from agent_pay.server.faults import FaultPlan, FaultPoint
+from agent_pay.server.guarded_calls import GuardedLedger, facilitate
 from agent_pay.server.ledger import (
     Entry,
     Ledger,
@@ -63,7 +61,7 @@ from agent_pay.server.ledger import (
     fingerprint,
 )
 from agent_pay.server.purchase import Paid, Purchase
-from agent_pay.server.refusals import ledger_down, produce_content, reason_from, rejection
+from agent_pay.server.refusals import produce_content, reason_from, rejection
 from agent_pay.server.timings import request_timings, timed
 
 __all__ = [
@@ -77,7 +75,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 _ABANDONED = "payment_abandoned"  # failed-row reason: the server stopped before settling
 _NOT_SENT = "settlement_not_sent"  # failed-row reason: the chain failed before broadcast
@@ -149,9 +146,7 @@ class Checkout:
         self.wait_timeout = wait_timeout
         self.reconcile_interval = reconcile_interval
         self._clock = clock
-        # A ledger in memory has no fsync to keep off the event loop, and its writes (tens of
-        # microseconds) cost less than the hop to a worker thread and back.
-        self._writes_inline = getattr(ledger, "path", False) is None
+        self._guarded = GuardedLedger(ledger)
         self._flights: dict[PaymentKey, _Flight] = {}
         self._reconciled = False
         self._reconciling = False
@@ -179,7 +174,7 @@ class Checkout:
         await self.ensure_reconciled()
         waited = False
         for _ in range(8):
-            entry = self._get(purchase.key)
+            entry = self._guarded.get(purchase.key)
             if entry is not None:
                 self._check_same(entry, purchase)
                 if entry.paid:
@@ -203,7 +198,7 @@ class Checkout:
     async def delivered(self, key: PaymentKey) -> None:
         """Record that the paid response left (best effort: a settled entry is as good)."""
         try:
-            await self._write(self.ledger.delivered, key)
+            await self._guarded.write(self.ledger.delivered, key)
         except ChainUnavailableError:
             log.warning("could not record delivery of %s", key)
 
@@ -284,7 +279,7 @@ class Checkout:
             content = produce_content(produce)
         except ChainUnavailableError:
             if state is PaymentState.VERIFIED:
-                await self._write(
+                await self._guarded.write(
                     self.ledger.failed,
                     key,
                     Reason.CONTENT_UNAVAILABLE,
@@ -293,7 +288,7 @@ class Checkout:
                 )
             raise
         if state is PaymentState.VERIFIED:
-            if not await self._write(self.ledger.settling, key):
+            if not await self._guarded.write(self.ledger.settling, key):
                 raise _Again
             self.faults.hit(FaultPoint.SETTLING)
         # From here the payment may move: see it through even if this request is cancelled.
@@ -326,7 +321,7 @@ class Checkout:
                 )
             state = PaymentState.SETTLING
         self.faults.hit(FaultPoint.VERIFY)
-        began = await self._write(
+        began = await self._guarded.write(
             self.ledger.begin,
             purchase.key,
             resource=purchase.resource,
@@ -350,32 +345,32 @@ class Checkout:
         503 goes out (nothing can move: a later request starts over); after, it stays
         `settling` for `reconcile()` to observe."""
         try:
-            response = await self._facilitate(self.facilitator.settle, payment, requirements)
+            response = await facilitate(self.facilitator.settle, payment, requirements)
         except ChainUnavailableError as exc:
             # Failed only if no transaction of this payment may be pending: this call sent
             # nothing, and the ledger knows of no earlier one (a retry's may still be mined).
-            if not self._sent(key) and (
+            if not self._guarded.sent(key) and (
                 exc.broadcast is False or (self.records_submissions and exc.broadcast is None)
             ):
-                await self._write(self.ledger.failed, key, _NOT_SENT, exc.message)
-            elif exc.transaction is not None and not self._sent(key):
+                await self._guarded.write(self.ledger.failed, key, _NOT_SENT, exc.message)
+            elif exc.transaction is not None and not self._guarded.sent(key):
                 # A remote facilitator says which transaction may still be mined: the ledger
                 # holds it before the 503 goes out, as it does for our own settlements.
-                await self._write(self.ledger.record_submission, key, exc.transaction)
+                await self._guarded.write(self.ledger.record_submission, key, exc.transaction)
             raise
         if not response.success:
             reason = reason_from(response.error_reason, Reason.TRANSACTION_FAILED)
             message = response.error_message or "settlement failed"
-            await self._write(self.ledger.failed, key, reason, message)
+            await self._guarded.write(self.ledger.failed, key, reason, message)
             raise SettlementFailedError(message, reason)
         self.faults.hit(FaultPoint.CONFIRMED)
-        entry = self._get(key)
+        entry = self._guarded.get(key)
         if entry is None:  # pragma: no cover - the row was written before settling
             raise ChainUnavailableError("the ledger lost a payment", Reason.LEDGER_UNAVAILABLE)
         if not entry.paid:
             receipt = self.receipts.issue(entry, response.transaction)
-            await self._write(self.ledger.settled, key, response.transaction, receipt)
-            entry = self._get(key) or entry
+            await self._guarded.write(self.ledger.settled, key, response.transaction, receipt)
+            entry = self._guarded.get(key) or entry
         self.faults.hit(FaultPoint.SETTLED)
         return entry
 
@@ -415,7 +410,7 @@ class Checkout:
         self._reconciling = True
         settled = failed = unresolved = 0
         try:
-            for entry in self._in_flight():
+            for entry in self._guarded.in_flight():
                 if entry.key in self._flights:
                     continue  # a live request owns it
                 try:
@@ -452,7 +447,7 @@ class Checkout:
             else:
                 reason = verdict.invalid_reason or Reason.INVALID_PAYLOAD
                 message = verdict.invalid_message or "payment is not valid"
-            await self._write(self.ledger.failed, entry.key, reason, message)
+            await self._guarded.write(self.ledger.failed, entry.key, reason, message)
             return PaymentState.FAILED
         if verdict.invalid_reason not in _USED_OR_EXPIRED:
             raise ChainUnavailableError("the settlement was sent and is not mined yet")
@@ -467,50 +462,4 @@ class Checkout:
     async def _verify(
         self, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> VerifyResponse:
-        return await self._facilitate(self.facilitator.verify, payment, requirements)
-
-    async def _facilitate(
-        self,
-        call: Callable[[PaymentPayload, PaymentRequirements], Awaitable[R]],
-        payment: PaymentPayload,
-        requirements: PaymentRequirements,
-    ) -> R:
-        """A facilitator call; anything but a payment outcome becomes a 503, never a 500."""
-        try:
-            with timed(getattr(call, "__name__", "facilitator")):
-                return await call(payment, requirements)
-        except AgentPayError as exc:
-            if exc.status_code >= 500 and not isinstance(exc, ChainUnavailableError):
-                raise ChainUnavailableError(exc.message) from exc
-            raise
-        except Exception as exc:
-            log.exception("facilitator failed")
-            raise ChainUnavailableError(f"the facilitator failed: {type(exc).__name__}") from exc
-
-    def _sent(self, key: PaymentKey) -> bool:
-        """Whether the ledger heard of a settlement transaction for `key` (see
-        `records_submissions`)."""
-        entry = self._get(key)
-        return entry is not None and entry.tx_hash is not None
-
-    def _get(self, key: PaymentKey) -> Entry | None:
-        try:
-            return self.ledger.get(key)
-        except sqlite3.Error as exc:
-            raise ledger_down(exc) from exc
-
-    def _in_flight(self) -> list[Entry]:
-        try:
-            return self.ledger.in_flight()
-        except sqlite3.Error as exc:
-            raise ledger_down(exc) from exc
-
-    async def _write(self, method: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
-        # Writes commit with fsync: off the event loop, so one slow disk stalls one request.
-        try:
-            with timed("ledger"):
-                if self._writes_inline:
-                    return method(*args, **kwargs)
-                return await to_thread.run_sync(partial(method, *args, **kwargs))
-        except sqlite3.Error as exc:
-            raise ledger_down(exc) from exc
+        return await facilitate(self.facilitator.verify, payment, requirements)
