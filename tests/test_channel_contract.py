@@ -65,6 +65,7 @@ from agent_pay.signing.voucher import (
     voucher_domain,
     voucher_typed_data,
 )
+from agent_pay.testing import FakeClock
 
 T0 = 1_700_000_000
 GRACE = 600  # seconds between request_close and withdraw
@@ -83,14 +84,6 @@ ID_USED = "Channel: channel id already used"
 NOT_PAYER = "Channel: caller is not the payer"
 NOT_PAYEE = "Channel: caller is not the payee"
 TOKEN_BAD_SIGNATURE = "Stablecoin: invalid signature"
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -892,7 +892,7 @@ def test_range_helpers() -> None:
 def test_the_channels_command_parses(tmp_path: Path) -> None:
     import argparse
 
-    from agent_pay.channel_cli import register
+    from agent_pay.cli.channels import register
 
     parser = argparse.ArgumentParser(prog="agent-pay")
     register(parser.add_subparsers(dest="command"))

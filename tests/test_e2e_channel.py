@@ -25,8 +25,8 @@ from agent_pay.chain.channel import ChannelStatus
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.embedded import EmbeddedChain
-from agent_pay.channel_cli import describe, payer_account, request_close, withdraw
 from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
+from agent_pay.cli.channels import describe, payer_account, request_close, withdraw
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.channel_store import ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy

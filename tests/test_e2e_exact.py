@@ -59,7 +59,7 @@ from agent_pay.signing import (
     split_signature,
     transfer_with_authorization_typed_data,
 )
-from agent_pay.testing import SyncASGITransport, TestAgent, Testbed
+from agent_pay.testing import FakeClock, SyncASGITransport, TestAgent, Testbed
 
 BASE_URL = "http://testserver"
 NETWORK = "eip155:31337"
@@ -978,18 +978,10 @@ def test_cancelled_authorization_is_refused(
     assert delta(before, ledger(bed, *parties)) == {}
 
 
-class FrozenClock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_validity_window_boundaries_on_a_frozen_clock() -> None:
     """validBefore must exceed now + VALIDITY_MARGIN, validAfter must be below now; a payment
     that waits too long expires."""
-    clock = FrozenClock(int(time.time()))
+    clock = FakeClock(int(time.time()))
     frozen = Testbed.create(chain=EmbeddedChain(clock=clock))
     article = frozen.catalogue.get(SLUG)
     assert article is not None

@@ -27,6 +27,7 @@ from agent_pay.chain.base import (
 from agent_pay.chain.contract import NONCE_RETRIES, Contract, Transactor, deploy_contract
 from agent_pay.chain.devkeys import dev_account, dev_accounts
 from agent_pay.chain.embedded import DEFAULT_CHAIN_ID, EmbeddedChain
+from agent_pay.testing import FakeClock
 
 T0 = 1_700_000_000
 ETHER = 10**18
@@ -73,16 +74,6 @@ def positive(x: uint256) -> uint256:
 def pair(x: uint256) -> (uint256, address):
     return x * 2, msg.sender
 """
-
-
-class FakeClock:
-    """A clock that moves only when a test moves it."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass(frozen=True)

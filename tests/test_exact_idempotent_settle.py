@@ -37,26 +37,18 @@ from agent_pay.signing import (
     split_signature,
     transfer_with_authorization_typed_data,
 )
-from agent_pay.testing import Testbed
+from agent_pay.testing import FakeClock, Testbed
 
 PRICE = 100_000
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = int(time.time())
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    return FakeClock(int(time.time()))
 
 
 @pytest.fixture(scope="module")
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(scope="module")
-def bed(clock: Clock) -> Testbed:
+def bed(clock: FakeClock) -> Testbed:
     return Testbed.create(chain=EmbeddedChain(clock=clock))
 
 
@@ -128,7 +120,9 @@ def test_settling_twice_returns_the_first_transfer(bed: Testbed) -> None:
     assert refused.value.reason == Reason.NONCE_ALREADY_USED
 
 
-def test_a_settled_authorization_stays_settled_after_it_expires(bed: Testbed, clock: Clock) -> None:
+def test_a_settled_authorization_stays_settled_after_it_expires(
+    bed: Testbed, clock: FakeClock
+) -> None:
     """A server that comes back after the payment's validBefore must still learn it was paid."""
     payer = funded(bed)
     payment, requirements = pay(bed, payer)

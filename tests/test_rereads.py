@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent_pay.cli.receipts import register
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.receipts import RECEIPTS_FILENAME, ReceiptStore, StoredPurchase
@@ -41,10 +42,9 @@ from agent_pay.protocol.extensions import (
     SignedReceipt,
 )
 from agent_pay.receipts import ReceiptError, load_receipt, verify_receipt
-from agent_pay.receipts_cli import register
 from agent_pay.server.ledger import PaymentState
 from agent_pay.signing import LocalSigner
-from agent_pay.testing import TestAgent, Testbed
+from agent_pay.testing import FakeClock, TestAgent, Testbed
 from tests._entitlement import challenge_for, proof_header
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
@@ -392,16 +392,8 @@ CREATE TABLE pending (
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_store_keeps_purchases_without_receipts_across_reopening(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1_700_000_000.0)
     payer, other = LocalSigner.random().address, LocalSigner.random().address
     url = f"{BASE}/articles/{SLUG}"
     store = ReceiptStore.open(tmp_path, clock=clock)

@@ -40,7 +40,7 @@ from agent_pay.protocol.codec import (
 from agent_pay.protocol.siwx import SIGN_IN_WITH_X, SIWX_HEADER, SiwxPayload
 from agent_pay.server.siwx import SignInWithX
 from agent_pay.signing.siwe import siwe_message
-from agent_pay.testing import Testbed
+from agent_pay.testing import FakeClock, Testbed
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
 OTHER = "reading-a-vyper-contract"
@@ -287,15 +287,15 @@ async def test_an_expired_sign_in_is_refused(bed: Testbed, buyer: LocalAccount) 
     await bought(bed, buyer)
     entitlements = bed.app.state.entitlements
     real = entitlements.siwx
-    now = [time.time()]
-    entitlements.siwx = SignInWithX(["eip155:31337"], secret=b"k" * 32, clock=lambda: now[0])
+    clock = FakeClock(time.time())
+    entitlements.siwx = SignInWithX(["eip155:31337"], secret=b"k" * 32, clock=clock)
     try:
         header = await signed_in(buyer, await declared(bed), f"{BASE}/articles/{SLUG}")
-        now[0] += 301
+        clock.now += 301
         response = await present(bed, header)
         assert_refused(response, bed)
         assert "expired" in response.json()["message"]
-        now[0] -= 2  # within its time it reads: the refusal was the clock's
+        clock.now -= 2  # within its time it reads: the refusal was the clock's
         assert (await present(bed, header)).status_code == 200
     finally:
         entitlements.siwx = real

@@ -43,6 +43,7 @@ from agent_pay.signing import (
     sign_transfer_authorization,
     transfer_with_authorization_typed_data,
 )
+from agent_pay.testing import FakeClock
 
 T0 = 1_700_000_000  # the fake clock's start: every block is mined at this second unless moved
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -56,16 +57,6 @@ NOT_YET_VALID = "Stablecoin: authorization is not yet valid"
 EXPIRED = "Stablecoin: authorization is expired"
 NOT_PAYEE = "Stablecoin: caller must be the payee"
 EXCEEDS_BALANCE = "erc20: transfer amount exceeds balance"
-
-
-class FakeClock:
-    """A clock that moves only when a test moves it."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

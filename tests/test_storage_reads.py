@@ -48,6 +48,7 @@ from agent_pay.signing import (
     random_nonce,
     sign_transfer_authorization,
 )
+from agent_pay.testing import FakeClock
 
 T0 = 1_700_000_000
 GAS = 150_000
@@ -178,14 +179,6 @@ def test_an_ambiguous_or_missing_layout_finds_nothing() -> None:
 
 
 # -- the stablecoin: storage answers equal the getters' ------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

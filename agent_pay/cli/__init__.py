@@ -50,10 +50,10 @@ from typing import TYPE_CHECKING, NoReturn, cast
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
-from agent_pay.channel_cli import register as channels_register
 from agent_pay.cli import chain as chain_commands
 from agent_pay.cli import demo, mcp_command, node, read, serve, tools, wallet
-from agent_pay.receipts_cli import register as receipts_register
+from agent_pay.cli.channels import register as channels_register
+from agent_pay.cli.receipts import register as receipts_register
 
 __all__ = [
     "COMMANDS",

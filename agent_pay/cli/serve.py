@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from agent_pay.cli._common import add_chain_flags, port_arg, positive_int
-from agent_pay.receipts_cli import add_fault_flags
+from agent_pay.cli.receipts import add_fault_flags
 from agent_pay.settings import Settings
 
 __all__ = ["register"]

@@ -25,11 +25,11 @@ from agent_pay.cli._common import (
     tokens_on,
     wait_for_shutdown,
 )
+from agent_pay.cli.receipts import fault_plan
 from agent_pay.errors import ConfigurationError
 from agent_pay.facilitator.exact import ExactEvmScheme
 from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
 from agent_pay.facilitator.local import LocalFacilitator
-from agent_pay.receipts_cli import fault_plan
 from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.faults import FaultPlan

@@ -18,10 +18,10 @@ never settles a payment twice:
   produced, the payment is marked failed and nothing is charged.
 - Only a request that will answer 200 submits anything. A settlement that fails before its
   transaction was broadcast is marked failed before the 503 goes out; one that fails after
-  stays `settling`, and `reconcile()` (at start, then in the background) only *observes* it:
-  it asks the facilitator to settle only an authorization already used or expired (which
-  cannot submit anything), records what the chain did, and abandons what was never sent.
-  A retry of the same header, a new request, may settle it.
+  stays `settling`, and `reconcile()` (at start, then in the background; see `recovery.py`)
+  only *observes* it: it asks the facilitator to settle only an authorization already used or
+  expired (which cannot submit anything), records what the chain did, and abandons what was
+  never sent. A retry of the same header, a new request, may settle it.
 """
 
 from __future__ import annotations
@@ -29,16 +29,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Final, TypeVar
+from typing import TypeVar
 
 import anyio
-from anyio import to_thread
 
 from agent_pay.errors import (
     AgentPayError,
@@ -55,6 +52,7 @@ from agent_pay.protocol import (
 )
 from agent_pay.server.entitlements import ReceiptIssuer
 from agent_pay.server.faults import FaultPlan, FaultPoint
+from agent_pay.server.guarded_calls import GuardedLedger, facilitate
 from agent_pay.server.ledger import (
     Entry,
     Ledger,
@@ -63,7 +61,8 @@ from agent_pay.server.ledger import (
     fingerprint,
 )
 from agent_pay.server.purchase import Paid, Purchase
-from agent_pay.server.refusals import ledger_down, produce_content, reason_from, rejection
+from agent_pay.server.recovery import RECONCILE_INTERVAL, ReconcileReport, Recovery
+from agent_pay.server.refusals import produce_content, reason_from, rejection
 from agent_pay.server.timings import request_timings, timed
 
 __all__ = [
@@ -77,29 +76,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-R = TypeVar("R")
 
-_ABANDONED = "payment_abandoned"  # failed-row reason: the server stopped before settling
 _NOT_SENT = "settlement_not_sent"  # failed-row reason: the chain failed before broadcast
-
-
-RECONCILE_INTERVAL: Final = 5.0
-
 _PROOF_HEADERS = "AGENT-PAY-ENTITLEMENT, or SIGN-IN-WITH-X"
-_USED_OR_EXPIRED = (Reason.NONCE_ALREADY_USED, Reason.VALID_BEFORE_EXPIRED)
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileReport:
-    """What a reconciliation pass did with the entries it found unresolved."""
-
-    settled: int = 0
-    failed: int = 0
-    unresolved: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.settled + self.failed + self.unresolved
 
 
 @dataclass(slots=True)
@@ -112,7 +91,7 @@ class _Again(Exception):
     """The ledger changed under us: look at the entry again."""
 
 
-class Checkout:
+class Checkout(Recovery):
     """Runs paid reads through the ledger and the facilitator (see the module docstring).
 
     Args:
@@ -149,9 +128,7 @@ class Checkout:
         self.wait_timeout = wait_timeout
         self.reconcile_interval = reconcile_interval
         self._clock = clock
-        # A ledger in memory has no fsync to keep off the event loop, and its writes (tens of
-        # microseconds) cost less than the hop to a worker thread and back.
-        self._writes_inline = getattr(ledger, "path", False) is None
+        self._guarded = GuardedLedger(ledger)
         self._flights: dict[PaymentKey, _Flight] = {}
         self._reconciled = False
         self._reconciling = False
@@ -179,7 +156,7 @@ class Checkout:
         await self.ensure_reconciled()
         waited = False
         for _ in range(8):
-            entry = self._get(purchase.key)
+            entry = self._guarded.get(purchase.key)
             if entry is not None:
                 self._check_same(entry, purchase)
                 if entry.paid:
@@ -203,7 +180,7 @@ class Checkout:
     async def delivered(self, key: PaymentKey) -> None:
         """Record that the paid response left (best effort: a settled entry is as good)."""
         try:
-            await self._write(self.ledger.delivered, key)
+            await self._guarded.write(self.ledger.delivered, key)
         except ChainUnavailableError:
             log.warning("could not record delivery of %s", key)
 
@@ -284,7 +261,7 @@ class Checkout:
             content = produce_content(produce)
         except ChainUnavailableError:
             if state is PaymentState.VERIFIED:
-                await self._write(
+                await self._guarded.write(
                     self.ledger.failed,
                     key,
                     Reason.CONTENT_UNAVAILABLE,
@@ -293,7 +270,7 @@ class Checkout:
                 )
             raise
         if state is PaymentState.VERIFIED:
-            if not await self._write(self.ledger.settling, key):
+            if not await self._guarded.write(self.ledger.settling, key):
                 raise _Again
             self.faults.hit(FaultPoint.SETTLING)
         # From here the payment may move: see it through even if this request is cancelled.
@@ -326,7 +303,7 @@ class Checkout:
                 )
             state = PaymentState.SETTLING
         self.faults.hit(FaultPoint.VERIFY)
-        began = await self._write(
+        began = await self._guarded.write(
             self.ledger.begin,
             purchase.key,
             resource=purchase.resource,
@@ -350,167 +327,38 @@ class Checkout:
         503 goes out (nothing can move: a later request starts over); after, it stays
         `settling` for `reconcile()` to observe."""
         try:
-            response = await self._facilitate(self.facilitator.settle, payment, requirements)
+            response = await facilitate(self.facilitator.settle, payment, requirements)
         except ChainUnavailableError as exc:
             # Failed only if no transaction of this payment may be pending: this call sent
             # nothing, and the ledger knows of no earlier one (a retry's may still be mined).
-            if not self._sent(key) and (
+            if not self._guarded.sent(key) and (
                 exc.broadcast is False or (self.records_submissions and exc.broadcast is None)
             ):
-                await self._write(self.ledger.failed, key, _NOT_SENT, exc.message)
-            elif exc.transaction is not None and not self._sent(key):
+                await self._guarded.write(self.ledger.failed, key, _NOT_SENT, exc.message)
+            elif exc.transaction is not None and not self._guarded.sent(key):
                 # A remote facilitator says which transaction may still be mined: the ledger
                 # holds it before the 503 goes out, as it does for our own settlements.
-                await self._write(self.ledger.record_submission, key, exc.transaction)
+                await self._guarded.write(self.ledger.record_submission, key, exc.transaction)
             raise
         if not response.success:
             reason = reason_from(response.error_reason, Reason.TRANSACTION_FAILED)
             message = response.error_message or "settlement failed"
-            await self._write(self.ledger.failed, key, reason, message)
+            await self._guarded.write(self.ledger.failed, key, reason, message)
             raise SettlementFailedError(message, reason)
         self.faults.hit(FaultPoint.CONFIRMED)
-        entry = self._get(key)
+        entry = self._guarded.get(key)
         if entry is None:  # pragma: no cover - the row was written before settling
             raise ChainUnavailableError("the ledger lost a payment", Reason.LEDGER_UNAVAILABLE)
         if not entry.paid:
             receipt = self.receipts.issue(entry, response.transaction)
-            await self._write(self.ledger.settled, key, response.transaction, receipt)
-            entry = self._get(key) or entry
+            await self._guarded.write(self.ledger.settled, key, response.transaction, receipt)
+            entry = self._guarded.get(key) or entry
         self.faults.hit(FaultPoint.SETTLED)
         return entry
-
-    # -- recovery ------------------------------------------------------------------------------
-
-    async def ensure_reconciled(self) -> None:
-        """Reconcile once before the first request is served (and again, every few seconds,
-        while entries remain unresolved because the chain could not be reached)."""
-        if self._reconciled and self._clock() < self._next_reconcile:
-            return
-        if self._reconciled:  # a later pass for leftovers: do not hold the request up
-            if not self._reconciling:
-                self._next_reconcile = self._clock() + self.reconcile_interval
-                task = asyncio.get_running_loop().create_task(self.reconcile())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-            return
-        while self._reconciling:
-            await anyio.sleep(0.01)
-        if not self._reconciled:
-            await self.reconcile()
-
-    async def reconcile(self) -> ReconcileReport:
-        """Resolve every entry left verified or settling (by a crash or a node outage).
-
-        It never submits anything: whoever asked for these payments got no 200, and must not
-        be charged for them now.
-
-        An entry this server never sent (verified; settling with no transaction recorded,
-        when the facilitator records them) → failed: "abandoned", or the verdict's reason (a
-        retry of the same header starts over; an authorization someone else used is claimed
-        by its payer with a proof of its key). One that was sent: if its authorization is used
-        or expired, settle (idempotent: that finds the earlier transfer and submits nothing)
-        → settled or failed; if it is still unused and valid → unresolved, looked at again.
-        Entries the chain cannot answer for stay as they are and are counted unresolved.
-        """
-        self._reconciling = True
-        settled = failed = unresolved = 0
-        try:
-            for entry in self._in_flight():
-                if entry.key in self._flights:
-                    continue  # a live request owns it
-                try:
-                    with self._flight(entry.key):
-                        state = await self._resolve(entry)
-                except ChainUnavailableError as exc:
-                    log.warning("reconcile %s: %s", entry.key, exc)
-                    unresolved += 1
-                    continue
-                if state is PaymentState.SETTLED:
-                    settled += 1
-                else:
-                    failed += 1
-        finally:
-            self._reconciling = False
-            self._reconciled = True
-            self._next_reconcile = self._clock() + (self.reconcile_interval if unresolved else 1e18)
-        report = ReconcileReport(settled, failed, unresolved)
-        if report.total:
-            log.info("reconciled the ledger: %s", report)
-        return report
-
-    async def _resolve(self, entry: Entry) -> PaymentState:
-        payment, requirements = entry.payment, entry.requirements
-        verdict = await self._verify(payment, requirements)
-        sent = entry.state is PaymentState.SETTLING and (
-            entry.tx_hash is not None or not self.records_submissions
-        )
-        if not sent:
-            # Nothing of ours can move money. If the authorization was used all the same,
-            # someone else submitted it: its payer may claim it with a proof of its key.
-            if verdict.is_valid:
-                reason, message = _ABANDONED, "the server stopped before settling; not charged"
-            else:
-                reason = verdict.invalid_reason or Reason.INVALID_PAYLOAD
-                message = verdict.invalid_message or "payment is not valid"
-            await self._write(self.ledger.failed, entry.key, reason, message)
-            return PaymentState.FAILED
-        if verdict.invalid_reason not in _USED_OR_EXPIRED:
-            raise ChainUnavailableError("the settlement was sent and is not mined yet")
-        try:
-            await self._settle(entry.key, payment, requirements)
-        except SettlementFailedError:
-            return PaymentState.FAILED
-        return PaymentState.SETTLED
 
     # -- plumbing ------------------------------------------------------------------------------
 
     async def _verify(
         self, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> VerifyResponse:
-        return await self._facilitate(self.facilitator.verify, payment, requirements)
-
-    async def _facilitate(
-        self,
-        call: Callable[[PaymentPayload, PaymentRequirements], Awaitable[R]],
-        payment: PaymentPayload,
-        requirements: PaymentRequirements,
-    ) -> R:
-        """A facilitator call; anything but a payment outcome becomes a 503, never a 500."""
-        try:
-            with timed(getattr(call, "__name__", "facilitator")):
-                return await call(payment, requirements)
-        except AgentPayError as exc:
-            if exc.status_code >= 500 and not isinstance(exc, ChainUnavailableError):
-                raise ChainUnavailableError(exc.message) from exc
-            raise
-        except Exception as exc:
-            log.exception("facilitator failed")
-            raise ChainUnavailableError(f"the facilitator failed: {type(exc).__name__}") from exc
-
-    def _sent(self, key: PaymentKey) -> bool:
-        """Whether the ledger heard of a settlement transaction for `key` (see
-        `records_submissions`)."""
-        entry = self._get(key)
-        return entry is not None and entry.tx_hash is not None
-
-    def _get(self, key: PaymentKey) -> Entry | None:
-        try:
-            return self.ledger.get(key)
-        except sqlite3.Error as exc:
-            raise ledger_down(exc) from exc
-
-    def _in_flight(self) -> list[Entry]:
-        try:
-            return self.ledger.in_flight()
-        except sqlite3.Error as exc:
-            raise ledger_down(exc) from exc
-
-    async def _write(self, method: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
-        # Writes commit with fsync: off the event loop, so one slow disk stalls one request.
-        try:
-            with timed("ledger"):
-                if self._writes_inline:
-                    return method(*args, **kwargs)
-                return await to_thread.run_sync(partial(method, *args, **kwargs))
-        except sqlite3.Error as exc:
-            raise ledger_down(exc) from exc
+        return await facilitate(self.facilitator.verify, payment, requirements)

@@ -1,4 +1,4 @@
-"""An agent's wallet on disk: an encrypted keystore, the signer it unlocks, its balances.
+"""An agent's encrypted keystore, and the signer it (or a raw key in the settings) unlocks.
 
 The keystore is Web3 secret storage v3 (what geth, MetaMask and eth-account write), created
 with owner-only permissions and never overwritten. The key leaves it only as a `LocalSigner`.
@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-from agent_pay.chain.base import Chain
-from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.errors import ConfigurationError
 from agent_pay.settings import Settings
 from agent_pay.signing import LocalSigner
 
-__all__ = ["Balances", "balances", "create_keystore", "signer_from_settings"]
+__all__ = ["MIN_PASSWORD_LENGTH", "create_keystore", "signer_from_settings"]
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -70,40 +67,3 @@ def signer_from_settings(
     else:
         raise ConfigurationError(f"{path} is locked: set AGENT_PAY_KEYSTORE_PASSWORD")
     return LocalSigner.from_keystore(path, password)
-
-
-RECEIPT_KEY_FILE = "receipt.key"
-
-
-def server_receipt_key(settings: Settings) -> LocalSigner:
-    """The key a content server signs receipts with: `receipt_key` if set, else the one kept in
-    `server_dir` (made on first start, readable by its owner only), so receipts issued before
-    a restart still verify against the same published address."""
-    if settings.receipt_key is not None:
-        return LocalSigner.from_key(settings.receipt_key.get_secret_value())
-    path = settings.server_dir / RECEIPT_KEY_FILE
-    if path.is_file():
-        return LocalSigner.from_key(path.read_text(encoding="ascii").strip())
-    signer = LocalSigner.random()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as out:
-        out.write("0x" + signer.unsafe_export_private_key().hex() + "\n")
-    return signer
-
-
-@dataclass(frozen=True, slots=True)
-class Balances:
-    """What an address holds: native currency (wei) and each token (atomic units)."""
-
-    address: str
-    native: int
-    tokens: Mapping[str, int]
-
-
-def balances(chain: Chain, address: str, tokens: Mapping[str, Stablecoin]) -> Balances:
-    return Balances(
-        address,
-        chain.get_balance(address),
-        {symbol: token.balance_of(address) for symbol, token in tokens.items()},
-    )

@@ -1,0 +1,81 @@
+"""The ledger and the facilitator as checkout calls them: whatever goes wrong below a payment
+outcome (a sqlite error, a facilitator that crashes or answers 5xx) becomes a 503
+(ChainUnavailableError), never a 500; ledger writes commit off the event loop."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from anyio import to_thread
+
+from agent_pay.errors import AgentPayError, ChainUnavailableError
+from agent_pay.protocol import PaymentPayload, PaymentRequirements
+from agent_pay.server.ledger import Entry, Ledger, PaymentKey
+from agent_pay.server.refusals import ledger_down
+from agent_pay.server.timings import timed
+
+__all__ = ["GuardedLedger", "facilitate"]
+
+log = logging.getLogger("agent_pay.server.checkout")  # the logger these messages always used
+
+R = TypeVar("R")
+
+
+async def facilitate(
+    call: Callable[[PaymentPayload, PaymentRequirements], Awaitable[R]],
+    payment: PaymentPayload,
+    requirements: PaymentRequirements,
+) -> R:
+    """A facilitator call; anything but a payment outcome becomes a 503, never a 500."""
+    try:
+        with timed(getattr(call, "__name__", "facilitator")):
+            return await call(payment, requirements)
+    except AgentPayError as exc:
+        if exc.status_code >= 500 and not isinstance(exc, ChainUnavailableError):
+            raise ChainUnavailableError(exc.message) from exc
+        raise
+    except Exception as exc:
+        log.exception("facilitator failed")
+        raise ChainUnavailableError(f"the facilitator failed: {type(exc).__name__}") from exc
+
+
+class GuardedLedger:
+    """Reads and writes of `ledger` whose sqlite errors become a 503 (`ledger_down`)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        # A ledger in memory has no fsync to keep off the event loop, and its writes (tens of
+        # microseconds) cost less than the hop to a worker thread and back.
+        self._writes_inline = getattr(ledger, "path", False) is None
+
+    def sent(self, key: PaymentKey) -> bool:
+        """Whether the ledger heard of a settlement transaction for `key` (see
+        `Checkout.records_submissions`)."""
+        entry = self.get(key)
+        return entry is not None and entry.tx_hash is not None
+
+    def get(self, key: PaymentKey) -> Entry | None:
+        try:
+            return self.ledger.get(key)
+        except sqlite3.Error as exc:
+            raise ledger_down(exc) from exc
+
+    def in_flight(self) -> list[Entry]:
+        try:
+            return self.ledger.in_flight()
+        except sqlite3.Error as exc:
+            raise ledger_down(exc) from exc
+
+    async def write(self, method: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+        # Writes commit with fsync: off the event loop, so one slow disk stalls one request.
+        try:
+            with timed("ledger"):
+                if self._writes_inline:
+                    return method(*args, **kwargs)
+                return await to_thread.run_sync(partial(method, *args, **kwargs))
+        except sqlite3.Error as exc:
+            raise ledger_down(exc) from exc
