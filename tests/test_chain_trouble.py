@@ -8,6 +8,7 @@ node that is stopped and restarted is in tests/test_fault_injection.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -20,6 +21,7 @@ from agent_pay.chain.base import ChainError, ContractRevertError, Log, Receipt
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.client.reader import Reader
 from agent_pay.errors import Reason
+from agent_pay.facilitator.exact import VALIDITY_MARGIN
 from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
 from agent_pay.protocol import PaymentRequired
 from agent_pay.protocol.codec import (
@@ -35,6 +37,7 @@ from agent_pay.server.checkout import RECONCILE_INTERVAL
 from agent_pay.server.ledger import Ledger, PaymentState
 from agent_pay.testing import SyncASGITransport, TestAgent, Testbed
 from tests._money import assert_ledger_matches_chain, books, delta
+from tests.test_e2e_exact import authorize
 
 SLUG = "why-micropayments-failed"
 PRICE = 100_000
@@ -374,3 +377,32 @@ def test_behind_a_remote_facilitator_an_unsent_settlement_is_failed_at_once(
     assert paid == ({} if mode == "down" else {(payer.address, "USDX"): -PRICE})
     [entry] = ledger.entries()
     assert entry.state is (PaymentState.FAILED if mode == "down" else PaymentState.SETTLED)
+
+
+@pytest.mark.slow
+def test_a_sent_settlement_in_its_last_seconds_is_not_failed_while_it_may_be_mined(
+    bed: Testbed, chain: FlakyChain, render: OnRender
+) -> None:
+    """Verification calls an authorization expired `VALIDITY_MARGIN` seconds early (settling
+    needs a block), but the token takes it until `validBefore`. A settlement sent, not yet
+    mined, and now inside that margin must stay `settling`: failing it would record as unpaid
+    a transfer the next block may still make."""
+    payer = bed.agent(funds={"USDX": "1"})
+    with bed.client() as client:
+        required = decode_header(
+            client.get(f"/articles/{SLUG}").headers[PAYMENT_REQUIRED_HEADER], PaymentRequired
+        )
+        valid_before = bed.chain.next_timestamp() + VALIDITY_MARGIN + 2
+        payment = authorize(payer.signer, required.accepts[0], required, valid_before=valid_before)
+        render.action = lambda: setattr(chain, "mode", "slow")
+        assert paid_read(client, encode_header(payment)).status_code == 503
+    chain.mode = "up"
+    time.sleep(2.5)  # inside the margin now: verification says "expired"
+    checkout = bed.app.state.checkout
+    report = asyncio.run(checkout.reconcile())
+    assert report.unresolved == 1
+    [entry] = bed.ledger.entries()
+    assert entry.state is PaymentState.SETTLING
+    bed.chain.mine()  # the transfer the failed entry would have hidden
+    assert bed.balance(payer.address) == 1_000_000 - PRICE
+    assert asyncio.run(checkout.reconcile()).failed == 0

@@ -18,7 +18,7 @@ from typing import Final, Protocol
 
 import anyio
 
-from agent_pay.errors import ChainUnavailableError, Reason, SettlementFailedError
+from agent_pay.errors import AgentPayError, ChainUnavailableError, Reason, SettlementFailedError
 from agent_pay.protocol import PaymentPayload, PaymentRequirements, VerifyResponse
 from agent_pay.server.guarded_calls import GuardedLedger
 from agent_pay.server.ledger import Entry, Ledger, PaymentKey, PaymentState
@@ -154,10 +154,28 @@ class Recovery:
                 message = verdict.invalid_message or "payment is not valid"
             await self._guarded.write(self.ledger.failed, entry.key, reason, message)
             return PaymentState.FAILED
-        if verdict.invalid_reason not in _USED_OR_EXPIRED:
+        if verdict.invalid_reason not in _USED_OR_EXPIRED or (
+            verdict.invalid_reason == Reason.VALID_BEFORE_EXPIRED
+            and _may_still_settle(entry, self._clock())
+        ):
             raise ChainUnavailableError("the settlement was sent and is not mined yet")
         try:
             await self._settle(entry.key, payment, requirements)
         except SettlementFailedError:
             return PaymentState.FAILED
         return PaymentState.SETTLED
+
+
+def _may_still_settle(entry: Entry, now: float) -> bool:
+    """Whether the sent transaction of `entry` could still be mined: verification calls an
+    authorization expired a few seconds early (it must leave time to settle), but the token
+    takes it until `validBefore` itself."""
+    try:
+        valid_before = int(entry.payment.exact_evm().authorization.valid_before)
+    except (AgentPayError, ValueError):
+        return False
+    return now < valid_before + _CLOCK_SKEW
+
+
+_CLOCK_SKEW: Final = 30.0
+"""Seconds a node's block time may run behind this server's clock."""
