@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -42,44 +41,24 @@ from fastapi.responses import JSONResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import STOCK_FACILITATOR_INDEX
 from agent_pay.chain.devkeys import dev_account
-from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import SpendingPolicy
-from agent_pay.node.deployment import find_stablecoins
-from agent_pay.node.node import Node
 from agent_pay.protocol import SettleResponse
 from agent_pay.protocol.codec import PAYMENT_RESPONSE_HEADER, decode_header
 from agent_pay.serving import serve_app
 from agent_pay.signing import LocalSigner
-from agent_pay.stack import FACILITATOR_INDEX, Stack
+from tests._on_node import OnNode, stack_on_node
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
 PRICE = 100_000
-STOCK_FACILITATOR_INDEX = 2  # the stock facilitator's gas account: its own nonces
-
-
-@dataclass
-class OnNode:
-    """Our node, and our stack (facilitator + content server) on it, served over HTTP."""
-
-    node_url: str
-    stack: Stack
-    server_url: str
-
-    def usdx(self, address: str) -> int:
-        return self.stack.balance(address, "USDX")
 
 
 @pytest.fixture(scope="module")
 def on_node() -> Iterator[OnNode]:
-    with Node.open(None) as node, node.serve(port=0) as node_url, JsonRpcChain(node_url) as chain:
-        stack = Stack.connect(
-            chain, find_stablecoins(chain), Transactor(chain, dev_account(FACILITATOR_INDEX))
-        )
-        with stack.serve() as server_url:
-            yield OnNode(node_url, stack, server_url)
+    with stack_on_node() as ground:
+        yield ground
 
 
 def funded(on_node: OnNode, amount: str = "1") -> LocalAccount:

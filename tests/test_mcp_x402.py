@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,43 +45,25 @@ from mcp import Client
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent
 
-from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import STOCK_FACILITATOR_INDEX
 from agent_pay.chain.devkeys import dev_account
-from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.client.policy import Spending, SpendingPolicy
 from agent_pay.errors import PolicyViolationError
 from agent_pay.mcp.paid_tools import paid_article_server, tool_name
 from agent_pay.mcp.payer import ToolPayer
 from agent_pay.mcp.transport import payment_required_in
-from agent_pay.node.deployment import find_stablecoins
-from agent_pay.node.node import Node
 from agent_pay.protocol.extensions import SignedReceipt, receipt_info
 from agent_pay.signing import LocalSigner
-from agent_pay.stack import FACILITATOR_INDEX, Stack
+from tests._on_node import OnNode, stack_on_node
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
 PRICE = 100_000
-STOCK_FACILITATOR_INDEX = 3  # the stock facilitator's gas account: its own nonces
-
-
-@dataclass
-class OnNode:
-    node_url: str
-    stack: Stack
-    server_url: str
-
-    def usdx(self, address: str) -> int:
-        return self.stack.balance(address, "USDX")
 
 
 @pytest.fixture(scope="module")
 def on_node() -> Iterator[OnNode]:
-    with Node.open(None) as node, node.serve(port=0) as node_url, JsonRpcChain(node_url) as chain:
-        stack = Stack.connect(
-            chain, find_stablecoins(chain), Transactor(chain, dev_account(FACILITATOR_INDEX))
-        )
-        with stack.serve() as server_url:
-            yield OnNode(node_url, stack, server_url)
+    with stack_on_node() as ground:
+        yield ground
 
 
 # -- (a) our articles as paid MCP tools ------------------------------------------------------
