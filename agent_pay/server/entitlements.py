@@ -30,10 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from fastapi import Request
-
-from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
-from agent_pay.protocol.codec import decode_header
+from agent_pay.errors import PaymentRejectedError, Reason
 from agent_pay.protocol.extensions import (
     ENTITLEMENT_EXTENSION,
     ENTITLEMENT_HEADER,
@@ -47,6 +44,7 @@ from agent_pay.protocol.extensions import (
 )
 from agent_pay.protocol.siwx import SiwxPayload
 from agent_pay.server.ledger import Entry, Ledger
+from agent_pay.server.optional_header import OptionalHeader
 from agent_pay.server.refusals import ledger_down
 from agent_pay.server.siwx import SignInWithX
 from agent_pay.signing import Signer
@@ -250,22 +248,14 @@ class Entitlements:
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 
 
-class EntitlementHeader:
+class EntitlementHeader(OptionalHeader[EntitlementProof]):
     """Dependency: the decoded `AGENT-PAY-ENTITLEMENT` header, or None without one.
 
     Raises MalformedPaymentError (400) for a header that cannot be read.
     """
 
-    async def __call__(self, request: Request) -> EntitlementProof | None:
-        value = request.headers.get(ENTITLEMENT_HEADER)
-        if value is None:
-            return None
-        try:
-            return decode_header(value, EntitlementProof)
-        except MalformedPaymentError as exc:
-            raise MalformedPaymentError(
-                f"{ENTITLEMENT_HEADER}: {exc.message}", Reason.ENTITLEMENT_MALFORMED
-            ) from None
+    def __init__(self) -> None:
+        super().__init__(ENTITLEMENT_HEADER, EntitlementProof, Reason.ENTITLEMENT_MALFORMED)
 
 
 def discovery_document(receipt_signer: str, network: list[str]) -> dict[str, Any]:

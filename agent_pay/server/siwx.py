@@ -25,10 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from fastapi import Request
-
-from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
-from agent_pay.protocol.codec import decode_header
+from agent_pay.errors import PaymentRejectedError, Reason
 from agent_pay.protocol.siwx import (
     SIGN_IN_WITH_X,
     SIWX_HEADER,
@@ -37,6 +34,7 @@ from agent_pay.protocol.siwx import (
     SupportedChain,
     siwx_schema,
 )
+from agent_pay.server.optional_header import OptionalHeader
 from agent_pay.signing.siwe import recover_siwe_signer
 
 __all__ = ["DEFAULT_STATEMENT", "SIWX_TTL_SECONDS", "SignInWithX", "SiwxHeader", "resource_uri"]
@@ -180,22 +178,14 @@ class SignInWithX:
         return salt + mac[: _MAC_HEX // 2].hex()
 
 
-class SiwxHeader:
+class SiwxHeader(OptionalHeader[SiwxPayload]):
     """Dependency: the decoded `SIGN-IN-WITH-X` header, or None without one.
 
     Raises MalformedPaymentError (400, `invalid_siwx_header`) for a header that cannot be read.
     """
 
-    async def __call__(self, request: Request) -> SiwxPayload | None:
-        value = request.headers.get(SIWX_HEADER)
-        if value is None:
-            return None
-        try:
-            return decode_header(value, SiwxPayload)
-        except MalformedPaymentError as exc:
-            raise MalformedPaymentError(
-                f"{SIWX_HEADER}: {exc.message}", Reason.SIWX_MALFORMED
-            ) from None
+    def __init__(self) -> None:
+        super().__init__(SIWX_HEADER, SiwxPayload, Reason.SIWX_MALFORMED)
 
 
 def _invalid(message: str) -> PaymentRejectedError:
