@@ -28,7 +28,6 @@ from typing import Any, Final
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.background import BackgroundTask
 
 from agent_pay.assets import AssetRegistry
 from agent_pay.errors import (
@@ -357,8 +356,11 @@ def create_app(
             "Server-Timing": server_timing(timings),
         }
         faults.hit(FaultPoint.RESPONDING)
-        delivered = BackgroundTask(checkout.delivered, purchase.key)
-        return JSONResponse(body, 200, headers, background=delivered)
+        # Recorded as the answer is handed over, not after it left: a copy of the header sent
+        # the moment the payer has its article must already find it delivered (and read no
+        # more without a proof). A payer whose answer is lost from here claims it by proof.
+        await checkout.delivered(purchase.key)
+        return JSONResponse(body, 200, headers)
 
     def serve_charged(article: Article, charge: InlineCharge) -> Response:
         """A read charged inline: produce it, or undo the charge."""

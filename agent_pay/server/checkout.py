@@ -178,7 +178,8 @@ class Checkout(Recovery):
         )
 
     async def delivered(self, key: PaymentKey) -> None:
-        """Record that the paid response left (best effort: a settled entry is as good)."""
+        """Record that the paid response is handed over (best effort: a settled entry is as
+        good; the payer of an entry left settled can still read by its header)."""
         try:
             await self._guarded.write(self.ledger.delivered, key)
         except ChainUnavailableError:
