@@ -572,8 +572,9 @@ def test_gas_per_read_at_1000_reads_per_channel_is_under_1_percent_of_exact(
     for n in range(2, reads + 1):  # the rest: client scheme and server inline charge, no HTTP
         for agent in agents:
             assert agent.channels is not None
-            charge = builder.charge_inline(agent.channels.sign(offer, challenge), offer, path)
-            agent.channels.settled(offer, charge.settle_response())
+            payment = agent.channels.sign(offer, challenge)
+            charge = builder.charge_inline(payment, offer, path)
+            agent.channels.settled(payment, charge.settle_response())
         if n % 100 == 0:  # a claim round every 100 reads per channel
             claims += handler.settler.settle().gas_used
     # The "exact" scheme's gas per read, measured here: one transfer to the same author (who

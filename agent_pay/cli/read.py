@@ -245,7 +245,7 @@ def _locked_note(
     """Where the budget went, when a payment exceeds what is left of it."""
     if channels is None or "remaining budget" not in message:
         return ""
-    held = [(key, channels.locked(key)) for key in assets]
+    held = [(key, channels.spending.locked(key)) for key in assets]
     locked = [assets[key].format(amount) for key, amount in held if amount > 0]
     if not locked:
         return ""

@@ -34,11 +34,16 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
 
 import httpx
-from pydantic import ValidationError
 
+from agent_pay.client.entitlements import (
+    entitlement_challenge,
+    entitlement_proof,
+    error_reason,
+    paid_receipt,
+    reread_receipt,
+)
 from agent_pay.client.policy import Spending, SpendingPolicy
 from agent_pay.client.receipts import PendingPayment, ReceiptStore
 from agent_pay.client.schemes import ClientScheme, ExactClientScheme
@@ -56,18 +61,8 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
-from agent_pay.protocol.extensions import (
-    ENTITLEMENT_HEADER,
-    NO_TRANSACTION,
-    RECEIPT_HEADER,
-    EntitlementChallenge,
-    EntitlementProof,
-    SignedReceipt,
-    challenge_info,
-    receipt_info,
-)
+from agent_pay.protocol.extensions import ENTITLEMENT_HEADER, SignedReceipt
 from agent_pay.signing import Signer, random_nonce
-from agent_pay.signing.receipt import recover_receipt_signer, sign_read_proof
 
 __all__ = ["Decision", "PaymentAuth", "PaymentRecord"]
 
@@ -92,6 +87,19 @@ class PaymentRecord:
     @property
     def transaction(self) -> str:
         return self.settlement.transaction
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A payment on its way: as written down (`pending`), and as signed (`payment`, the ticket
+    its scheme gets back with the answer)."""
+
+    pending: PendingPayment
+    payment: PaymentPayload
+
+    @classmethod
+    def resent(cls, pending: PendingPayment) -> _Sent:
+        return cls(pending, decode_header(pending.header, PaymentPayload))
 
 
 class _Outcome(Enum):
@@ -138,7 +146,9 @@ class PaymentAuth(httpx.Auth):
         self._on_payment = on_payment
         self._clock = clock
         self._lock = threading.Lock()
-        self._reserved: set[str] = set()  # headers whose amount this process reserved
+        # Headers whose amount this process reserved: a payment whose answer was lost is
+        # resent by a later request, which must know whether the reservation is ours to drop.
+        self._reserved: set[str] = set()
         self.payments: list[PaymentRecord] = []
         self.rereads: list[str] = []  # URLs read again by key proof, without paying
 
@@ -146,10 +156,10 @@ class PaymentAuth(httpx.Auth):
         response = yield request
         payer = self.signer.address
         tried_proof = tried_pending = False
-        spent: PendingPayment | None = None  # our payment the server says is already used
+        spent: _Sent | None = None  # our payment the server says is already used
         while response.status_code == 402 and PAYMENT_REQUIRED_HEADER in response.headers:
             challenge = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
-            offer_to_prove = _entitlement_challenge(challenge)
+            offer_to_prove = entitlement_challenge(challenge)
             if (
                 offer_to_prove is not None
                 and not tried_proof
@@ -160,8 +170,11 @@ class PaymentAuth(httpx.Auth):
                 # serves what that payment bought even if its header alone no longer reads.
                 request.headers.pop(PAYMENT_SIGNATURE_HEADER, None)
                 if spent is not None:
-                    request.headers[PAYMENT_SIGNATURE_HEADER] = spent.header
-                request.headers[ENTITLEMENT_HEADER] = self._prove(request, offer_to_prove)
+                    request.headers[PAYMENT_SIGNATURE_HEADER] = spent.pending.header
+                stored = self.receipts.find(request.url, payer)
+                receipt = stored.receipt if stored is not None else None
+                proof = entitlement_proof(self.signer, request.url, offer_to_prove, receipt)
+                request.headers[ENTITLEMENT_HEADER] = proof
                 response = yield request
                 del request.headers[ENTITLEMENT_HEADER]
                 request.headers.pop(PAYMENT_SIGNATURE_HEADER, None)
@@ -177,11 +190,12 @@ class PaymentAuth(httpx.Auth):
             pending = None if tried_pending else self.receipts.pending(request.url, payer)
             if pending is not None:
                 tried_pending = True
+                resent = _Sent.resent(pending)
                 request.headers[PAYMENT_SIGNATURE_HEADER] = pending.header
                 response = yield request
-                outcome, _ = self._account(response, request, pending)
+                outcome = self._account(response, request, resent)
                 if outcome is _Outcome.SPENT:
-                    spent = pending
+                    spent = resent
                     continue
                 if outcome is _Outcome.REFUSED:
                     continue
@@ -197,7 +211,8 @@ class PaymentAuth(httpx.Auth):
                 return
             self.spending.reserve(offer)
             try:
-                header = encode_header(self.sign(offer, challenge))
+                payment = self.sign(offer, challenge)
+                header = encode_header(payment)
                 # Written down before it is sent: if the answer is lost, the next read resends it.
                 self.receipts.add_pending(request.url, payer, header, offer)
             except BaseException:
@@ -208,7 +223,7 @@ class PaymentAuth(httpx.Auth):
             pending = PendingPayment(str(request.url), payer, header, offer, self._clock())
             request.headers[PAYMENT_SIGNATURE_HEADER] = header
             paid = yield request
-            self._account(paid, request, pending)
+            self._account(paid, request, _Sent(pending, payment))
             return
 
     def sign(self, offer: PaymentRequirements, challenge: PaymentRequired) -> PaymentPayload:
@@ -220,64 +235,50 @@ class PaymentAuth(httpx.Auth):
         extensions = {**challenge.extensions, **(payment.extensions or {})}
         return payment.model_copy(update={"extensions": extensions})
 
-    def _prove(self, request: httpx.Request, challenge: EntitlementChallenge) -> str:
-        """The `AGENT-PAY-ENTITLEMENT` header answering `challenge` for this URL."""
-        path = request.url.path
-        nonce = bytes.fromhex(challenge.challenge[2:])
-        signature = sign_read_proof(
-            self.signer, path, nonce, challenge.expires_at, challenge.signer
-        )
-        stored = self.receipts.find(request.url, self.signer.address)
-        proof = EntitlementProof(
-            payer=self.signer.address,
-            resource=path,
-            challenge=challenge.challenge,
-            expires_at=challenge.expires_at,
-            signature="0x" + signature.hex(),
-            receipt=stored.receipt if stored is not None else None,
-        )
-        return encode_header(proof)
-
-    def _account(
-        self, paid: httpx.Response, request: httpx.Request, pending: PendingPayment
-    ) -> tuple[_Outcome, str | None]:
-        """Settle the budget and the pending record from the server's answer."""
+    def _account(self, paid: httpx.Response, request: httpx.Request, sent: _Sent) -> _Outcome:
+        """Settle the budget, the scheme and the pending record from the server's answer."""
+        pending, scheme = sent.pending, self.schemes[sent.pending.offer.scheme]
         offer, header = pending.offer, pending.header
-        with self._lock:
-            reserved = header in self._reserved
         response_header = paid.headers.get(PAYMENT_RESPONSE_HEADER)
         if paid.status_code < 400 and response_header is not None:
             try:
                 settlement = decode_header(response_header, SettleResponse)
             except MalformedPaymentError:
-                return _Outcome.UNKNOWN, None  # unreadable: keep reservation and pending
+                return _Outcome.UNKNOWN  # unreadable: keep reservation and pending
             if not settlement.success:
-                return _Outcome.UNKNOWN, None
-            self.schemes[offer.scheme].settled(offer, settlement)
+                return _Outcome.UNKNOWN
+            scheme.settled(sent.payment, settlement)
             # What entitles us to re-read is written before the pending header is dropped: a
             # crash in between resends the header (served again, uncharged), never pays twice.
-            receipt = self._keep_receipt(request, offer, settlement)
-            if receipt is None:  # a voucher read: re-read by key proof all the same
+            receipt = paid_receipt(request.url, self.signer.address, offer, settlement)
+            if receipt is not None:
+                self.receipts.add(request.url, receipt)
+            else:  # a voucher read: re-read by key proof all the same
                 self.receipts.add_purchase(request.url, pending.payer, offer.scheme)
             self._confirm(request, pending, settlement, receipt)
-            return _Outcome.PAID, None
+            return _Outcome.PAID
         if paid.status_code in (400, 402, 404):
-            reason = _error_reason(paid)
+            reason = error_reason(paid)
             if reason == Reason.NONCE_ALREADY_USED:
                 # Our own authorization, already used: the money moved (its answer was lost
                 # after delivery, or it was settled elsewhere). Keep it for the claim.
-                return _Outcome.SPENT, reason
+                return _Outcome.SPENT
             # Refused before or at settlement: the protocol guarantees no charge.
-            if reserved:
+            if self._unreserve(header):
                 self.spending.release(offer)
-            self.schemes[offer.scheme].refused(offer, reason)
+            scheme.refused(sent.payment, reason)
             self.receipts.resolve_pending(request.url, pending.payer, header)
-            with self._lock:
-                self._reserved.discard(header)
-            return _Outcome.REFUSED, reason
+            return _Outcome.REFUSED
         # Anything else (5xx, a 2xx without receipt): outcome unknown, keep the reservation
         # and the pending header, which the next read of this URL sends again.
-        return _Outcome.UNKNOWN, None
+        return _Outcome.UNKNOWN
+
+    def _unreserve(self, header: str) -> bool:
+        """Whether this process reserved `header`'s amount; it no longer holds it."""
+        with self._lock:
+            reserved = header in self._reserved
+            self._reserved.discard(header)
+        return reserved
 
     def _confirm(
         self,
@@ -287,10 +288,7 @@ class PaymentAuth(httpx.Auth):
         receipt: SignedReceipt | None,
     ) -> None:
         """`pending` is paid: commit its amount, drop the pending header, record it."""
-        with self._lock:
-            reserved = pending.header in self._reserved
-            self._reserved.discard(pending.header)
-        self.spending.commit(pending.offer, reserved=reserved)
+        self.spending.commit(pending.offer, reserved=self._unreserve(pending.header))
         self.receipts.resolve_pending(request.url, pending.payer, pending.header)
         record = PaymentRecord(
             str(request.url), pending.offer, settlement, pending.created_at, self._clock(), receipt
@@ -300,110 +298,43 @@ class PaymentAuth(httpx.Auth):
         if self._on_payment is not None:
             self._on_payment(record)
 
-    def _recover(
-        self, response: httpx.Response, request: httpx.Request, spent: PendingPayment
-    ) -> None:
+    def _recover(self, response: httpx.Response, request: httpx.Request, spent: _Sent) -> None:
         """The answer to a claim of `spent` (our payment, already used) with a key proof: the
         paid page (the payment is accounted as usual), or a re-read with the purchase's
         receipt (accounted from it); anything else, the money is gone all the same."""
+        pending = spent.pending
         if PAYMENT_RESPONSE_HEADER in response.headers:
-            if self._account(response, request, spent)[0] is _Outcome.PAID:
+            if self._account(response, request, spent) is _Outcome.PAID:
                 return
         elif response.status_code < 400:
             self._keep_reread_receipt(request, response)
-            stored = self.receipts.find(request.url, spent.payer)
+            stored = self.receipts.find(request.url, pending.payer)
             receipt = stored.receipt if stored is not None else None
-            if receipt is not None and receipt.amount == spent.offer.amount:
+            if receipt is not None and receipt.amount == pending.offer.amount:
                 settlement = SettleResponse(
                     success=True,
-                    payer=spent.payer,
+                    payer=pending.payer,
                     transaction=receipt.transaction,
                     network=receipt.network,
                     amount=receipt.amount,
                 )
-                self._confirm(request, spent, settlement, receipt)
+                self._confirm(request, pending, settlement, receipt)
                 return
         self._give_up(request, spent)
 
-    def _give_up(self, request: httpx.Request, spent: PendingPayment) -> None:
+    def _give_up(self, request: httpx.Request, spent: _Sent) -> None:
         """`spent` is used and could not be claimed: count it as spent, stop resending it."""
-        with self._lock:
-            reserved = spent.header in self._reserved
-            self._reserved.discard(spent.header)
-        self.spending.commit(spent.offer, reserved=reserved)
-        self.receipts.resolve_pending(request.url, spent.payer, spent.header)
+        pending = spent.pending
+        self.spending.commit(pending.offer, reserved=self._unreserve(pending.header))
+        self.receipts.resolve_pending(request.url, pending.payer, pending.header)
         log.warning("%s: our payment was used, and the server would not serve it", request.url)
 
-    def _keep_receipt(
-        self, request: httpx.Request, offer: PaymentRequirements, settlement: SettleResponse
-    ) -> SignedReceipt | None:
-        """The receipt in `settlement`, stored if it checks out; None if absent or wrong."""
-        raw = receipt_info(settlement.extensions)
-        if raw is None:
-            return None
-        try:
-            receipt = SignedReceipt.from_wire(raw)
-            signer = recover_receipt_signer(receipt)
-        except (ValidationError, ValueError):
-            log.warning("ignoring an unreadable receipt from %s", request.url)
-            return None
-        expected = (
-            self.signer.address,
-            settlement.transaction or NO_TRANSACTION,  # a voucher read settles none
-            offer.amount,
-            offer.asset,
-            offer.pay_to,
-            request.url.path,
-        )
-        found = (
-            receipt.payer,
-            receipt.transaction,
-            receipt.amount,
-            receipt.asset,
-            receipt.pay_to,
-            urlsplit(receipt.resource).path,
-        )
-        if signer != receipt.signer or found != expected:
-            log.warning("ignoring a receipt from %s that does not match the payment", request.url)
-            return None
-        self.receipts.add(request.url, receipt)
-        return receipt
-
     def _keep_reread_receipt(self, request: httpx.Request, response: httpx.Response) -> None:
-        """Store the receipt a re-read answered with (`AGENT-PAY-RECEIPT`) when none is kept
-        for this URL: a read paid by voucher has its signed receipt only from then on."""
-        raw = response.headers.get(RECEIPT_HEADER)
+        """Store the receipt a re-read answered with when none is kept for this URL: a read
+        paid by voucher has its signed receipt only from then on."""
         payer = self.signer.address
-        if raw is None or self.receipts.find(request.url, payer) is not None:
+        if self.receipts.find(request.url, payer) is not None:
             return
-        try:
-            receipt = decode_header(raw, SignedReceipt)
-            signer = recover_receipt_signer(receipt)
-        except (MalformedPaymentError, ValueError):
-            log.warning("ignoring an unreadable receipt from %s", request.url)
-            return
-        found = (signer, receipt.payer, urlsplit(receipt.resource).path)
-        if found != (receipt.signer, payer, request.url.path):
-            log.warning("ignoring a receipt from %s that is not for this read", request.url)
-            return
-        self.receipts.add(request.url, receipt)
-
-
-def _entitlement_challenge(required: PaymentRequired) -> EntitlementChallenge | None:
-    raw = challenge_info(required.extensions)
-    if raw is None:
-        return None
-    try:
-        return EntitlementChallenge.from_wire(raw)
-    except ValidationError:
-        return None  # a server we cannot re-read from: pay as usual
-
-
-def _error_reason(response: httpx.Response) -> str | None:
-    header = response.headers.get(PAYMENT_REQUIRED_HEADER)
-    if header is None:
-        return None
-    try:
-        return decode_header(header, PaymentRequired).error
-    except MalformedPaymentError:
-        return None
+        receipt = reread_receipt(request.url, payer, response)
+        if receipt is not None:
+            self.receipts.add(request.url, receipt)

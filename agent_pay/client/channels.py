@@ -6,11 +6,12 @@
         http.get(url)                          # 1st read from this payee: deposit + voucher
         http.get(other_url_same_payee)         # later reads: a voucher each, no transaction
 
-**When a channel is opened** (`ChannelPolicy`): only when the agent expects several reads from
-that payee — at least `min_expected_reads`, from `expect(payee, reads)` or, by default, once it
-has already paid that payee `min_expected_reads - 1` times — and a deposit of `deposit_reads`
-reads (clipped to what the budget has left, never below the offer's `minDeposit`), or the
-policy's fixed deposit for that token, fits the budget. Otherwise the read is paid "exact".
+**When a channel is opened** (`ChannelPolicy`): only when the agent expects several reads
+from that payee — at least `min_expected_reads`, from `expect(payee, reads)` or, by default,
+once it has already paid that payee `min_expected_reads - 1` times — and a deposit of
+`deposit_reads` reads (clipped to what the budget has left, never below the offer's
+`minDeposit`), or the policy's fixed deposit for that token, fits the budget. Otherwise the
+read is paid "exact".
 
 **Budget accounting** (`ChannelSpending`, the policy's `Spending` for channel clients): a
 deposit leaves the wallet when the channel opens, so from then on the part of it not yet spent
@@ -31,6 +32,11 @@ a top-up of the size a new deposit would have (the same policy and budget rules)
 with its voucher, and with every voucher after it until the server shows it went in. A top-up
 refused (the payer's balance, say) is taken back out of the deposit and not tried again on that
 channel.
+
+**Who decides.** `ChannelSpending` makes every decision above (whether to pay by channel, which
+channel, how large a deposit or top-up) from the agent's channel store; this scheme asks it and
+signs what it decided. The dependency runs one way: the scheme knows the policy, the policy
+knows only the store.
 """
 
 from __future__ import annotations
@@ -39,21 +45,21 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import httpx
 from pydantic import ValidationError
 
 from agent_pay.client.auth import PaymentAuth
+from agent_pay.client.channel_answers import VoucherTicket, adopt, refuse, settle
 from agent_pay.client.channel_policy import ChannelPolicy, ChannelSpending
 from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
 from agent_pay.client.deposit_signing import signed_open, signed_top_up
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.schemes import ClientScheme, ExactClientScheme
-from agent_pay.client.voucher_slices import fits, merge, subtract
-from agent_pay.errors import Reason
+from agent_pay.client.voucher_slices import merge, subtract
 from agent_pay.protocol import (
     X402_VERSION,
     PaymentPayload,
@@ -61,7 +67,6 @@ from agent_pay.protocol import (
     PaymentRequirements,
     SettleResponse,
 )
-from agent_pay.protocol.base import normalize_address
 from agent_pay.protocol.channel import (
     CHANNEL_EXTENSION,
     CHANNEL_SCHEME,
@@ -71,33 +76,10 @@ from agent_pay.protocol.channel import (
 )
 from agent_pay.protocol.declaration import info_of
 from agent_pay.protocol.networks import parse_caip2
-from agent_pay.signing import (
-    Signer,
-    random_nonce,
-)
-from agent_pay.signing.voucher import (
-    Voucher,
-    channel_id,
-    sign_voucher,
-    voucher_domain,
-)
+from agent_pay.signing import Signer, random_nonce
+from agent_pay.signing.voucher import Voucher, channel_id, sign_voucher, voucher_domain
 
 __all__ = ["ChannelClientScheme", "ChannelPolicy", "ChannelSpending"]
-
-_USABLE: Final = ("opening", "open")
-_TOPPABLE: Final = ("open", "exhausted")
-_HOLDING: Final = ("opening", "open", "exhausted", "stale", "closing")  # deposit not refunded
-_OPEN_FAILED: Final = {
-    Reason.CHANNEL_INVALID_OPEN,
-    Reason.CHANNEL_DEPOSIT_TOO_SMALL,
-    Reason.INSUFFICIENT_BALANCE,
-    Reason.VALID_AFTER_FUTURE,
-    Reason.VALID_BEFORE_EXPIRED,
-    Reason.NONCE_ALREADY_USED,
-    Reason.TRANSACTION_FAILED,
-}
-# The voucher this request signed, so that the answer's callbacks know which one it was.
-_current: ContextVar[tuple[str, int, int] | None] = ContextVar("agent_pay_voucher", default=None)
 
 
 class ChannelClientScheme:
@@ -125,16 +107,14 @@ class ChannelClientScheme:
     ) -> None:
         self.signer = signer
         self.store = store if store is not None else ClientChannelStore.in_memory()
-        self.channel_policy = channel_policy or ChannelPolicy()
-        self.spending = ChannelSpending(policy, self)
+        self.spending = ChannelSpending(policy, self.store, signer.address, channel_policy)
+        self.channel_policy = self.spending.channel_policy
         self._clock = clock
         self._salt_factory = salt_factory
         self._lock = threading.RLock()
-        self._inflight: dict[str, dict[int, int]] = {}  # channel id -> {cumulative: price}
-        self._expected = {
-            normalize_address(p): n for p, n in self.channel_policy.expected_reads.items()
-        }
-        self._deposits = {normalize_address(t): n for t, n in self.channel_policy.deposits.items()}
+        # Vouchers signed and not yet answered, channel id -> {cumulative: price}: a statement
+        # that reports their slices unpaid is not believed for them.
+        self._inflight: dict[str, dict[int, int]] = {}
 
     def payment_auth(self, *, exact: bool = True, **options: Any) -> PaymentAuth:
         """A `PaymentAuth` paying by channel first and, if `exact`, "exact" otherwise.
@@ -147,80 +127,22 @@ class ChannelClientScheme:
 
     def expect(self, payee: str, reads: int) -> None:
         """Plan `reads` reads from `payee`: a channel opens when that is enough."""
-        with self._lock:
-            self._expected[normalize_address(payee)] = reads
-
-    # -- the policy's questions ------------------------------------------------------------------
-
-    def locked(self, asset_key: tuple[str, str]) -> int:
-        """Deposit in `asset_key`'s (network, token) not yet spent on confirmed reads nor
-        refunded."""
-        return sum(
-            max(0, r.deposit - r.confirmed)
-            for r in self.store
-            if (r.network, r.asset) == asset_key
-            and r.status in _HOLDING
-            and r.payer == self.signer.address
-        )
+        self.spending.expect(payee, reads)
 
     def channels(self) -> list[ChannelRecord]:
         """This agent's channels."""
         return [r for r in self.store if r.payer == self.signer.address]
 
-    def usable(self, offer: PaymentRequirements) -> ChannelRecord | None:
-        """The channel that can pay `offer` now, if there is one."""
-        manager = _manager(offer)
-        for record in self.store:
-            if (
-                record.status in _USABLE
-                and record.key == (offer.network, manager, offer.pay_to, offer.asset)
-                and record.payer == self.signer.address
-                and (record.remaining >= offer.amount or fits(record.unpaid, offer.amount))
-            ):
-                return record
-        return None
-
-    def why_not(self, offer: PaymentRequirements, budget_left: int) -> str | None:
-        """Why this offer should not be paid by channel (None: it should)."""
-        try:
-            extra = ChannelOfferExtra.from_wire(offer.extra)
-        except ValidationError:
-            return "the channel offer's extra is not one we understand"
-        if self.usable(offer) is not None:
-            return None
-        policy = self.channel_policy
-        expected = max(self._expected.get(offer.pay_to, 0), self.spending.paid_to(offer.pay_to) + 1)
-        if expected < policy.min_expected_reads:
-            return f"a channel opens after {policy.min_expected_reads} expected reads"
-        deposit = self._deposit(offer, extra, budget_left)
-        if deposit is None:
-            fixed = self._deposits.get(offer.asset)
-            if fixed is not None and fixed < extra.min_deposit:
-                return (
-                    f"the channel deposit {fixed} is below the server's minimum "
-                    f"{extra.min_deposit} (atomic units)"
-                )
-            return "a channel deposit does not fit the remaining budget"
-        return None
-
-    def _deposit(
-        self, offer: PaymentRequirements, extra: ChannelOfferExtra, budget_left: int
-    ) -> int | None:
-        policy = self.channel_policy
-        floor = max(extra.min_deposit, offer.amount * policy.min_expected_reads, offer.amount)
-        fixed = self._deposits.get(offer.asset)
-        if fixed is not None:
-            return fixed if floor <= fixed <= budget_left else None
-        deposit = min(offer.amount * policy.deposit_reads, budget_left)
-        return deposit if deposit >= floor else None
-
     # -- ClientScheme ------------------------------------------------------------------------
 
     def sign(self, offer: PaymentRequirements, challenge: PaymentRequired) -> PaymentPayload:
-        """A voucher for one read (and the deposit when the channel is new)."""
+        """A voucher for one read (and the deposit when the channel is new). The payment is
+        its own ticket: `settled` and `refused` read the voucher back from it."""
         with self._lock:
             record = (
-                self.usable(offer) or self._topped_up(offer) or self._new_channel(offer, challenge)
+                self.spending.usable(offer)
+                or self._topped_up(offer)
+                or self._new_channel(offer, challenge)
             )
             cumulative = self._allocate(record, offer.amount)
             self._inflight.setdefault(record.channel_id, {})[cumulative] = offer.amount
@@ -232,7 +154,6 @@ class ChannelClientScheme:
                 salt = bytes.fromhex(top_up["salt"][2:])
                 top_up = record.top_up_payload = self._sign_top_up(record, offer, salt)
             self.store.save(record)  # before the voucher leaves: `top` never goes back
-        _current.set((record.channel_id, cumulative, offer.amount))
         domain = voucher_domain(parse_caip2(offer.network), record.manager)
         channel = bytes.fromhex(record.channel_id[2:])
         signature = sign_voucher(self.signer, domain, Voucher(channel, cumulative))
@@ -252,58 +173,41 @@ class ChannelClientScheme:
             payload=ChannelPayload.from_wire(payload).to_wire(),
         )
 
-    def settled(self, offer: PaymentRequirements, settlement: SettleResponse) -> None:
+    def settled(self, payment: PaymentPayload, settlement: SettleResponse) -> None:
         statement = _statement(settlement.extensions)
         with self._lock:
-            record = self._answered(offer, statement)
+            record, voucher = self._answered(payment, statement)
             if record is None:
                 return
-            voucher = self._take_current(record)
-            if record.status == "opening":
-                record.status, record.open_payload = "open", None
-            record.confirmed += voucher[2] if voucher is not None else offer.amount
-            record.reads += 1
-            paid_beyond = voucher is not None and voucher[1] > record.deposit - record.top_up_amount
-            if record.top_up_payload is not None and paid_beyond:
-                self._topped(record)  # a voucher beyond the old deposit was paid
-            if statement is not None:
-                self._adopt(record, statement)
-            spent = record.remaining < offer.amount and not fits(record.unpaid, offer.amount)
-            if record.status == "open" and spent:
-                record.status = "exhausted"
+            inflight = self._inflight.get(record.channel_id, {})
+            settle(record, voucher, payment.accepted.amount, statement, inflight)
             self.store.save(record)
 
-    def refused(self, offer: PaymentRequirements, reason: str | None) -> None:
+    def refused(self, payment: PaymentPayload, reason: str | None) -> None:
         with self._lock:
-            record = self._answered(offer, None)
+            record, voucher = self._answered(payment, None)
             if record is None:
                 return
-            voucher = self._take_current(record)
-            refill = voucher is not None and voucher[1] <= record.top
-            if record.status == "opening" and reason in _OPEN_FAILED:
-                record.status = "failed"
-            elif record.top_up_payload is not None and reason in _OPEN_FAILED:
-                # The top-up did not go in: take it back out of the deposit; the channel is
-                # used up, and what the policy pays next goes elsewhere.
-                record.deposit -= record.top_up_amount
-                record.top_up_payload, record.top_up_amount = None, 0
-                record.status, record.top_up_failed, refill = "exhausted", True, False
-            elif reason in (Reason.CHANNEL_CLOSED, Reason.CHANNEL_UNKNOWN):
-                record.status = "closed" if record.status != "opening" else "failed"
-            elif reason == Reason.CHANNEL_OVER_DEPOSIT:
-                record.status = "exhausted"
-            elif reason in (Reason.CHANNEL_AMOUNT_NOT_INCREASING, Reason.CHANNEL_VOUCHER_USED):
-                refill = False
-                if voucher is not None and voucher[1] == record.top:
-                    record.status = "stale"  # the server is ahead of us: resume() from it
-                else:
-                    record.unpaid = []  # a range we thought unpaid was not
-            elif reason == Reason.CHANNEL_INVALID_SIGNATURE:
-                record.status, refill = "stale", False
-            if refill and voucher is not None:
-                _, cumulative, price = voucher
-                record.unpaid = merge([*record.unpaid, [cumulative - price, cumulative]])
+            refuse(record, voucher, reason)
             self.store.save(record)
+
+    def _answered(
+        self, payment: PaymentPayload, statement: ChannelStatement | None
+    ) -> tuple[ChannelRecord | None, VoucherTicket | None]:
+        """The channel an answer to `payment` is about, and `payment`'s voucher if it is on
+        that channel; the voucher is no longer in flight."""
+        voucher = VoucherTicket.of(payment)
+        if voucher is not None:
+            self._inflight.get(voucher.channel_id, {}).pop(voucher.cumulative, None)
+        if statement is not None:
+            record = self.store.get(statement.channel_id)
+        elif voucher is not None:
+            record = self.store.get(voucher.channel_id)
+        else:
+            record = self.spending.usable(payment.accepted)
+        if record is None or voucher is None or voucher.channel_id != record.channel_id:
+            return record, None
+        return record, voucher
 
     # -- resuming from the server ------------------------------------------------------------
 
@@ -317,11 +221,11 @@ class ChannelClientScheme:
         return refreshed
 
     async def aresume(self, http: httpx.AsyncClient, *, origin: str | None = None) -> int:
-        """`resume` for an async client."""
+        """`resume` for an async client (the store's writes run off the event loop)."""
         refreshed = 0
         for record in self._resumable(origin):
             response = await http.get(f"{origin or record.origin}/channels/{record.channel_id}")
-            refreshed += self._resumed(record, response)
+            refreshed += await anyio.to_thread.run_sync(self._resumed, record, response)
         return refreshed
 
     def _resumable(self, origin: str | None) -> list[ChannelRecord]:
@@ -340,7 +244,7 @@ class ChannelClientScheme:
         except (ValueError, ValidationError):
             return 0
         with self._lock:
-            self._adopt(record, statement)
+            adopt(record, statement, self._inflight.get(record.channel_id, {}))
             if record.status in ("opening", "stale"):
                 record.status, record.open_payload = "open", None
             if statement.status != "open":
@@ -348,11 +252,11 @@ class ChannelClientScheme:
             self.store.save(record)
         return 1
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- signing deposits ------------------------------------------------------------------------
 
     def _new_channel(self, offer: PaymentRequirements, challenge: PaymentRequired) -> ChannelRecord:
         extra = ChannelOfferExtra.from_wire(offer.extra)
-        deposit = self._deposit(offer, extra, self.spending.remaining_for(offer))
+        deposit = self.spending.deposit_for(offer)
         if deposit is None:
             raise ValueError("no channel can be opened for this offer within the budget")
         salt = self._salt_factory()
@@ -386,31 +290,18 @@ class ChannelClientScheme:
 
     def _topped_up(self, offer: PaymentRequirements) -> ChannelRecord | None:
         """A used-up channel of ours for `offer`'s terms, topped up (the top-up signed and
-        counted in its deposit), if there is one and a new deposit fits the budget."""
-        manager = _manager(offer)
-        for record in self.store:
-            if (
-                record.status in _TOPPABLE
-                and record.top_up_payload is None
-                and not record.top_up_failed
-                and record.key == (offer.network, manager, offer.pay_to, offer.asset)
-                and record.payer == self.signer.address
-            ):
-                extra = ChannelOfferExtra.from_wire(offer.extra)
-                amount = self._deposit(offer, extra, self.spending.remaining_for(offer))
-                if amount is None:
-                    return None
-                record.top_up_amount = amount
-                record.deposit += amount
-                record.status = "open"
-                record.top_up_payload = self._sign_top_up(record, offer, self._salt_factory())
-                return record
-        return None
-
-    @staticmethod
-    def _topped(record: ChannelRecord) -> None:
-        """The top-up in flight went in: stop sending it."""
-        record.top_up_payload, record.top_up_amount = None, 0
+        counted in its deposit), if there is one and the policy has a deposit for it."""
+        record = self.spending.toppable(offer)
+        if record is None:
+            return None
+        amount = self.spending.deposit_for(offer)
+        if amount is None:
+            return None
+        record.top_up_amount = amount
+        record.deposit += amount
+        record.status = "open"
+        record.top_up_payload = self._sign_top_up(record, offer, self._salt_factory())
+        return record
 
     def _sign_top_up(
         self, record: ChannelRecord, offer: PaymentRequirements, salt: bytes
@@ -423,7 +314,8 @@ class ChannelClientScheme:
         valid_before = int(opening["authorization"]["validBefore"])
         return valid_before <= self._clock() + 60
 
-    def _allocate(self, record: ChannelRecord, price: int) -> int:
+    @staticmethod
+    def _allocate(record: ChannelRecord, price: int) -> int:
         """A fresh total for one read: in an unpaid range if one fits, else on top."""
         for index, (low, high) in enumerate(record.unpaid):
             if high - low >= price:
@@ -432,45 +324,6 @@ class ChannelClientScheme:
                 return low + price
         record.top += price
         return record.top
-
-    def _answered(
-        self, offer: PaymentRequirements, statement: ChannelStatement | None
-    ) -> ChannelRecord | None:
-        current = _current.get()
-        if statement is not None:
-            return self.store.get(statement.channel_id)
-        if current is not None:
-            return self.store.get(current[0])
-        return self.usable(offer)
-
-    def _take_current(self, record: ChannelRecord) -> tuple[str, int, int] | None:
-        current = _current.get()
-        if current is None or current[0] != record.channel_id:
-            return None
-        _current.set(None)
-        self._inflight.get(record.channel_id, {}).pop(current[1], None)
-        return current
-
-    def _adopt(self, record: ChannelRecord, statement: ChannelStatement) -> None:
-        """Take the server's view: its highest and served, and its unpaid ranges (less what
-        we have in flight), keeping ranges of ours above its highest."""
-        if record.top_up_payload is not None and statement.deposit >= record.deposit:
-            self._topped(record)  # the server has the new deposit
-        record.highest = max(record.highest, statement.highest)
-        record.served = max(record.served, statement.served)
-        record.claimed = max(record.claimed, statement.claimed or 0)
-        record.deposit = max(record.deposit, statement.deposit)
-        record.top = max(record.top, statement.highest)
-        inflight = self._inflight.get(record.channel_id, {})
-        ranges = [[a, b] for a, b in statement.unpaid]
-        ranges += [r for r in record.unpaid if r[0] >= statement.highest]
-        busy = [(c - p, c) for c, p in inflight.items()]
-        record.unpaid = merge(subtract(ranges, busy))
-
-
-def _manager(offer: PaymentRequirements) -> str:
-    raw = offer.extra.get("channelManager")
-    return str(raw) if isinstance(raw, str) else ""
 
 
 def _statement(extensions: dict[str, Any] | None) -> ChannelStatement | None:

@@ -2,6 +2,11 @@
 
 `PaymentAuth` picks an offer within the spending policy and hands it to the scheme that
 pays it. A scheme signs; it never decides whether to pay (that is the policy's job).
+
+The signed payment is its own ticket: `PaymentAuth` hands the very `PaymentPayload` that
+`sign` returned (or, after a restart, the one it wrote down and sent again) back to `settled`
+or `refused`, so a scheme with state (a channel's voucher) reads from it which payment the
+answer is about, and keeps no hand-off of its own.
 """
 
 from __future__ import annotations
@@ -43,12 +48,13 @@ class ClientScheme(Protocol):
         """Build and sign the `PAYMENT-SIGNATURE` payload paying `offer`."""
         ...
 
-    def settled(self, offer: PaymentRequirements, settlement: SettleResponse) -> None:
-        """The server confirmed the payment (a scheme with state updates it here)."""
+    def settled(self, payment: PaymentPayload, settlement: SettleResponse) -> None:
+        """The server confirmed `payment`, one this scheme signed (a scheme with state updates
+        it here)."""
         ...
 
-    def refused(self, offer: PaymentRequirements, reason: str | None) -> None:
-        """The server refused the payment: nothing was charged."""
+    def refused(self, payment: PaymentPayload, reason: str | None) -> None:
+        """The server refused `payment`, one this scheme signed: nothing was charged."""
         ...
 
 
@@ -89,8 +95,8 @@ class ExactClientScheme:
             payload=payload.to_wire(),
         )
 
-    def settled(self, offer: PaymentRequirements, settlement: SettleResponse) -> None:
+    def settled(self, payment: PaymentPayload, settlement: SettleResponse) -> None:
         return None
 
-    def refused(self, offer: PaymentRequirements, reason: str | None) -> None:
+    def refused(self, payment: PaymentPayload, reason: str | None) -> None:
         return None
