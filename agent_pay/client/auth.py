@@ -24,6 +24,10 @@ came with it (checked: signed by the key it names, for this payer, URL, amount a
 transaction) is kept in the store for later re-reads. A payment whose answer carried no valid
 receipt (a voucher read: the server signs none per voucher) is kept as a purchase instead, and
 re-read the same way; the re-read's answer carries the server's signed receipt.
+
+With an `httpx.AsyncClient`, each step of the flow between two requests (the store's fsync'd
+writes, lock waits, signing, and the `decide` and `on_payment` callbacks) runs in a worker
+thread, one step at a time, so the event loop never waits on them.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+import anyio.to_thread
 import httpx
 
 from agent_pay.client.entitlements import (
@@ -151,6 +156,21 @@ class PaymentAuth(httpx.Auth):
         self._reserved: set[str] = set()
         self.payments: list[PaymentRecord] = []
         self.rereads: list[str] = []  # URLs read again by key proof, without paying
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """`auth_flow` for an `httpx.AsyncClient`, each step between two requests run in a
+        worker thread (see the module doc)."""
+        flow = self.auth_flow(request)
+        try:
+            step: httpx.Request | None = next(flow)  # up to the first send: nothing to wait on
+            while step is not None:
+                response = yield step
+                await response.aread()
+                step = await anyio.to_thread.run_sync(_resume, flow, response)
+        finally:
+            flow.close()
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         response = yield request
@@ -338,3 +358,13 @@ class PaymentAuth(httpx.Auth):
         receipt = reread_receipt(request.url, payer, response)
         if receipt is not None:
             self.receipts.add(request.url, receipt)
+
+
+def _resume(
+    flow: Generator[httpx.Request, httpx.Response, None], response: httpx.Response
+) -> httpx.Request | None:
+    """Send `response` into `flow`: the next request it makes, or None once it is done."""
+    try:
+        return flow.send(response)
+    except StopIteration:
+        return None
