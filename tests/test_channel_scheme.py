@@ -871,6 +871,38 @@ def test_client_reuses_refused_and_unpaid_slices(client: ChannelClientScheme) ->
     assert filled["cumulativeAmount"] == str(2 * P)
 
 
+def test_an_older_statement_answered_last_does_not_bring_back_a_paid_slice(
+    client: ChannelClientScheme,
+) -> None:
+    """Two reads at once: the server takes 3P (B) before 2P (A), so B's statement reports
+    (P, 2P] unpaid; A's answer, which paid it, reaches the client first."""
+    offer = _client_offer()
+    client.settled(client.sign(offer, _challenge(offer)), _settled(offer))  # P: open
+    a = client.sign(offer, _challenge(offer))
+    b = client.sign(offer, _challenge(offer))
+    assert (a.payload["cumulativeAmount"], b.payload["cumulativeAmount"]) == (
+        str(2 * P),
+        str(3 * P),
+    )
+    (record,) = client.channels()
+
+    def statement(served: int, unpaid: list[list[str]]) -> dict[str, Any]:
+        return {
+            "channelId": record.channel_id,
+            "deposit": str(50 * P),
+            "highest": str(3 * P),
+            "served": str(served),
+            "status": "open",
+            "unpaid": unpaid,
+        }
+
+    client.settled(a, _settled(offer, statement(3 * P, [])))
+    client.settled(b, _settled(offer, statement(2 * P, [[str(P), str(2 * P)]])))
+
+    assert record.unpaid == []
+    assert client.sign(offer, _challenge(offer)).payload["cumulativeAmount"] == str(4 * P)
+
+
 def test_client_store_survives_a_restart(tmp_path: Path, client: ChannelClientScheme) -> None:
     offer = _client_offer()
     for _ in range(3):

@@ -107,14 +107,21 @@ def refuse(record: ChannelRecord, voucher: VoucherTicket | None, reason: str | N
 
 def adopt(record: ChannelRecord, statement: ChannelStatement, inflight: Mapping[int, int]) -> None:
     """Take the server's view: its highest and served, and its unpaid ranges (less the slices
-    in `inflight`, cumulative -> price), keeping ranges of ours above its highest."""
+    in `inflight`, cumulative -> price), keeping ranges of ours above its highest.
+
+    Answers to concurrent reads come back in any order: a statement that counts less served
+    than one already taken is older, and its unpaid ranges may have been paid since (by a
+    voucher whose answer came first), so they are not taken."""
     if record.top_up_payload is not None and statement.deposit >= record.deposit:
         _topped(record)  # the server has the new deposit
+    older = statement.served < record.served
     record.highest = max(record.highest, statement.highest)
     record.served = max(record.served, statement.served)
     record.claimed = max(record.claimed, statement.claimed or 0)
     record.deposit = max(record.deposit, statement.deposit)
     record.top = max(record.top, statement.highest)
+    if older:
+        return
     ranges = [[a, b] for a, b in statement.unpaid]
     ranges += [r for r in record.unpaid if r[0] >= statement.highest]
     busy = [(c - p, c) for c, p in inflight.items()]
