@@ -24,7 +24,7 @@ from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import DEPLOYER_INDEX, FACILITATOR_INDEX
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import Stablecoin, deploy_stablecoins
 from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
@@ -97,7 +97,7 @@ class Stack:
         background until `close()`)."""
         _check_schemes(schemes)
         chain = chain or EmbeddedChain()
-        owner = Transactor(chain, dev_account(DEPLOYER_INDEX))
+        owner = Transactor(chain, dev_signer(DEPLOYER_INDEX))
         tokens = deploy_stablecoins(owner)
         manager: ChannelManager | None = None
         if "channel" in schemes:
@@ -110,7 +110,7 @@ class Stack:
             chain,
             tokens,
             owner,
-            Transactor(chain, dev_account(FACILITATOR_INDEX)),
+            Transactor(chain, dev_signer(FACILITATOR_INDEX)),
             articles=articles,
             render=render,
             max_timeout_seconds=max_timeout_seconds,
@@ -172,7 +172,7 @@ class Stack:
         return cls._assemble(
             chain,
             dict(tokens),
-            owner or Transactor(chain, dev_account(DEPLOYER_INDEX)),
+            owner or Transactor(chain, dev_signer(DEPLOYER_INDEX)),
             facilitator,
             articles=articles,
             render=render,

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.node.deployment import find_stablecoins
 from agent_pay.node.node import Node
@@ -32,7 +32,7 @@ def stack_on_node() -> Iterator[OnNode]:
     """A fresh in-memory node, served on a free loopback port, with our stack served too."""
     with Node.open(None) as node, node.serve(port=0) as node_url, JsonRpcChain(node_url) as chain:
         stack = Stack.connect(
-            chain, find_stablecoins(chain), Transactor(chain, dev_account(FACILITATOR_INDEX))
+            chain, find_stablecoins(chain), Transactor(chain, dev_signer(FACILITATOR_INDEX))
         )
         with stack.serve() as server_url:
             yield OnNode(node_url, stack, server_url)

@@ -15,7 +15,7 @@ import logging
 import uvicorn
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.node.deployment import find_stablecoins
 from agent_pay.server.faults import FaultPlan, FaultPoint
@@ -41,7 +41,7 @@ def main() -> None:
     stack = Stack.connect(
         chain,
         tokens,
-        Transactor(chain, dev_account(args.facilitator_index)),
+        Transactor(chain, dev_signer(args.facilitator_index)),
         ledger=Ledger.open(args.data_dir),
         receipt_signer=LocalSigner.from_key(args.receipt_key),
         faults=faults,

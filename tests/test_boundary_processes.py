@@ -53,7 +53,7 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import DEPLOYER_INDEX, FACILITATOR_INDEX
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.errors import Reason
@@ -214,7 +214,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 workdir / "b",
                 chain,
                 find_stablecoins(chain)["USDX"],
-                Transactor(chain, dev_account(DEPLOYER_INDEX)),
+                Transactor(chain, dev_signer(DEPLOYER_INDEX)),
                 Catalogue.from_directory(articles),
                 {"a": a, "b": b, "facilitator": facilitator},
             )

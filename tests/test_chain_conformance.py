@@ -35,7 +35,7 @@ from agent_pay.chain.base import (
 )
 from agent_pay.chain.compiler import hashmap_slot
 from agent_pay.chain.contract import Contract, Transactor, deploy_contract
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError, RpcError
 from agent_pay.chain.stablecoin import Stablecoin, StablecoinSpec
@@ -144,14 +144,19 @@ class ChainContract:
 
     @pytest.fixture
     def bank(self, chain: Chain) -> Transactor:
-        return Transactor(chain, dev_account(5))
+        return Transactor(chain, dev_signer(5))
 
     @pytest.fixture
-    def fresh(self, chain: Chain, bank: Transactor) -> Transactor:
+    def fresh_account(self, bank: Transactor) -> LocalAccount:
         """A new account holding 1 ETH, with nonce 0."""
         account: LocalAccount = Account.create()
         assert bank.transact(account.address, b"", gas=21_000, value=ETHER).status
-        return Transactor(chain, account)
+        return account
+
+    @pytest.fixture
+    def fresh(self, chain: Chain, fresh_account: LocalAccount) -> Transactor:
+        """A transactor sending from `fresh_account`."""
+        return Transactor(chain, LocalSigner(fresh_account))
 
     @pytest.fixture
     def contract(self, fresh: Transactor, tiny: Compiled) -> Contract:
@@ -202,13 +207,17 @@ class ChainContract:
         assert 12345 < spent <= 12345 + 21_000 * max_fee * 2
         assert chain.get_nonce(fresh.address) == 1
 
-    def test_fee_params_get_a_transaction_mined(self, chain: Chain, fresh: Transactor) -> None:
+    def test_fee_params_get_a_transaction_mined(
+        self, chain: Chain, fresh: Transactor, fresh_account: LocalAccount
+    ) -> None:
         max_fee, priority_fee = chain.fee_params()
         assert max_fee >= priority_fee > 0
-        raw = sign(fresh._account, chain, maxFeePerGas=max_fee, maxPriorityFeePerGas=priority_fee)
+        raw = sign(fresh_account, chain, maxFeePerGas=max_fee, maxPriorityFeePerGas=priority_fee)
         assert chain.wait_for_receipt(chain.send_raw_transaction(raw)).status
 
-    def test_legacy_transactions_are_accepted(self, chain: Chain, fresh: Transactor) -> None:
+    def test_legacy_transactions_are_accepted(
+        self, chain: Chain, fresh: Transactor, fresh_account: LocalAccount
+    ) -> None:
         max_fee, _ = chain.fee_params()
         tx = {
             "nonce": 0,
@@ -218,20 +227,24 @@ class ChainContract:
             "gasPrice": max_fee,
             "chainId": chain.chain_id,
         }
-        raw = bytes(fresh._account.sign_transaction(tx).raw_transaction)
+        raw = bytes(fresh_account.sign_transaction(tx).raw_transaction)
         assert chain.wait_for_receipt(chain.send_raw_transaction(raw)).status
 
-    def test_a_used_nonce_is_rejected(self, chain: Chain, fresh: Transactor) -> None:
+    def test_a_used_nonce_is_rejected(
+        self, chain: Chain, fresh: Transactor, fresh_account: LocalAccount
+    ) -> None:
         # (A nonce from the future is refused by the embedded chain and queued by real nodes.)
-        account = fresh._account
+        account = fresh_account
         assert chain.wait_for_receipt(chain.send_raw_transaction(sign(account, chain))).status
         with pytest.raises(TransactionRejectedError):
             chain.send_raw_transaction(sign(account, chain, nonce=0, value=2))
         assert chain.get_nonce(account.address) == 1
 
-    def test_wrong_chain_id_is_rejected(self, chain: Chain, fresh: Transactor) -> None:
+    def test_wrong_chain_id_is_rejected(
+        self, chain: Chain, fresh: Transactor, fresh_account: LocalAccount
+    ) -> None:
         with pytest.raises(TransactionRejectedError):
-            chain.send_raw_transaction(sign(fresh._account, chain, chainId=1))
+            chain.send_raw_transaction(sign(fresh_account, chain, chainId=1))
         assert chain.get_nonce(fresh.address) == 0
 
     def test_garbage_is_rejected(self, chain: Chain) -> None:
@@ -240,18 +253,20 @@ class ChainContract:
                 chain.send_raw_transaction(raw)
 
     def test_gas_below_the_calldata_floor_is_rejected(
-        self, chain: Chain, fresh: Transactor
+        self, chain: Chain, fresh: Transactor, fresh_account: LocalAccount
     ) -> None:
         # EIP-7623: 100 non-zero bytes of calldata cost at least 21,000 + 4,000 gas.
         # Refused at once (embedded, our node) or accepted and then dropped (anvil 1.7).
-        raw = sign(fresh._account, chain, data=b"\x01" * 100, gas=22_000)
+        raw = sign(fresh_account, chain, data=b"\x01" * 100, gas=22_000)
         with pytest.raises(TransactionRejectedError):
             chain.wait_for_receipt(chain.send_raw_transaction(raw), timeout=5)
         assert chain.get_nonce(fresh.address) == 0
 
-    def test_a_resubmitted_transaction_executes_once(self, chain: Chain, fresh: Transactor) -> None:
+    def test_a_resubmitted_transaction_executes_once(
+        self, chain: Chain, fresh: Transactor, fresh_account: LocalAccount
+    ) -> None:
         to = Account.create().address
-        raw = sign(fresh._account, chain, to=to, value=7)
+        raw = sign(fresh_account, chain, to=to, value=7)
         tx_hash = chain.send_raw_transaction(raw)
         assert chain.wait_for_receipt(tx_hash).status
 
@@ -518,8 +533,8 @@ class TestAgentPayNode(ChainContract):
         assert caught.value.code == -32602
 
     def test_concurrent_transactions_share_blocks(self, chain: Chain) -> None:
-        senders = [Transactor(chain, Account.create()) for _ in range(6)]
-        bank = Transactor(chain, dev_account(6))
+        senders = [Transactor(chain, LocalSigner.random()) for _ in range(6)]
+        bank = Transactor(chain, dev_signer(6))
         funding = [bank.send(s.address, b"", gas=21_000, value=ETHER) for s in senders]
         assert all(chain.wait_for_receipt(h).status for h in funding)
         hashes: list[bytes] = []

@@ -39,7 +39,7 @@ from agent_pay.chain.channel import (
 )
 from agent_pay.chain.compiler import compile_contract
 from agent_pay.chain.contract import Transactor, deploy_contract
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import DEFAULT_STABLECOINS, Stablecoin, StablecoinSpec
 from agent_pay.signing import (
@@ -112,7 +112,8 @@ class Env:
         self, *, eth: bool = False, tokens: int = 0, token: Stablecoin | None = None
     ) -> Party:
         account: LocalAccount = Account.create()
-        party = Party(account, LocalSigner(account), Transactor(self.chain, account))
+        signer = LocalSigner(account)
+        party = Party(account, signer, Transactor(self.chain, signer))
         hashes = []
         if eth:
             hashes.append(self.bank.send(party.address, b"", gas=21_000, value=10**18))
@@ -190,7 +191,7 @@ class Env:
 def new_env() -> Env:
     clock = FakeClock(T0)
     chain = EmbeddedChain(clock=clock)
-    owner = Transactor(chain, dev_account(0))
+    owner = Transactor(chain, dev_signer(0))
     token = Stablecoin.deploy(owner, DEFAULT_STABLECOINS[0])
     token_domain = TokenDomain(
         token.asset.eip712_name, token.asset.eip712_version, chain.chain_id, token.address
@@ -204,8 +205,8 @@ def new_env() -> Env:
         token_domain,
         manager,
         owner,
-        Transactor(chain, dev_account(1)),
-        Transactor(chain, dev_account(2)),
+        Transactor(chain, dev_signer(1)),
+        Transactor(chain, dev_signer(2)),
     )
 
 

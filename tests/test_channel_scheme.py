@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from agent_pay.assets import Asset
 from agent_pay.chain.channel import ChannelManager, ChannelStatus, ClaimSkipped, SkipReason
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import Stablecoin, deploy_stablecoins
 from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
@@ -557,10 +557,10 @@ class Chain:
 @pytest.fixture(scope="module")
 def onchain() -> Chain:
     chain = EmbeddedChain()
-    owner = Transactor(chain, dev_account(0))
+    owner = Transactor(chain, dev_signer(0))
     tokens = deploy_stablecoins(owner)
     manager = ChannelManager.deploy(owner, 600)
-    return Chain(chain, tokens["USDX"], manager, owner, Transactor(chain, dev_account(1)))
+    return Chain(chain, tokens["USDX"], manager, owner, Transactor(chain, dev_signer(1)))
 
 
 def _open_channel(env: Chain, payer: LocalSigner, payee: str, deposit: int) -> bytes:

@@ -21,7 +21,7 @@ import pytest
 from eth_account import Account
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.cli import main
 from agent_pay.node.anvil import free_port, stop_process
@@ -50,7 +50,7 @@ class World:
 def world() -> Iterator[World]:
     with Node.open(None) as node, node.serve(port=0) as url, JsonRpcChain(url) as chain:
         stack = Stack.connect(
-            chain, find_stablecoins(chain), Transactor(chain, dev_account(FACILITATOR_INDEX))
+            chain, find_stablecoins(chain), Transactor(chain, dev_signer(FACILITATOR_INDEX))
         )
         with stack.serve() as server_url:
             yield World(url, server_url, stack)

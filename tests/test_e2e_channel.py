@@ -23,10 +23,10 @@ import pytest
 
 from agent_pay.chain.channel import ChannelStatus
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
-from agent_pay.cli.channels import describe, payer_account, request_close, withdraw
+from agent_pay.cli.channels import describe, request_close, withdraw
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.channel_store import ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
@@ -169,7 +169,7 @@ def advance(env: Bed, seconds: float) -> None:
 
 
 def give_gas(env: Bed, address: str) -> None:
-    bank = Transactor(env.bed.chain, dev_account(7))
+    bank = Transactor(env.bed.chain, dev_signer(7))
     assert bank.transact(address, b"", gas=21_000, value=10**17).status
 
 
@@ -468,7 +468,7 @@ def test_claims_and_a_racing_close_add_up_to_the_atomic_unit() -> None:
     assert racer.channels is not None
     store = racer.channels.store
     channel = racer.channels.channels()[0].channel_id
-    payer = Transactor(env.bed.chain, payer_account(racer.signer))
+    payer = Transactor(env.bed.chain, racer.signer)
     handler.manager.request_close(payer, bytes.fromhex(channel[2:]))  # from another process
     assert read(env, racer, env.fresh()).json()["complete"]
     handler.watch.poll()  # sees CloseRequested: no more reads, and an urgent claim
@@ -480,7 +480,7 @@ def test_claims_and_a_racing_close_add_up_to_the_atomic_unit() -> None:
     assert (refused.status_code, refused.json()["error"]) == (402, "channel_closed")
 
     advance(env, GRACE + 1)
-    refund = withdraw(env.bed.chain, payer_account(racer.signer), store, channel)
+    refund = withdraw(env.bed.chain, racer.signer, store, channel)
     assert refund == 20 * PRICE - 4 * PRICE
     # The payer parted with exactly the four reads it had.
     assert env.bed.balance(racer.address) == starting[racer.address] - 4 * PRICE
@@ -587,13 +587,13 @@ def test_gas_per_read_at_1000_reads_per_channel_is_under_1_percent_of_exact(
     for agent in agents:  # the payers close: request, claim in the grace period, withdraw
         store = agent.channels.store  # type: ignore[union-attr]
         channel = agent.channels.channels()[0].channel_id  # type: ignore[union-attr]
-        request_close(env.bed.chain, payer_account(agent.signer), store, channel)
+        request_close(env.bed.chain, agent.signer, store, channel)
     claims += handler.settler.settle().gas_used  # nothing left to claim: a no-op
     advance(env, GRACE + 1)
     for agent in agents:
         store = agent.channels.store  # type: ignore[union-attr]
         channel = agent.channels.channels()[0].channel_id  # type: ignore[union-attr]
-        refund = withdraw(env.bed.chain, payer_account(agent.signer), store, channel)
+        refund = withdraw(env.bed.chain, agent.signer, store, channel)
         assert refund == 0  # the deposit paid exactly 1,000 reads
     payers = {a.address for a in agents}
     transactions = {e.transaction_hash for e in env.bed.chain.get_logs(handler.manager.address)}
@@ -834,7 +834,7 @@ def restart(server: Server, channels_dir: Path) -> None:
     old = bed.channels
     assert old is not None
     options = replace(server.options, data_dir=channels_dir)
-    gas = Transactor(bed.chain, dev_account(FACILITATOR_INDEX))
+    gas = Transactor(bed.chain, dev_signer(FACILITATOR_INDEX))
     handler = build_channel_scheme(
         bed.chain, bed.tokens.values(), bed.owner, gas, options, manager=old.manager
     )

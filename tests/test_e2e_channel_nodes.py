@@ -20,7 +20,7 @@ import pytest
 
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.channel_setup import ChannelOptions
@@ -85,7 +85,7 @@ class Node:
         return Stack.connect(
             self.chain,
             self.tokens,
-            Transactor(self.chain, dev_account(FACILITATOR_INDEX)),
+            Transactor(self.chain, dev_signer(FACILITATOR_INDEX)),
             articles=CATALOGUE,
             schemes=("exact", "channel"),
             channel_manager=self.manager,
@@ -166,7 +166,7 @@ def test_the_contracts_land_at_the_dev_chain_addresses(node: Node) -> None:
         Stack.connect(
             node.chain,
             node.tokens,
-            Transactor(node.chain, dev_account(FACILITATOR_INDEX)),
+            Transactor(node.chain, dev_signer(FACILITATOR_INDEX)),
             schemes=("exact", "channel"),
         )
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import TRANSFER_WITH_AUTHORIZATION_GAS, Stablecoin
 from agent_pay.client.auth import PaymentAuth
@@ -197,7 +197,7 @@ def send(http: httpx.Client, slug: str, header: str | bytes) -> httpx.Response:
 
 def funded_sender(bed: Testbed, index: int = 2) -> Transactor:
     """A dev account with ETH for gas, neither deployer nor facilitator."""
-    return Transactor(bed.chain, dev_account(index))
+    return Transactor(bed.chain, dev_signer(index))
 
 
 def token_of(bed: Testbed, payment: PaymentPayload) -> Stablecoin:

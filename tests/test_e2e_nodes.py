@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import SpendingPolicy
@@ -63,11 +63,11 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     elif request.param == "anvil":
         chain = JsonRpcChain(request.getfixturevalue("anvil_url"))
         tokens = deploy_default_stablecoins(chain)
-        yield Stack.connect(chain, tokens, Transactor(chain, dev_account(FACILITATOR_INDEX)))
+        yield Stack.connect(chain, tokens, Transactor(chain, dev_signer(FACILITATOR_INDEX)))
         chain.close()
     else:
         with Node.open(None) as node, node.serve(port=0) as url, JsonRpcChain(url) as chain:
-            facilitator = Transactor(chain, dev_account(FACILITATOR_INDEX))
+            facilitator = Transactor(chain, dev_signer(FACILITATOR_INDEX))
             yield Stack.connect(chain, find_stablecoins(chain), facilitator)
 
 
@@ -281,7 +281,7 @@ def test_a_node_that_goes_away_is_503_and_charges_nothing() -> None:
     with Node.open(None) as node:
         with node.serve(port=0) as url:
             chain = JsonRpcChain(url, timeout=2)
-            facilitator = Transactor(chain, dev_account(FACILITATOR_INDEX))
+            facilitator = Transactor(chain, dev_signer(FACILITATOR_INDEX))
             stack = Stack.connect(chain, find_stablecoins(chain), facilitator)
             auth = agent(stack)
             payment = authorize(auth.signer, challenge(stack, SLUG))

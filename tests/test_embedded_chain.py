@@ -25,8 +25,9 @@ from agent_pay.chain.base import (
     TransactionRejectedError,
 )
 from agent_pay.chain.contract import NONCE_RETRIES, Contract, Transactor, deploy_contract
-from agent_pay.chain.devkeys import dev_account, dev_accounts
+from agent_pay.chain.devkeys import dev_account, dev_accounts, dev_signer
 from agent_pay.chain.embedded import DEFAULT_CHAIN_ID, EmbeddedChain
+from agent_pay.signing import LocalSigner
 from agent_pay.testing import FakeClock
 
 T0 = 1_700_000_000
@@ -102,7 +103,7 @@ def chain(clock: FakeClock) -> EmbeddedChain:
 
 @pytest.fixture
 def deployer(chain: EmbeddedChain) -> Transactor:
-    return Transactor(chain, dev_account(0))
+    return Transactor(chain, dev_signer(0))
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ def test_chain_id_defaults_to_anvils() -> None:
 
 def test_chain_id_is_configurable_and_enforced() -> None:
     chain = EmbeddedChain(chain_id=8453)
-    sender = Transactor(chain, dev_account(0))
+    sender = Transactor(chain, dev_signer(0))
 
     receipt = sender.transact(dev_account(1).address, b"", gas=21_000, value=1)
 
@@ -283,7 +284,7 @@ def test_transactions_sent_then_waited_for_are_mined_in_one_block(
     chain: EmbeddedChain, contract: Contract, deployer: Transactor
 ) -> None:
     start = chain.block_number()
-    others = [Transactor(chain, dev_account(i)) for i in (1, 2, 3)]
+    others = [Transactor(chain, dev_signer(i)) for i in (1, 2, 3)]
     hashes = [
         deployer.send(contract.address, contract.encode("store", k, k), gas=STORE_GAS)
         for k in range(1, 6)
@@ -311,7 +312,7 @@ def test_transactions_sent_then_waited_for_are_mined_in_one_block(
 
 
 def test_mine_reports_what_it_included(chain: EmbeddedChain) -> None:
-    sender = Transactor(chain, dev_account(1))
+    sender = Transactor(chain, dev_signer(1))
     assert chain.mine() == 0  # nothing pending: no block
     assert chain.block_number() == 0
 
@@ -350,7 +351,7 @@ def test_transactor_resolves_a_nonce_clash_by_itself(chain: EmbeddedChain) -> No
     refuses the transactor's nonce, and `send` reads it again and signs anew, telling each
     hash before it is broadcast."""
     account = dev_account(1)
-    sender = Transactor(chain, account)
+    sender = Transactor(chain, dev_signer(1))
     assert sender.transact(dev_account(2).address, b"", gas=21_000, value=1).status
     chain.wait_for_receipt(chain.send_raw_transaction(sign(account, chain)))
     heard: list[bytes] = []
@@ -382,7 +383,7 @@ def test_transactor_gives_up_on_a_clash_that_does_not_clear(chain: EmbeddedChain
             raise TransactionRejectedError("nonce too low")
 
     refusing = Refusing(chain)
-    sender = Transactor(refusing, dev_account(1))  # type: ignore[arg-type]
+    sender = Transactor(refusing, dev_signer(1))  # type: ignore[arg-type]
     with pytest.raises(TransactionRejectedError, match="nonce"):
         sender.send(dev_account(2).address, b"", gas=21_000, value=1)
     assert refusing.sent == NONCE_RETRIES + 1
@@ -422,7 +423,7 @@ def test_garbage_is_rejected(chain: EmbeddedChain, raw: bytes) -> None:
 
 
 def test_transaction_from_an_unfunded_sender_is_dropped(chain: EmbeddedChain) -> None:
-    broke = Transactor(chain, Account.create())
+    broke = Transactor(chain, LocalSigner.random())
     tx_hash = broke.send(dev_account(9).address, b"", gas=21_000, value=0)  # accepted...
 
     with pytest.raises(TransactionRejectedError, match="dropped"):
@@ -433,7 +434,7 @@ def test_transaction_from_an_unfunded_sender_is_dropped(chain: EmbeddedChain) ->
 def test_tampered_signature_is_rejected(chain: EmbeddedChain) -> None:
     raw = bytearray(sign(dev_account(1), chain))
     raw[-1] ^= 0x01  # one bit of s: the signature now recovers some unfunded stranger
-    bystander = Transactor(chain, dev_account(2))
+    bystander = Transactor(chain, dev_signer(2))
     before = bystander.send(dev_account(9).address, b"", gas=21_000, value=1)
 
     tx_hash = chain.send_raw_transaction(bytes(raw))
@@ -465,11 +466,11 @@ def test_transaction_that_became_unaffordable_is_dropped(chain: EmbeddedChain) -
     """Two transactions each affordable alone, not together: the second is dropped at mining
     time, and the rest of the batch is mined."""
     poor: LocalAccount = Account.create()
-    bank = Transactor(chain, dev_account(1))
+    bank = Transactor(chain, dev_signer(1))
     bank.transact(poor.address, b"", gas=21_000, value=ETHER)
     max_fee, _ = chain.fee_params()
     gas_money = 21_000 * max_fee
-    bystander = Transactor(chain, dev_account(2))
+    bystander = Transactor(chain, dev_signer(2))
 
     before = bystander.send(dev_account(9).address, b"", gas=21_000, value=1)
     spends_all = chain.send_raw_transaction(sign(poor, chain, value=ETHER - gas_money))
@@ -496,7 +497,7 @@ def test_transaction_that_became_unaffordable_is_dropped(chain: EmbeddedChain) -
 def test_blocks_may_share_a_timestamp_when_the_clock_stands_still(
     chain: EmbeddedChain, clock: FakeClock
 ) -> None:
-    sender = Transactor(chain, dev_account(1))
+    sender = Transactor(chain, dev_signer(1))
     receipts = [sender.transact(dev_account(2).address, b"", gas=21_000, value=1) for _ in range(4)]
 
     assert [r.block_number for r in receipts] == [1, 2, 3, 4]
@@ -505,7 +506,7 @@ def test_blocks_may_share_a_timestamp_when_the_clock_stands_still(
 
 
 def test_next_timestamp_follows_the_clock(chain: EmbeddedChain, clock: FakeClock) -> None:
-    sender = Transactor(chain, dev_account(1))
+    sender = Transactor(chain, dev_signer(1))
     clock.now = T0 + 100.9
 
     assert chain.next_timestamp() == T0 + 100  # whole seconds
@@ -516,7 +517,7 @@ def test_next_timestamp_follows_the_clock(chain: EmbeddedChain, clock: FakeClock
 
 
 def test_timestamps_never_go_backwards(chain: EmbeddedChain, clock: FakeClock) -> None:
-    sender = Transactor(chain, dev_account(1))
+    sender = Transactor(chain, dev_signer(1))
     clock.now = T0 + 50
     sender.transact(dev_account(2).address, b"", gas=21_000, value=1)
 
@@ -545,7 +546,7 @@ PER_THREAD = 25
 
 @pytest.fixture
 def shared_sender(chain: EmbeddedChain) -> Transactor:
-    return Transactor(chain, dev_account(1))
+    return Transactor(chain, dev_signer(1))
 
 
 def test_threads_sharing_one_transactor(

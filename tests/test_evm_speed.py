@@ -22,7 +22,7 @@ from agent_pay.chain import embedded
 from agent_pay.chain.base import ContractRevertError, Receipt
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.embedded import EmbeddedChain, MinedBlock
 from agent_pay.chain.evm_speed import (
     AnalysedCodeStream,
@@ -215,7 +215,7 @@ def _initcode(runtime: bytes) -> bytes:
 
 def test_a_deployed_contract_cannot_jump_into_push_data() -> None:
     chain = _chain(plain=False)
-    deployer = Transactor(chain, dev_account(0))
+    deployer = Transactor(chain, dev_signer(0))
     good = deployer.transact(None, _initcode(bytes.fromhex("600456005b00")), gas=100_000)
     bad = deployer.transact(None, _initcode(bytes.fromhex("600456605b00")), gas=100_000)
     assert good.contract_address
@@ -239,8 +239,8 @@ def test_a_deployed_contract_cannot_jump_into_push_data() -> None:
 
 def _workload(chain: EmbeddedChain) -> None:
     """Deployments, mints, EIP-3009 settlements (some refused), plain transfers, raw code."""
-    owner = Transactor(chain, dev_account(0))
-    relayer = Transactor(chain, dev_account(1))
+    owner = Transactor(chain, dev_signer(0))
+    relayer = Transactor(chain, dev_signer(1))
     token = Stablecoin.deploy(owner, DEFAULT_STABLECOINS[0])
     ChannelManager.deploy(owner, 3600)
     domain = TokenDomain(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import TRANSFER_WITH_AUTHORIZATION_GAS
 from agent_pay.errors import ChainUnavailableError, PaymentRejectedError, Reason
@@ -173,7 +173,7 @@ def test_a_front_run_transfer_counts_as_this_settlement(bed: Testbed) -> None:
         auth.nonce,
         bytes.fromhex(exact.signature[2:]),
     )
-    front_runner = Transactor(bed.chain, dev_account(4))
+    front_runner = Transactor(bed.chain, dev_signer(4))
     tx_hash = front_runner.send(token.address, data, gas=TRANSFER_WITH_AUTHORIZATION_GAS)
     assert bed.chain.wait_for_receipt(tx_hash).status
 
@@ -192,7 +192,7 @@ def test_a_cancelled_authorization_is_not_a_settlement(bed: Testbed) -> None:
         payer.sign_typed_data(cancel_authorization_typed_data(domain, cancel))
     )
     bed.tokens["USDX"].contract.transact(
-        Transactor(bed.chain, dev_account(4)),
+        Transactor(bed.chain, dev_signer(4)),
         "cancelAuthorization",
         payer.address,
         nonce,
@@ -212,7 +212,7 @@ def test_the_nonce_used_by_another_transfer_is_not_this_settlement(bed: Testbed)
     payer = funded(bed)
     payment, requirements = pay(bed, payer)
     nonce = bytes.fromhex(payment.exact_evm().authorization.nonce[2:])
-    payee = Transactor(bed.chain, dev_account(5))
+    payee = Transactor(bed.chain, dev_signer(5))
     now = bed.chain.next_timestamp()
     other = TransferAuthorization(payer.address, payee.address, PRICE, now - 600, now + 120, nonce)
     domain = TokenDomain.from_requirements(requirements)
@@ -243,7 +243,7 @@ def test_the_submitted_hook_hears_the_transaction_before_it_is_confirmed(bed: Te
     heard: list[tuple[str, bytes, str]] = []
     scheme = ExactEvmScheme(
         bed.tokens.values(),
-        Transactor(bed.chain, dev_account(6)),
+        Transactor(bed.chain, dev_signer(6)),
         on_submitted=lambda *args: heard.append(args),
     )
     payer = funded(bed)

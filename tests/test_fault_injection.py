@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.client.auth import PaymentAuth
@@ -94,9 +94,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     node, serving, url = start_node(directory, port)
     rpc = JsonRpcChain(url)
     tokens = find_stablecoins(rpc)
-    handle = Chain(
-        url, rpc, tokens, Transactor(rpc, dev_account(0)), node, serving, port, directory
-    )
+    handle = Chain(url, rpc, tokens, Transactor(rpc, dev_signer(0)), node, serving, port, directory)
     try:
         yield handle
     finally:

@@ -19,7 +19,7 @@ import pytest
 
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.node.anvil import free_port, stop_process, wait_for_rpc
 from agent_pay.node.deployment import find_stablecoins
@@ -110,7 +110,7 @@ def test_a_server_and_ten_agent_processes_on_one_node(processes: Processes) -> N
     with JsonRpcChain(node_url) as chain:
         usdx = find_stablecoins(chain)["USDX"]
         agents = [LocalSigner.random() for _ in range(AGENTS)]
-        usdx.mint_many(Transactor(chain, dev_account(0)), [(a.address, 1_000_000) for a in agents])
+        usdx.mint_many(Transactor(chain, dev_signer(0)), [(a.address, 1_000_000) for a in agents])
         authors = sorted({a.author for a in articles if a is not None})
         gas_account = dev_account(FACILITATOR_SERVICE_INDEX).address
         supply = usdx.total_supply()

@@ -27,7 +27,7 @@ pytest.importorskip("mcp")
 from mcp import Client, StdioServerParameters
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.client.policy import Spending, SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
@@ -75,7 +75,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stack = Stack.connect(
             chain,
             find_stablecoins(chain),
-            Transactor(chain, dev_account(FACILITATOR_INDEX)),
+            Transactor(chain, dev_signer(FACILITATOR_INDEX)),
             articles=articles,
         )
         with stack.serve() as server_url:

@@ -20,7 +20,7 @@ from eth_account import Account
 from agent_pay import stack
 from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.node import deployment
@@ -46,10 +46,10 @@ def call(method: str, *params: Any, id: int = 1) -> dict[str, Any]:
 def activity(chain: JsonRpcChain) -> dict[str, Any]:
     """Some transactions of every kind; returns what a restart must keep."""
     usdx = Stablecoin.at(chain, DEV_TOKEN_ADDRESSES["USDX"])
-    owner = Transactor(chain, dev_account(0))
+    owner = Transactor(chain, dev_signer(0))
     holder = Account.create().address
     mint = usdx.mint(owner, holder, 1_234_567)
-    transfer = Transactor(chain, dev_account(3)).transact(holder, b"", gas=21_000, value=10**18)
+    transfer = Transactor(chain, dev_signer(3)).transact(holder, b"", gas=21_000, value=10**18)
     return {
         "holder": holder,
         "usdx": usdx.balance_of(holder),
@@ -86,7 +86,7 @@ def test_a_restart_keeps_every_balance_block_and_receipt(tmp_path: Path) -> None
             assert receipt.status
         # ... and the chain goes on from there.
         assert (
-            Transactor(chain, dev_account(3))
+            Transactor(chain, dev_signer(3))
             .transact(before["holder"], b"", gas=21_000, value=1)
             .status
         )
@@ -297,7 +297,7 @@ def test_a_pending_transaction_is_visible_and_its_receipt_waits_for_it() -> None
 
 def test_concurrent_senders_are_mined_together(node_chain: JsonRpcChain) -> None:
     chain = node_chain
-    senders = [dev_account(i) for i in (6, 7, 8)]
+    senders = [dev_signer(i) for i in (6, 7, 8)]
     hashes: list[bytes] = []
 
     def send(index: int) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import SpendingPolicy
@@ -93,7 +93,7 @@ def test_serve_starts_without_its_node_and_sells_once_it_is_back(tmp_path: Path)
 
         with Node.open(None) as node, node.serve(port=node_port), JsonRpcChain(node_url) as chain:
             funder = Stack.connect(
-                chain, find_stablecoins(chain), Transactor(chain, dev_account(FACILITATOR_INDEX))
+                chain, find_stablecoins(chain), Transactor(chain, dev_signer(FACILITATOR_INDEX))
             )
             signer = LocalSigner.random()
             funder.fund(signer.address, "USDX", "1")

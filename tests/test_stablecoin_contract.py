@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from agent_pay.chain.base import ContractRevertError, Receipt
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import (
     DEFAULT_STABLECOINS,
@@ -85,7 +85,8 @@ class Env:
     def party(self, *, eth: bool = False, tokens: int = 0) -> Party:
         """A fresh random key, optionally given ETH for gas and freshly minted tokens."""
         account: LocalAccount = Account.create()
-        party = Party(account, LocalSigner(account), Transactor(self.chain, account))
+        signer = LocalSigner(account)
+        party = Party(account, signer, Transactor(self.chain, signer))
         hashes = []
         if eth:
             hashes.append(self.bank.send(party.address, b"", gas=21_000, value=10**18))
@@ -110,7 +111,7 @@ class Env:
 def new_env() -> Env:
     clock = FakeClock(T0)
     chain = EmbeddedChain(clock=clock)
-    owner = Transactor(chain, dev_account(0))
+    owner = Transactor(chain, dev_signer(0))
     token = Stablecoin.deploy(owner, DEFAULT_STABLECOINS[0])
     domain = TokenDomain(
         token.asset.eip712_name, token.asset.eip712_version, chain.chain_id, token.address
@@ -120,8 +121,8 @@ def new_env() -> Env:
         clock,
         token,
         owner,
-        Transactor(chain, dev_account(1)),
-        Transactor(chain, dev_account(2)),
+        Transactor(chain, dev_signer(1)),
+        Transactor(chain, dev_signer(2)),
         domain,
     )
 

@@ -31,7 +31,7 @@ from agent_pay.chain.compiler import (
     hashmap_slot,
 )
 from agent_pay.chain.contract import Transactor, deploy_contract
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import (
     DEFAULT_STABLECOINS,
@@ -95,7 +95,7 @@ def test_vyper_keys_a_hashmap_by_keccak_of_slot_then_key(maps_dir: Path) -> None
     flags = compiled.storage_slot("flags", AUTHORIZATIONS)
     assert (balances, flags) == (1, 2)  # after `padding`: nothing here assumes slot 0
     chain = EmbeddedChain()
-    sender = Transactor(chain, dev_account(0))
+    sender = Transactor(chain, dev_signer(0))
     maps = deploy_contract(sender, compiled.abi, compiled.bytecode)
 
     for index in range(5):
@@ -220,7 +220,7 @@ def cancel(env: Env, signer: LocalSigner, nonce: bytes) -> None:
 @pytest.fixture(scope="module")
 def env() -> Env:
     chain = EmbeddedChain(clock=FakeClock(T0))
-    owner = Transactor(chain, dev_account(0))
+    owner = Transactor(chain, dev_signer(0))
     token = Stablecoin.deploy(owner, DEFAULT_STABLECOINS[0])
     asset = token.asset
     domain = TokenDomain(asset.eip712_name, asset.eip712_version, chain.chain_id, token.address)

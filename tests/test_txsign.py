@@ -1,14 +1,15 @@
-"""The direct type-2 transaction signer is byte for byte eth-account's."""
+"""The direct type-2 transaction signer, signing through a `LocalSigner`, is byte for byte
+eth-account's."""
 
 from __future__ import annotations
 
-from coincurve import PrivateKey
 from eth_account import Account
 from eth_utils import to_canonical_address, to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_pay.chain.txsign import sign_dynamic_fee_transaction
+from agent_pay.signing import LocalSigner
 
 _UINT64 = st.integers(min_value=0, max_value=2**64 - 1)
 
@@ -53,7 +54,7 @@ def test_same_bytes_as_eth_account(
         tx["to"] = to_checksum_address(to)
     expected = account.sign_transaction(tx)
     signed = sign_dynamic_fee_transaction(
-        PrivateKey(key),
+        LocalSigner(account),
         chain_id=chain_id,
         nonce=nonce,
         max_priority_fee_per_gas=priority_fee,

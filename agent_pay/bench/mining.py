@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import TRANSFER_WITH_AUTHORIZATION_GAS, Stablecoin
 from agent_pay.signing import (
@@ -99,7 +99,7 @@ def measure_mining(
     stack.fund_many([p.address for p in payers], {"USDX": "1000"})
     stack.fund(_PAYEE, "USDX", "1")  # an existing holder: every settlement costs the same gas
     token = stack.tokens["USDX"]
-    facilitator = Transactor(chain, dev_account(FACILITATOR_INDEX))
+    facilitator = Transactor(chain, dev_signer(FACILITATOR_INDEX))
     calls = _settlements(stack, payers, batch + singles)
     if progress:
         progress(f"signed {len(calls)} settlement transactions")
@@ -170,7 +170,7 @@ def measure_step_costs(count: int = 200) -> dict[str, float]:
         "read_authorization_state",
         lambda i: token.authorization_state(signed[i][0].from_, signed[i][0].nonce),
     )
-    facilitator = Transactor(stack.chain, dev_account(FACILITATOR_INDEX))
+    facilitator = Transactor(stack.chain, dev_signer(FACILITATOR_INDEX))
     calls = [
         token.transfer_with_authorization_data(
             a.from_, a.to, a.value, a.valid_after, a.valid_before, a.nonce, sig

@@ -37,7 +37,7 @@ from x402.schemas import AssetAmount
 from agent_pay.chain.base import Chain, ContractRevertError
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import STOCK_FACILITATOR_INDEX
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.stack import Stack
 
 __all__ = ["STOCK_FACILITATOR_INDEX", "ChainFacilitatorSigner", "create_stock_app"]
@@ -202,7 +202,7 @@ def create_stock_app(stack: Stack, slug: str) -> FastAPI:
     token = stack.tokens["USDX"]
     asset = token.asset
     signer = ChainFacilitatorSigner(
-        stack.chain, Transactor(stack.chain, dev_account(STOCK_FACILITATOR_INDEX))
+        stack.chain, Transactor(stack.chain, dev_signer(STOCK_FACILITATOR_INDEX))
     )
     facilitator = x402Facilitator()
     facilitator.register([asset.network], ExactEvmFacilitatorScheme(signer))

@@ -11,10 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coincurve import PrivateKey
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
-from eth_account.signers.local import LocalAccount
 from eth_utils import (
     function_signature_to_4byte_selector,
     keccak,
@@ -30,6 +28,7 @@ from agent_pay.chain.base import (
     TransactionRejectedError,
 )
 from agent_pay.chain.txsign import sign_dynamic_fee_transaction
+from agent_pay.signing.signer import HashSigner
 
 __all__ = ["NONCE_RETRIES", "Contract", "Transactor", "deploy_contract", "is_nonce_clash"]
 
@@ -77,22 +76,23 @@ class _Event:
 
 
 class Transactor:
-    """Signs and submits transactions from one account, keeping its nonces locally.
+    """Signs and submits transactions from `signer`'s account, keeping its nonces locally.
 
-    Holding the nonce here (rather than asking the node each time) lets many threads submit
-    from one gas-paying account at once without nonce collisions.
+    The key stays in the signer (a `LocalSigner`, say): a transaction is built here and its
+    digest signed there. Holding the nonce here (rather than asking the node each time) lets
+    many threads submit from one gas-paying account at once without nonce collisions.
     """
 
-    def __init__(self, chain: Chain, account: LocalAccount) -> None:
+    def __init__(self, chain: Chain, signer: HashSigner) -> None:
         self.chain = chain
-        self._account = account
-        self._key = PrivateKey(bytes(account.key))
+        self.signer = signer
+        self._address = signer.address
         self._lock = threading.Lock()
         self._nonce: int | None = None
 
     @property
     def address(self) -> str:
-        return str(self._account.address)
+        return self._address
 
     def __repr__(self) -> str:
         return f"Transactor({self.address})"
@@ -123,7 +123,7 @@ class Transactor:
                 if nonce is None:
                     nonce = self.chain.get_nonce(self.address)
                 signed = sign_dynamic_fee_transaction(
-                    self._key,
+                    self.signer,
                     chain_id=self.chain.chain_id,
                     nonce=nonce,
                     max_priority_fee_per_gas=priority_fee,

@@ -12,7 +12,9 @@ from eth_account import Account
 from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
 from eth_account.signers.local import LocalAccount
 
-__all__ = ["DEV_MNEMONIC", "dev_account", "dev_accounts"]
+from agent_pay.signing.signer import LocalSigner
+
+__all__ = ["DEV_MNEMONIC", "dev_account", "dev_accounts", "dev_signer"]
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # throwaway, public
 _PATH = "m/44'/60'/0'/0/{}"
@@ -32,6 +34,12 @@ def dev_account(index: int) -> LocalAccount:
     key = key_from_seed(_seed(), _PATH.format(index))
     account: LocalAccount = Account.from_key(key)
     return account
+
+
+@cache
+def dev_signer(index: int) -> LocalSigner:
+    """A signer for throwaway dev account `index` (to send its transactions: `Transactor`)."""
+    return LocalSigner(dev_account(index))
 
 
 def dev_accounts(count: int = 10) -> list[LocalAccount]:

@@ -1,9 +1,13 @@
-"""Signing EIP-1559 (type 2) transactions directly: RLP, keccak and one coincurve signature.
+"""Signing EIP-1559 (type 2) transactions directly: RLP, keccak and one digest signature.
 
 eth-account's `sign_transaction` validates and normalises a dict through several layers and
 took about 0.67 ms per settlement here, most of a settlement's cost outside the EVM; this
 builds the same bytes in about 0.05 ms. Only the shape the `Transactor` sends is supported
 (no access list, no blobs); the output is held byte for byte to eth-account's by the tests.
+
+The digest is signed by a `HashSigner` (a `LocalSigner`: one libsecp256k1 signature), the
+key never handed over: this module computes the digest itself from the transaction it means
+to sign, which is what `unsafe_sign_hash` asks of its callers.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import rlp
-from coincurve import PrivateKey
 from eth_utils import keccak
+
+from agent_pay.signing.signer import HashSigner
 
 __all__ = ["SignedTransaction", "sign_dynamic_fee_transaction"]
 
@@ -26,7 +31,7 @@ class SignedTransaction:
 
 
 def sign_dynamic_fee_transaction(
-    key: PrivateKey,
+    signer: HashSigner,
     *,
     chain_id: int,
     nonce: int,
@@ -37,8 +42,8 @@ def sign_dynamic_fee_transaction(
     value: int,
     data: bytes,
 ) -> SignedTransaction:
-    """Sign a type-2 transaction with an empty access list. `to` is the 20-byte address, or
-    b"" to create a contract."""
+    """Sign a type-2 transaction from `signer` with an empty access list. `to` is the 20-byte
+    address, or b"" to create a contract."""
     if to and len(to) != 20:
         raise ValueError("`to` must be 20 bytes, or empty for a contract creation")
     fields: list[object] = [
@@ -54,8 +59,8 @@ def sign_dynamic_fee_transaction(
     ]
     digest = keccak(b"\x02" + rlp.encode(fields))
     # libsecp256k1 signs deterministically (RFC 6979) and always with a low s, as eth-keys does.
-    signature = key.sign_recoverable(digest, hasher=None)
-    y_parity = signature[64]
+    signature = signer.unsafe_sign_hash(digest)
+    y_parity = signature[64] - 27
     r = int.from_bytes(signature[:32], "big")
     s = int.from_bytes(signature[32:64], "big")
     raw = b"\x02" + rlp.encode([*fields, y_parity, r, s])

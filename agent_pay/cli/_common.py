@@ -16,11 +16,10 @@ from agent_pay.errors import ConfigurationError
 from agent_pay.settings import Settings
 
 if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
-
     from agent_pay.chain.channel import ChannelManager
     from agent_pay.chain.rpc import JsonRpcChain
     from agent_pay.chain.stablecoin import Stablecoin
+    from agent_pay.signing import LocalSigner
 
 __all__ = [
     "FACILITATOR_INDEX",
@@ -188,46 +187,45 @@ def describe_seconds(seconds: int) -> str:
     return f"{seconds} s"
 
 
-def _account(key: str, what: str) -> LocalAccount:
-    from eth_account import Account
+def _account(key: str, what: str) -> LocalSigner:
+    from agent_pay.signing import LocalSigner
 
     try:
-        account: LocalAccount = Account.from_key(key)
-    except Exception:
+        return LocalSigner.from_key(key)
+    except ConfigurationError:
         raise ConfigurationError(f"{what} is not a valid private key") from None
-    return account
 
 
 def facilitator_account(
     settings: Settings, chain: JsonRpcChain, *, dev_index: int = FACILITATOR_INDEX
-) -> tuple[LocalAccount, str]:
-    """The key that pays settlement gas, and how to describe it. On a dev chain without a key
-    set, throwaway dev account `dev_index`: `serve` and `facilitator` default to different
-    ones, so that the two never clash over one account's nonces."""
-    from agent_pay.chain.devkeys import dev_account
+) -> tuple[LocalSigner, str]:
+    """The key that pays settlement gas (a signer holding it), and how to describe it. On a
+    dev chain without a key set, throwaway dev account `dev_index`: `serve` and `facilitator`
+    default to different ones, so that the two never clash over one account's nonces."""
+    from agent_pay.chain.devkeys import dev_signer
     from agent_pay.node.deployment import is_dev_chain
 
     if settings.facilitator_key is not None:
         key = settings.facilitator_key.get_secret_value()
         return _account(key, "AGENT_PAY_FACILITATOR_KEY"), "AGENT_PAY_FACILITATOR_KEY"
     if is_dev_chain(chain):
-        return dev_account(dev_index), f"throwaway dev account #{dev_index}"
+        return dev_signer(dev_index), f"throwaway dev account #{dev_index}"
     raise ConfigurationError(
         f"chain {chain.chain_id} is not a dev chain: set AGENT_PAY_FACILITATOR_KEY "
         f"(the key that pays settlement gas), or use --facilitator-url"
     )
 
 
-def owner_account(settings: Settings, chain: JsonRpcChain) -> tuple[LocalAccount, str]:
-    """The tokens' owner (deploys, mints), and how to describe it."""
-    from agent_pay.chain.devkeys import dev_account
+def owner_account(settings: Settings, chain: JsonRpcChain) -> tuple[LocalSigner, str]:
+    """The tokens' owner (deploys, mints: a signer holding its key), and how to describe it."""
+    from agent_pay.chain.devkeys import dev_signer
     from agent_pay.node.deployment import DEPLOYER_INDEX, is_dev_chain
 
     if settings.owner_key is not None:
         key = settings.owner_key.get_secret_value()
         return _account(key, "AGENT_PAY_OWNER_KEY"), "AGENT_PAY_OWNER_KEY"
     if is_dev_chain(chain):
-        return dev_account(DEPLOYER_INDEX), f"throwaway dev account #{DEPLOYER_INDEX}"
+        return dev_signer(DEPLOYER_INDEX), f"throwaway dev account #{DEPLOYER_INDEX}"
     raise ConfigurationError(
         f"chain {chain.chain_id} is not a dev chain: set AGENT_PAY_OWNER_KEY (the token owner)"
     )

@@ -10,8 +10,9 @@ payer's signed deposit — but the channel contract has no payer-signed close a 
 relay.) The payee can still claim during the grace period; `withdraw` then refunds the deposit
 less what was claimed. The payee's server can also close at once (it is the payee's call).
 
-The library calls (`request_close`, `withdraw`, `describe`) take a chain and an account and do
-not read settings; `register(subparsers)` wires them into the CLI (`agent_pay.cli.COMMANDS`).
+The library calls (`request_close`, `withdraw`, `describe`) take a chain and the payer's signer
+(the key stays in it) and do not read settings; `register(subparsers)` wires them into the CLI
+(`agent_pay.cli.COMMANDS`).
 """
 
 from __future__ import annotations
@@ -26,20 +27,18 @@ from agent_pay.errors import ConfigurationError
 from agent_pay.settings import HOME_PATHS, Settings
 
 if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
-
     from agent_pay.chain.base import Chain
     from agent_pay.chain.channel import ChannelState
     from agent_pay.chain.rpc import JsonRpcChain
     from agent_pay.cli._tokens import TokenNames
     from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
     from agent_pay.signing import LocalSigner
+    from agent_pay.signing.signer import HashSigner
 
 __all__ = [
     "DEFAULT_CHANNELS_DIR",
     "ChannelView",
     "describe",
-    "payer_account",
     "register",
     "request_close",
     "withdraw",
@@ -55,14 +54,6 @@ class ChannelView:
 
     record: ChannelRecord
     state: ChannelState | None
-
-
-def payer_account(signer: LocalSigner) -> LocalAccount:
-    """The account behind `signer`, to send the payer's own transactions."""
-    from eth_account import Account
-
-    account: LocalAccount = Account.from_key(signer.unsafe_export_private_key())
-    return account
 
 
 def _record(store: ClientChannelStore, channel_id: str) -> ChannelRecord:
@@ -88,10 +79,10 @@ def describe(chain: Chain, store: ClientChannelStore) -> list[ChannelView]:
 
 
 def request_close(
-    chain: Chain, payer: LocalAccount, store: ClientChannelStore, channel_id: str
+    chain: Chain, payer: HashSigner, store: ClientChannelStore, channel_id: str
 ) -> int:
-    """Ask to close the channel (a transaction from `payer`, who pays its gas); return the
-    time from which `withdraw` can refund it."""
+    """Ask to close the channel (a transaction signed by `payer`, who pays its gas); return
+    the time from which `withdraw` can refund it."""
     from agent_pay.chain.channel import ChannelManager
     from agent_pay.chain.contract import Transactor
 
@@ -104,8 +95,8 @@ def request_close(
     return state.closes_at
 
 
-def withdraw(chain: Chain, payer: LocalAccount, store: ClientChannelStore, channel_id: str) -> int:
-    """After the grace period: close the channel and take the refund (a transaction from
+def withdraw(chain: Chain, payer: HashSigner, store: ClientChannelStore, channel_id: str) -> int:
+    """After the grace period: close the channel and take the refund (a transaction signed by
     `payer`); return the refund."""
     from agent_pay.chain.channel import ChannelClosed, ChannelManager
     from agent_pay.chain.contract import Transactor
@@ -267,7 +258,7 @@ def _close(args: argparse.Namespace, settings: Settings) -> int:
 
     store = _store(settings)
     record = _record(store, args.channel_id)
-    payer = payer_account(_signer(settings))
+    payer = _signer(settings)
     with _chain(settings) as chain:
         state = ChannelManager.at(chain, record.manager).channel(
             bytes.fromhex(record.channel_id[2:])
@@ -301,7 +292,7 @@ def _withdraw(args: argparse.Namespace, settings: Settings) -> int:
 
     store = _store(settings)
     record = _record(store, args.channel_id)
-    payer = payer_account(_signer(settings))
+    payer = _signer(settings)
     with _chain(settings) as chain, _names(settings) as names:
         state = ChannelManager.at(chain, record.manager).channel(
             bytes.fromhex(record.channel_id[2:])

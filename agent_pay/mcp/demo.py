@@ -27,7 +27,7 @@ from eth_account import Account
 from mcp import Client, StdioServerParameters
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.node.deployment import find_stablecoins
 from agent_pay.node.node import Node
@@ -88,7 +88,7 @@ def run_mcp_demo(out: TextIO = sys.stdout, model: ScriptedModel | None = None) -
         node_url = stack_of.enter_context(node.serve(port=0))
         chain = stack_of.enter_context(JsonRpcChain(node_url))
         stack = Stack.connect(
-            chain, find_stablecoins(chain), Transactor(chain, dev_account(FACILITATOR_INDEX))
+            chain, find_stablecoins(chain), Transactor(chain, dev_signer(FACILITATOR_INDEX))
         )
         server_url = stack_of.enter_context(stack.serve())
         home = Path(stack_of.enter_context(tempfile.TemporaryDirectory(prefix="agent-pay-mcp-")))

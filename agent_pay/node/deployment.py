@@ -23,7 +23,7 @@ from agent_pay.chain.base import Chain, ContractRevertError
 from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import DEPLOYER_INDEX
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.stablecoin import DEFAULT_STABLECOINS, Stablecoin, deploy_stablecoins
 from agent_pay.errors import ConfigurationError
 from agent_pay.protocol.base import normalize_address
@@ -71,7 +71,7 @@ def deploy_default_stablecoins(
     chain: Chain, owner: Transactor | None = None
 ) -> dict[str, Stablecoin]:
     """Deploy USDX and CNYX with `owner` (dev account #0 by default) as minter."""
-    owner = owner or Transactor(chain, dev_account(DEPLOYER_INDEX))
+    owner = owner or Transactor(chain, dev_signer(DEPLOYER_INDEX))
     return deploy_stablecoins(owner)
 
 
@@ -122,7 +122,7 @@ def deploy_channel_manager(
 ) -> ChannelManager:
     """Deploy the channel contract from `deployer` (dev account #0 by default; it gains no
     powers over the contract) with payers waiting `grace_period` seconds to withdraw."""
-    deployer = deployer or Transactor(chain, dev_account(DEPLOYER_INDEX))
+    deployer = deployer or Transactor(chain, dev_signer(DEPLOYER_INDEX))
     return ChannelManager.deploy(deployer, grace_period)
 
 

@@ -6,8 +6,9 @@ it only through `unsafe_export_private_key()`; its repr shows the address alone.
 
 A signer that holds its key may also be a `HashSigner`: it signs a 32-byte digest as is, which
 lets agent-pay hash its own typed data directly (`agent_pay.signing.eip712`) instead of through
-eth-account's generic encoder. A hardware wallet or a remote service should not offer that: it
-would sign whatever digest it is handed, unseen.
+eth-account's generic encoder, and sign the transactions it builds (`agent_pay.chain.txsign`,
+for the `Transactor`). A hardware wallet or a remote service should not offer that: it would
+sign whatever digest it is handed, unseen.
 """
 
 from __future__ import annotations
