@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 
 from agent_pay.settings import Settings
 from agent_pay.signing import LocalSigner
@@ -21,9 +22,10 @@ def server_receipt_key(settings: Settings) -> LocalSigner:
     path = settings.server_dir / RECEIPT_KEY_FILE
     if path.is_file():
         return LocalSigner.from_key(path.read_text(encoding="ascii").strip())
-    signer = LocalSigner.random()
+    key = "0x" + secrets.token_hex(32)  # written from here: never taken back out of a signer
+    signer = LocalSigner.from_key(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="ascii") as out:
-        out.write("0x" + signer.unsafe_export_private_key().hex() + "\n")
+        out.write(key + "\n")
     return signer
