@@ -162,13 +162,18 @@ class PaymentAuth(httpx.Auth):
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         """`auth_flow` for an `httpx.AsyncClient`, each step between two requests run in a
         worker thread (see the module doc)."""
+        response = yield request
+        if not _asks_for_payment(response):
+            return  # nothing to pay, nothing to wait on: the answer stays on the loop
+        await response.aread()
         flow = self.auth_flow(request)
         try:
-            step: httpx.Request | None = next(flow)  # up to the first send: nothing to wait on
+            step: httpx.Request | None = next(flow)  # up to its first send: `request`
             while step is not None:
-                response = yield step
-                await response.aread()
                 step = await anyio.to_thread.run_sync(_resume, flow, response)
+                if step is not None:
+                    response = yield step
+                    await response.aread()
         finally:
             flow.close()
 
@@ -177,7 +182,7 @@ class PaymentAuth(httpx.Auth):
         payer = self.signer.address
         tried_proof = tried_pending = False
         spent: _Sent | None = None  # our payment the server says is already used
-        while response.status_code == 402 and PAYMENT_REQUIRED_HEADER in response.headers:
+        while _asks_for_payment(response):
             challenge = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
             offer_to_prove = entitlement_challenge(challenge)
             if (
@@ -358,6 +363,10 @@ class PaymentAuth(httpx.Auth):
         receipt = reread_receipt(request.url, payer, response)
         if receipt is not None:
             self.receipts.add(request.url, receipt)
+
+
+def _asks_for_payment(response: httpx.Response) -> bool:
+    return response.status_code == 402 and PAYMENT_REQUIRED_HEADER in response.headers
 
 
 def _resume(
