@@ -29,7 +29,8 @@ from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import Stablecoin, deploy_stablecoins
 from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
 from agent_pay.facilitator.base import SchemeHandler
-from agent_pay.facilitator.channel import ChannelEvmScheme
+from agent_pay.facilitator.channel.local import LocalChannelFacilitator
+from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 from agent_pay.facilitator.exact import ExactEvmScheme, SubmittedHook
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.server.app import Renderer, create_app, render_article
@@ -48,7 +49,6 @@ __all__ = [
     "record_submissions",
     "sample_articles_dir",
 ]
-
 
 
 def sample_articles_dir() -> Path:
@@ -212,6 +212,7 @@ class Stack:
         handlers: list[SchemeHandler] = [scheme]
         builders: list[OfferBuilder] = []
         channels: ChannelEvmScheme | None = None
+        seam: LocalChannelFacilitator | None = None
         for name in schemes:
             if name == "exact":
                 builders.append(ExactOffers(registry, max_timeout_seconds=max_timeout_seconds))
@@ -220,7 +221,8 @@ class Stack:
                     chain, tokens.values(), owner, gas_payer, channel_options, manager=manager
                 )
                 handlers.append(channels)
-                builders.append(channel_offers(registry, channels, channel_options))
+                seam = LocalChannelFacilitator(channels)
+                builders.append(channel_offers(registry, seam, channel_options))
         facilitator = LocalFacilitator(handlers)
         app = create_app(
             articles,
@@ -234,8 +236,8 @@ class Stack:
             records_submissions=True,
         )
         scheme.on_submitted = record_submissions(app.state.ledger, app.state.faults)
-        if channels is not None:
-            app.include_router(channel_router(channels))
+        if channels is not None and seam is not None:
+            app.include_router(channel_router(seam))
             channels.start()
         return cls(chain, tokens, owner, scheme, facilitator, articles, app, channels)
 

@@ -30,14 +30,14 @@ from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy, _merge, _subtract
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
-from agent_pay.facilitator.channel import ChannelEvmScheme, parse_payload
-from agent_pay.facilitator.channel_book import (
+from agent_pay.facilitator.channel.book import (
     MAX_UNPAID_RANGES,
     ChannelAccount,
     ChannelRefusedError,
 )
-from agent_pay.facilitator.channel_settler import ChannelSettler
-from agent_pay.facilitator.channel_store import ChannelStore
+from agent_pay.facilitator.channel.scheme import ChannelEvmScheme, parse_payload
+from agent_pay.facilitator.channel.settler import ChannelSettler
+from agent_pay.facilitator.channel.store import ChannelStore
 from agent_pay.protocol import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo
 from agent_pay.protocol.channel import ChannelPayload, ChannelStatement
 from agent_pay.signing import LocalSigner, receive_with_authorization_typed_data

@@ -28,7 +28,7 @@ from agent_pay.errors import (
     Reason,
     SettlementFailedError,
 )
-from agent_pay.facilitator.channel_book import ChannelAccount, ChannelRefusedError
+from agent_pay.facilitator.channel.book import ChannelAccount, ChannelRefusedError
 from agent_pay.protocol import PaymentRequirements
 from agent_pay.protocol.channel import ChannelOpen, ChannelTopUp, ParsedPayload
 from agent_pay.signing import (

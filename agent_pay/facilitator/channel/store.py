@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
-from agent_pay.facilitator.channel_book import ChannelAccount, ReadChange
+from agent_pay.facilitator.channel.book import ChannelAccount, ReadChange
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "ChannelStore"]
 

@@ -1,6 +1,6 @@
 """What a channel account hands out and keeps: a refusal with its statement, the record of
 a paid read (`PaidRead`, an entitlement), an acceptance, the store's change list, and the
-recent vouchers with their JSON encoding (`agent_pay.facilitator.channel_book` uses them all).
+recent vouchers with their JSON encoding (`agent_pay.facilitator.channel.book` uses them all).
 """
 
 from __future__ import annotations

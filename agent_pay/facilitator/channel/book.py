@@ -31,7 +31,7 @@ account's snapshot (`checkpoint`), so that a voucher and the entitlement it boug
 together or not at all; until written it stays findable here (`unwritten_read`).
 
 The account also caches the channel's on-chain terms (payer, payee, token, deposit, status),
-refreshed in the background (`agent_pay.facilitator.channel_view`): checking a voucher reads no
+refreshed in the background (`agent_pay.facilitator.channel.watch`): checking a voucher reads no
 chain. Pure and thread-safe: no I/O here.
 """
 
@@ -45,7 +45,7 @@ from eth_utils import to_canonical_address
 
 from agent_pay.chain.channel import ChannelState, ChannelStatus
 from agent_pay.errors import Reason
-from agent_pay.facilitator.channel_records import (
+from agent_pay.facilitator.channel.records import (
     Acceptance,
     ChannelRefusedError,
     PaidRead,
