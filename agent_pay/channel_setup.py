@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastapi import APIRouter
+
 from agent_pay.assets import AssetRegistry
 from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
@@ -37,10 +39,20 @@ from agent_pay.facilitator.channel.settler import (
 )
 from agent_pay.facilitator.channel.store import DEFAULT_FLUSH_INTERVAL, ChannelStore
 from agent_pay.facilitator.channel.watch import DEFAULT_REFRESH_INTERVAL
-from agent_pay.server.channel_offers import DEFAULT_MIN_DEPOSIT_READS, ChannelOffers
+from agent_pay.server.channel_offers import (
+    DEFAULT_MIN_DEPOSIT_READS,
+    ChannelOffers,
+    channel_router,
+)
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
 
-__all__ = ["DEFAULT_GRACE_PERIOD", "ChannelOptions", "build_channel_scheme", "channel_offers"]
+__all__ = [
+    "DEFAULT_GRACE_PERIOD",
+    "ChannelOptions",
+    "build_channel_scheme",
+    "channel_offers",
+    "channel_server",
+]
 
 
 @dataclass(frozen=True)
@@ -109,3 +121,12 @@ def channel_offers(
         min_deposit_reads=options.min_deposit_reads,
         max_timeout_seconds=options.max_timeout_seconds,
     )
+
+
+def channel_server(
+    assets: AssetRegistry, channels: ChannelFacilitator, options: ChannelOptions | None = None
+) -> tuple[ChannelOffers, APIRouter]:
+    """The content server's side of the channel scheme on the seam `channels` (in process or
+    remote): its offers (an `OfferBuilder` for `create_app`) and `GET /channels/{id}` (a
+    router to include in the app)."""
+    return channel_offers(assets, channels, options), channel_router(channels)

@@ -209,7 +209,7 @@ class ChannelEvmScheme:
     def verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> str:
         """Check that `payment` would settle now; return the payer. Changes nothing (it may
         read the chain, and remember a channel it read)."""
-        self._check_requirements(payment, requirements)
+        self.check_requirements(payment, requirements)
         payload = parse_payload(payment)
         channel = bytes.fromhex(payload.channel_id[2:])
         account = self.book.lookup(channel)
@@ -244,7 +244,7 @@ class ChannelEvmScheme:
         SettlementFailedError (the deposit transaction failed: nothing was charged),
         ChainUnavailableError (the node; asking again is safe).
         """
-        self._check_requirements(payment, requirements)
+        self.check_requirements(payment, requirements)
         payload = parse_payload(payment)
         channel = bytes.fromhex(payload.channel_id[2:])
         transaction = ""
@@ -273,9 +273,11 @@ class ChannelEvmScheme:
             block_number=block,
         )
 
-    def _check_requirements(
+    def check_requirements(
         self, payment: PaymentPayload, requirements: PaymentRequirements
     ) -> None:
+        """PaymentRejectedError unless `requirements` is a channel offer on this contract, in a
+        token settled here, and `payment` accepted it verbatim."""
         if requirements.scheme != CHANNEL_SCHEME:
             raise PaymentRejectedError(
                 f"this handler settles scheme {CHANNEL_SCHEME!r} only", Reason.UNSUPPORTED_SCHEME
