@@ -52,7 +52,6 @@ from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
 from agent_pay.client.deposit_signing import signed_open, signed_top_up
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.schemes import ClientScheme, ExactClientScheme
-from agent_pay.client.voucher_slices import fits, merge, subtract
 from agent_pay.errors import Reason
 from agent_pay.protocol import (
     X402_VERSION,
@@ -71,6 +70,7 @@ from agent_pay.protocol.channel import (
 )
 from agent_pay.protocol.declaration import info_of
 from agent_pay.protocol.networks import parse_caip2
+from agent_pay.protocol.slices import fits, merge, subtract
 from agent_pay.signing import (
     Signer,
     random_nonce,
