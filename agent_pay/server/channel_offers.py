@@ -27,7 +27,6 @@ never touches the channel handler, its accounts or the chain.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Final
 
 from fastapi import APIRouter
@@ -37,7 +36,12 @@ from agent_pay.assets import AssetRegistry
 from agent_pay.errors import Reason
 from agent_pay.facilitator.base import Acceptance, ChannelFacilitator, PaidRead
 from agent_pay.protocol import PaymentPayload, PaymentRequirements, SettleResponse
-from agent_pay.protocol.channel import CHANNEL_EXTENSION, CHANNEL_SCHEME, parse_channel_payload
+from agent_pay.protocol.channel import (
+    CHANNEL_EXTENSION,
+    CHANNEL_SCHEME,
+    parse_channel_payload,
+    statement_json,
+)
 from agent_pay.protocol.extensions import NO_TRANSACTION, ReceiptClaims
 from agent_pay.server.catalogue import Article
 from agent_pay.server.ledger import PaymentKey
@@ -48,12 +52,6 @@ __all__ = ["DEFAULT_MIN_DEPOSIT_READS", "ChannelCharge", "ChannelOffers", "chann
 DEFAULT_MIN_DEPOSIT_READS: Final = 10
 """A channel's deposit must pay for at least this many reads at the offer's price."""
 _UNKNOWN_PAYER: Final = "0x" + "00" * 20
-_to_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-"""Compact JSON, as the models write it (json.dumps with options builds an encoder per call)."""
-_SHORT_STATEMENT: Final = frozenset(
-    {"channelId", "deposit", "highest", "served", "status", "unpaid"}
-)
-"""The fields of the statement a paid read's response carries (`ChannelAccount._statement`)."""
 
 
 class ChannelCharge:
@@ -69,24 +67,10 @@ class ChannelCharge:
     def response_header(self) -> str:
         """`settle_response()`, encoded for `PAYMENT-RESPONSE`: written out by hand, as the
         model would serialise it (a test holds them equal), at a fifth of the cost. Every
-        value is ours: an address, a CAIP-2 network, decimal amounts, hex and a status word,
-        none of which JSON escapes."""
+        value is ours: an address, a CAIP-2 network, decimal amounts and the statement
+        (`statement_json`), none of which JSON escapes."""
         acceptance = self.acceptance
-        statement = acceptance.statement
-        if statement.keys() - _SHORT_STATEMENT:  # pragma: no cover - a statement grew a field
-            channel = _to_json(statement)
-        else:
-            unpaid = statement.get("unpaid")
-            ranges = (
-                ',"unpaid":[' + ",".join(f'["{a}","{b}"]' for a, b in unpaid) + "]"
-                if unpaid
-                else ""
-            )
-            channel = (
-                f'{{"channelId":"{statement["channelId"]}","deposit":"{statement["deposit"]}",'
-                f'"highest":"{statement["highest"]}","served":"{statement["served"]}",'
-                f'"status":"{statement["status"]}"{ranges}}}'
-            )
+        channel = statement_json(acceptance.statement)
         text = (
             f'{{"success":true,"payer":"{acceptance.payer}","transaction":"",'
             f'"network":"{self.network}","amount":"{acceptance.price}",'

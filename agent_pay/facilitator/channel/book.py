@@ -52,6 +52,7 @@ from agent_pay.facilitator.channel.records import (
     ReadChange,
     Recent,
 )
+from agent_pay.protocol.channel import statement_wire
 from agent_pay.protocol.slices import holding, merge, subtract
 
 __all__ = [
@@ -68,13 +69,6 @@ MAX_UNPAID_RANGES: Final = 256
 """Unpaid ranges kept per channel; beyond it the lowest is given up (see `ChannelAccount`)."""
 MAX_RECENT: Final = 64
 """Accepted vouchers remembered per channel, for replays and retries."""
-
-_STATUS_WORDS: Final = {
-    ChannelStatus.OPEN: "open",
-    ChannelStatus.CLOSING: "closing",
-    ChannelStatus.CLOSED: "closed",
-    ChannelStatus.NONE: "closed",
-}
 
 
 @dataclass(slots=True, eq=False)
@@ -325,25 +319,29 @@ class ChannelAccount:
             return self._statement(full=True)
 
     def _statement(self, *, full: bool = False) -> dict[str, Any]:
-        # Built as a plain dict, not a model: it goes out with every paid read (short: what
-        # the payer does not know already).
-        status = _STATUS_WORDS[self.status]
-        if status == "open" and self.stopping:
-            status = "closing"
-        statement: dict[str, Any] = {
-            "channelId": self._channel_hex,
-            "deposit": str(self.deposit),
-            "highest": str(self.highest),
-            "served": str(self.served),
-            "status": status,
-        }
-        if full:
-            statement.update(
-                payer=self.payer, payee=self.payee, asset=self.token, claimed=str(self.claimed)
+        # The short one goes out with every paid read: what the payer does not know already.
+        status = self.status
+        if status is ChannelStatus.OPEN and self.stopping:
+            status = ChannelStatus.CLOSING
+        if not full:
+            return statement_wire(
+                self._channel_hex,
+                self.deposit,
+                self.highest,
+                self.served,
+                status.stated,
+                self.unpaid,
             )
-        if self.unpaid:
-            statement["unpaid"] = [[str(a), str(b)] for a, b in self.unpaid]
-        return statement
+        return statement_wire(
+            self._channel_hex,
+            self.deposit,
+            self.highest,
+            self.served,
+            status.stated,
+            self.unpaid,
+            parties=(self.payer, self.payee, self.token),
+            claimed=self.claimed,
+        )
 
     # -- paid reads (entitlements), for the store
 
