@@ -7,6 +7,8 @@ hostile input.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -353,3 +355,19 @@ def test_a_paid_read_is_found_for_its_payer_only(remote: Remote, opened: TestAge
         remote, "/channels/paid-read", json={"payer": stranger, "resource": "/articles/note-040"}
     )
     assert (none.status_code, none.json()) == (200, {})
+
+
+def test_the_servers_channel_side_loads_no_chain_and_no_channel_handler() -> None:
+    code = (
+        "import sys, agent_pay.server.app, agent_pay.server.channel_offers, "
+        "agent_pay.facilitator.channel.remote; "
+        "print(sorted(m for m in sys.modules if m.startswith(('agent_pay.chain', "
+        "'agent_pay.facilitator.channel.'))))"
+    )
+    loaded = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert (
+        loaded.strip() == "['agent_pay.facilitator.channel.records', "
+        "'agent_pay.facilitator.channel.remote']"
+    )
