@@ -7,6 +7,10 @@ that calls a remote one (ours or a stock x402 facilitator). Payment outcomes are
 `invalid_payment_header`, `invalid_x402_version`, `json_too_deep`), a body over `MAX_BODY_BYTES`
 413 before the rest is read, a body slower than the server's body timeout 408; chain trouble is
 503 with Retry-After.
+
+With the channel handler it settles with, the app also serves the channel seam's endpoints
+(`POST /channels/accept`, ...: `agent_pay.facilitator.channel.endpoints`), which
+`agent_pay.facilitator.channel.remote.HttpChannelFacilitator` calls.
 """
 
 from __future__ import annotations

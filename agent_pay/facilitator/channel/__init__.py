@@ -6,8 +6,9 @@
 - `accounts` — every account, by channel and by payer, and the chain read of a new one;
 - `records` — what an account hands out: acceptances, paid reads, refusals;
 - `snapshot` — an account's persisted form; `store` — the write-behind SQLite file;
-- `watch` — the cached on-chain view; `settler` — claims in batches; `deposits` — opens and
-  top-ups; `lifecycle` — starting and stopping the background parts;
+- `watch` — the cached on-chain view; `settler` — claims in batches; `deposit_checks` and
+  `deposits` — opens and top-ups, checked and submitted; `lifecycle` — starting and stopping
+  the background parts;
 - `local` — the in-process `ChannelFacilitator` (the content server's seam);
 - `endpoints` and `remote` — the same seam over HTTP, served and called.
 
