@@ -371,3 +371,17 @@ def test_the_servers_channel_side_loads_no_chain_and_no_channel_handler() -> Non
         loaded.strip() == "['agent_pay.facilitator.channel.records', "
         "'agent_pay.facilitator.channel.remote']"
     )
+
+
+def test_a_voucher_for_requirements_it_did_not_accept_is_refused(
+    remote: Remote, opened: TestAgent
+) -> None:
+    body = _accept_body(remote, opened, "note-045", cumulative=4 * PRICE)
+    body["paymentRequirements"]["amount"] = "1"  # a cheaper read than the payer accepted
+    refusal = _post(remote, "/channels/accept", json=body).json()["refusal"]
+    assert refusal["reason"] == Reason.REQUIREMENTS_MISMATCH
+    body = _accept_body(remote, opened, "note-045", cumulative=4 * PRICE)
+    for requirements in (body["paymentRequirements"], body["paymentPayload"]["accepted"]):
+        requirements["extra"]["channelManager"] = "0x" + "ee" * 20  # another contract
+    refusal = _post(remote, "/channels/accept", json=body).json()["refusal"]
+    assert refusal["reason"] == Reason.REQUIREMENTS_MISMATCH
