@@ -7,6 +7,7 @@ hostile input.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -385,3 +386,30 @@ def test_a_voucher_for_requirements_it_did_not_accept_is_refused(
         requirements["extra"]["channelManager"] = "0x" + "ee" * 20  # another contract
     refusal = _post(remote, "/channels/accept", json=body).json()["refusal"]
     assert refusal["reason"] == Reason.REQUIREMENTS_MISMATCH
+
+
+def test_the_http_seam_accepts_releases_and_describes(remote: Remote, opened: TestAgent) -> None:
+    body = _accept_body(remote, opened, "note-046", cumulative=5 * PRICE)
+    payment = PaymentPayload.from_wire(body["paymentPayload"])
+    path = "/articles/note-046"
+
+    async def run() -> None:
+        seam = HttpChannelFacilitator(remote.facilitator, remote.channels.terms)
+        try:
+            first = await seam.accept(payment, payment.accepted, path)
+            assert first is not None
+            assert (first.replayed, first.price, first.payer) == (False, PRICE, opened.address)
+            assert seam.known_payer(first.channel_id) == opened.address
+            await seam.release(first)  # the read could not be served
+            again = await seam.accept(payment, payment.accepted, path)
+            assert again is not None
+            assert not again.replayed  # paid anew: the release gave its slice back
+            assert await seam.paid_read(opened.address, path) is not None
+            statement = await seam.statement(first.channel_id)
+            assert statement is not None
+            assert statement["highest"] == str(5 * PRICE)
+            assert await seam.statement(b"\x00" * 32) is None
+        finally:
+            await seam.aclose()
+
+    asyncio.run(run())

@@ -58,7 +58,6 @@ class HttpChannelFacilitator:
         self.terms = terms
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
         self._payers: dict[bytes, str] = {}
-        self._tokens: dict[tuple[bytes, int, int], str] = {}
 
     def __repr__(self) -> str:
         return f"HttpChannelFacilitator({self.base_url})"
@@ -121,11 +120,6 @@ class HttpChannelFacilitator:
             return None
         channel = bytes.fromhex(accepted.channel_id[2:])
         self._learn(channel, accepted.payer)
-        key = (channel, accepted.cumulative_amount, accepted.price)
-        if not accepted.replayed:
-            if len(self._tokens) >= _KNOWN_PAYERS:
-                self._tokens.clear()
-            self._tokens[key] = accepted.release_token
         return Acceptance(
             channel,
             accepted.payer,
@@ -133,21 +127,20 @@ class HttpChannelFacilitator:
             accepted.price,
             accepted.replayed,
             _statement(accepted.statement),
+            accepted.release_token,
         )
 
     async def release(self, acceptance: Acceptance) -> None:
         """Best effort: a release that cannot reach the facilitator is logged, not raised."""
         if acceptance.replayed:
             return
-        key = (acceptance.channel_id, acceptance.cumulative_amount, acceptance.price)
-        token = self._tokens.pop(key, None)
-        if token is None:
-            return  # not an acceptance this client was given
+        if not acceptance.release_token:
+            return  # not an acceptance a facilitator gave
         body = ReleaseRequest(
             channel_id="0x" + acceptance.channel_id.hex(),
             cumulative_amount=acceptance.cumulative_amount,
             price=acceptance.price,
-            release_token=token,
+            release_token=acceptance.release_token,
         )
         try:
             await self._post("/channels/release", body)
