@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 
+
 def sample_articles_dir() -> Path:
     """The articles shipped with agent-pay (installed copy first, then the source tree)."""
     installed = Path(__file__).parent / "_articles"
