@@ -6,11 +6,15 @@ else that assembles a server by hand (the benchmark, say) can do the same:
 
     handler = build_channel_scheme(chain, tokens, owner, facilitator_transactor)
     facilitator = LocalFacilitator([exact_handler, handler])
-    app = create_app(..., schemes=[ExactOffers(assets), channel_offers(assets, handler)])
-    app.include_router(channel_router(handler))
+    channels = LocalChannelFacilitator(handler)      # the server's channel seam
+    app = create_app(..., schemes=[ExactOffers(assets), channel_offers(assets, channels)])
+    app.include_router(channel_router(channels))
     handler.start()        # watch, settle, persist in the background
     ...
     handler.close()        # a last claim round, state written
+
+Behind a remote facilitator the seam is `HttpChannelFacilitator` (its terms read from the
+facilitator's `/supported`), and the handler runs in the facilitator's process.
 """
 
 from __future__ import annotations
@@ -19,23 +23,36 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastapi import APIRouter
+
 from agent_pay.assets import AssetRegistry
 from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import Stablecoin
-from agent_pay.facilitator.channel import DEFAULT_REPLAY_WINDOW, ChannelEvmScheme
-from agent_pay.facilitator.channel_settler import (
+from agent_pay.facilitator.base import ChannelFacilitator
+from agent_pay.facilitator.channel.scheme import DEFAULT_REPLAY_WINDOW, ChannelEvmScheme
+from agent_pay.facilitator.channel.settler import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EVERY_SECONDS,
     DEFAULT_EVERY_VOUCHERS,
 )
-from agent_pay.facilitator.channel_store import DEFAULT_FLUSH_INTERVAL, ChannelStore
-from agent_pay.facilitator.channel_view import DEFAULT_REFRESH_INTERVAL
-from agent_pay.server.channel_offers import DEFAULT_MIN_DEPOSIT_READS, ChannelOffers
+from agent_pay.facilitator.channel.store import DEFAULT_FLUSH_INTERVAL, ChannelStore
+from agent_pay.facilitator.channel.watch import DEFAULT_REFRESH_INTERVAL
+from agent_pay.server.channel_offers import (
+    DEFAULT_MIN_DEPOSIT_READS,
+    ChannelOffers,
+    channel_router,
+)
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
 
-__all__ = ["DEFAULT_GRACE_PERIOD", "ChannelOptions", "build_channel_scheme", "channel_offers"]
+__all__ = [
+    "DEFAULT_GRACE_PERIOD",
+    "ChannelOptions",
+    "build_channel_scheme",
+    "channel_offers",
+    "channel_server",
+]
 
 
 @dataclass(frozen=True)
@@ -93,13 +110,23 @@ def build_channel_scheme(
 
 
 def channel_offers(
-    assets: AssetRegistry, handler: ChannelEvmScheme, options: ChannelOptions | None = None
+    assets: AssetRegistry, channels: ChannelFacilitator, options: ChannelOptions | None = None
 ) -> ChannelOffers:
-    """The server's channel offers on `handler`'s contract."""
+    """The server's channel offers on the contract of the facilitator's `channels` (the
+    seam: in process or remote)."""
     options = options or ChannelOptions()
     return ChannelOffers(
         assets,
-        handler,
+        channels,
         min_deposit_reads=options.min_deposit_reads,
         max_timeout_seconds=options.max_timeout_seconds,
     )
+
+
+def channel_server(
+    assets: AssetRegistry, channels: ChannelFacilitator, options: ChannelOptions | None = None
+) -> tuple[ChannelOffers, APIRouter]:
+    """The content server's side of the channel scheme on the seam `channels` (in process or
+    remote): its offers (an `OfferBuilder` for `create_app`) and `GET /channels/{id}` (a
+    router to include in the app)."""
+    return channel_offers(assets, channels, options), channel_router(channels)

@@ -93,6 +93,7 @@ class Reason(StrEnum):
     CHANNEL_OVER_DEPOSIT = "channel_over_deposit"  # top up, or open a new channel
     CHANNEL_INVALID_OPEN = "channel_invalid_open"  # the deposit authorization is unusable
     CHANNEL_DEPOSIT_TOO_SMALL = "channel_deposit_too_small"  # below the offer's minDeposit
+    CHANNEL_RELEASE_INVALID = "channel_release_invalid"  # 400: a release the facilitator never gave
 
     # -- the resource
     NOT_FOUND = "not_found"  # 404: no such article

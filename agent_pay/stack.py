@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Self
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from agent_pay.assets import AssetRegistry
 from agent_pay.chain.base import Chain
@@ -27,14 +27,14 @@ from agent_pay.chain.dev_roles import DEPLOYER_INDEX, FACILITATOR_INDEX
 from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import Stablecoin, deploy_stablecoins
-from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
+from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_server
 from agent_pay.facilitator.base import SchemeHandler
-from agent_pay.facilitator.channel import ChannelEvmScheme
+from agent_pay.facilitator.channel.local import LocalChannelFacilitator
+from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 from agent_pay.facilitator.exact import ExactEvmScheme, SubmittedHook
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.server.app import Renderer, create_app, render_article
 from agent_pay.server.catalogue import Catalogue
-from agent_pay.server.channel_offers import channel_router
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.ledger import Ledger, PaymentKey
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS, ExactOffers, OfferBuilder
@@ -212,6 +212,7 @@ class Stack:
         handlers: list[SchemeHandler] = [scheme]
         builders: list[OfferBuilder] = []
         channels: ChannelEvmScheme | None = None
+        router: APIRouter | None = None
         for name in schemes:
             if name == "exact":
                 builders.append(ExactOffers(registry, max_timeout_seconds=max_timeout_seconds))
@@ -220,7 +221,10 @@ class Stack:
                     chain, tokens.values(), owner, gas_payer, channel_options, manager=manager
                 )
                 handlers.append(channels)
-                builders.append(channel_offers(registry, channels, channel_options))
+                offers, router = channel_server(
+                    registry, LocalChannelFacilitator(channels), channel_options
+                )
+                builders.append(offers)
         facilitator = LocalFacilitator(handlers)
         app = create_app(
             articles,
@@ -234,8 +238,8 @@ class Stack:
             records_submissions=True,
         )
         scheme.on_submitted = record_submissions(app.state.ledger, app.state.faults)
-        if channels is not None:
-            app.include_router(channel_router(channels))
+        if channels is not None and router is not None:
+            app.include_router(router)
             channels.start()
         return cls(chain, tokens, owner, scheme, facilitator, articles, app, channels)
 

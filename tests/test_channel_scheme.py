@@ -30,14 +30,15 @@ from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy, _merge, _subtract
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
-from agent_pay.facilitator.channel import ChannelEvmScheme, parse_payload
-from agent_pay.facilitator.channel_book import (
+from agent_pay.facilitator.channel.book import (
     MAX_UNPAID_RANGES,
     ChannelAccount,
     ChannelRefusedError,
 )
-from agent_pay.facilitator.channel_settler import ChannelSettler
-from agent_pay.facilitator.channel_store import ChannelStore
+from agent_pay.facilitator.channel.scheme import ChannelEvmScheme, parse_payload
+from agent_pay.facilitator.channel.settler import ChannelSettler
+from agent_pay.facilitator.channel.snapshot import checkpoint, restore, snapshot
+from agent_pay.facilitator.channel.store import ChannelStore
 from agent_pay.protocol import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo
 from agent_pay.protocol.channel import ChannelPayload, ChannelStatement
 from agent_pay.signing import LocalSigner, receive_with_authorization_typed_data
@@ -431,8 +432,8 @@ def test_account_snapshots_round_trip() -> None:
     acct = account(signer=_KEYS[1].address)
     for n in (3, 1, 7):
         accept(acct, n * P, resource=f"/r{n}")
-    back = ChannelAccount.restore(acct.snapshot())
-    assert back.snapshot() == acct.snapshot()
+    back = restore(snapshot(acct))
+    assert snapshot(back) == snapshot(acct)
     assert back.accepts_signer(bytes.fromhex(_KEYS[1].address[2:]))
     accept(back, 2 * P)  # the unpaid range survived
     refused(Reason.CHANNEL_VOUCHER_USED, accept, back, 7 * P, resource="/x")  # and the replays
@@ -445,11 +446,11 @@ def test_a_checkpoint_encodes_the_snapshot() -> None:
     for n in range(1, 80):  # past the 64 recent vouchers kept: the oldest go
         accept(acct, n * P, resource=f'/r{n % 5}-\u00e9"', now=1.7e9 + n / 7)
         if n % 9 == 0:
-            state, text, _ = acct.checkpoint()  # encodes the entries it has, and keeps them
-            assert json.loads(text) == acct.snapshot()
-            assert state == {k: v for k, v in acct.snapshot().items() if k != "recent"}
-    back = ChannelAccount.restore(json.loads(acct.checkpoint()[1]))
-    assert json.loads(back.checkpoint()[1]) == acct.snapshot()
+            state, text, _ = checkpoint(acct)  # encodes the entries it has, and keeps them
+            assert json.loads(text) == snapshot(acct)
+            assert state == {k: v for k, v in snapshot(acct).items() if k != "recent"}
+    back = restore(json.loads(checkpoint(acct)[1]))
+    assert json.loads(checkpoint(back)[1]) == snapshot(acct)
 
 
 # -- the server's store ------------------------------------------------------------------------
@@ -469,7 +470,7 @@ def test_store_writes_behind_and_reloads(tmp_path: Path) -> None:
     store.mark(acct)
     store.close()  # flushes what is dirty
     (back,) = ChannelStore.open(tmp_path).load()
-    assert back.snapshot() == acct.snapshot()
+    assert snapshot(back) == snapshot(acct)
 
 
 def test_store_moves_reads_out_of_a_file_of_the_earlier_layout(tmp_path: Path) -> None:
@@ -531,7 +532,7 @@ def test_store_never_overwrites_a_newer_snapshot(tmp_path: Path) -> None:
     newer = account()
     for n in range(1, 4):
         accept(newer, n * P)
-    older = ChannelAccount.restore(newer.snapshot())
+    older = restore(snapshot(newer))
     older.version = 1
     store.mark(newer)
     store.flush()

@@ -33,6 +33,7 @@ from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
 from agent_pay.errors import Reason
+from agent_pay.facilitator.channel.local import LocalChannelFacilitator
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.protocol import (
     PaymentPayload,
@@ -573,7 +574,7 @@ def test_gas_per_read_at_1000_reads_per_channel_is_under_1_percent_of_exact(
         for agent in agents:
             assert agent.channels is not None
             payment = agent.channels.sign(offer, challenge)
-            charge = builder.charge_inline(payment, offer, path)
+            charge = asyncio.run(builder.charge_inline(payment, offer, path))
             agent.channels.settled(payment, charge.settle_response())
         if n % 100 == 0:  # a claim round every 100 reads per channel
             claims += handler.settler.settle().gas_used
@@ -839,15 +840,16 @@ def restart(server: Server, channels_dir: Path) -> None:
         bed.chain, bed.tokens.values(), bed.owner, gas, options, manager=old.manager
     )
     facilitator = LocalFacilitator([bed.scheme, handler])
+    seam = LocalChannelFacilitator(handler)
     app = create_app(
         bed.catalogue,
         bed.assets,
         facilitator,
-        schemes=[ExactOffers(bed.assets), channel_offers(bed.assets, handler, options)],
+        schemes=[ExactOffers(bed.assets), channel_offers(bed.assets, seam, options)],
         ledger=bed.ledger,
         receipt_signer=LocalSigner.random(),
     )
-    app.include_router(channel_router(handler))
+    app.include_router(channel_router(seam))
     handler.start()
     bed.app, bed.facilitator, bed.channels = app, facilitator, handler
 

@@ -40,7 +40,7 @@ KNOWN_SCHEMES = ("exact", "channel")
 # The modules the channel scheme is made of; all must be importable for it to run.
 _CHANNEL_MODULES = (
     "agent_pay.chain.channel",  # the contract
-    "agent_pay.facilitator.channel",  # its SchemeHandler
+    "agent_pay.facilitator.channel.scheme",  # its SchemeHandler
     "agent_pay.server.channel_offers",  # its OfferBuilder
     "agent_pay.client.channels",  # its ClientScheme
     "agent_pay.channel_setup",  # how a Stack wires it

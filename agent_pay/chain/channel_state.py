@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Final
 
+from agent_pay.protocol.channel import ChannelStatus as StatedStatus
 from agent_pay.signing.voucher import ZERO_ADDRESS
 
 __all__ = ["ChannelState", "ChannelStatus", "signer_or_none"]
@@ -17,6 +19,19 @@ class ChannelStatus(IntEnum):
     OPEN = 1
     CLOSING = 2
     CLOSED = 3
+
+    @property
+    def stated(self) -> StatedStatus:
+        """How a `ChannelStatement` says it (a channel the contract does not hold is closed)."""
+        return _STATED[self]
+
+
+_STATED: Final = {
+    ChannelStatus.NONE: StatedStatus.CLOSED,
+    ChannelStatus.OPEN: StatedStatus.OPEN,
+    ChannelStatus.CLOSING: StatedStatus.CLOSING,
+    ChannelStatus.CLOSED: StatedStatus.CLOSED,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
 from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError
 from agent_pay.chain.stablecoin import Stablecoin
-from agent_pay.channel_setup import ChannelOptions
+from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_server
 from agent_pay.cli._common import (
     channel_manager_on,
     connect,
@@ -27,14 +27,16 @@ from agent_pay.cli._common import (
 )
 from agent_pay.cli.receipts import fault_plan
 from agent_pay.errors import ConfigurationError
+from agent_pay.facilitator.channel.remote import HttpChannelFacilitator
 from agent_pay.facilitator.exact import ExactEvmScheme
 from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
 from agent_pay.facilitator.local import LocalFacilitator
+from agent_pay.protocol.networks import caip2
 from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.faults import FaultPlan
 from agent_pay.server.ledger import Ledger
-from agent_pay.server.offers import ExactOffers
+from agent_pay.server.offers import ExactOffers, OfferBuilder
 from agent_pay.server.standby import StandbyApp, create_standby_app
 from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
@@ -141,7 +143,21 @@ def _build(
     if settings.facilitator_url:
         registry = AssetRegistry(t.asset for t in tokens.values())
         remote = HttpFacilitatorClient(settings.facilitator_url)
-        offers = [ExactOffers(registry, max_timeout_seconds=settings.max_timeout_seconds)]
+        offers: list[OfferBuilder] = []
+        routers = []
+        for name in schemes:
+            if name == "exact":
+                offers.append(
+                    ExactOffers(registry, max_timeout_seconds=settings.max_timeout_seconds)
+                )
+            else:  # the facilitator keeps the channels; the server asks it for every voucher
+                channels = HttpChannelFacilitator.connect(
+                    settings.facilitator_url, network=caip2(chain.chain_id)
+                )
+                options = ChannelOptions(max_timeout_seconds=settings.max_timeout_seconds)
+                channel_offers, router = channel_server(registry, channels, options)
+                offers.append(channel_offers)
+                routers.append(router)
         app = create_app(
             articles,
             registry,
@@ -151,6 +167,8 @@ def _build(
             receipt_signer=receipt_signer,
             faults=faults,
         )
+        for router in routers:
+            app.include_router(router)
         return _Served(app, tokens, schemes, why, f"the facilitator at {settings.facilitator_url}")
     account, who = facilitator_account(settings, chain)
     stack = Stack.connect(
@@ -180,19 +198,16 @@ def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[
         if manager is None:
             return ("exact",), "no channel contract on this chain: agent-pay deploy adds one"
         if remote:
-            return ("exact",), "channels are settled in this process, not by --facilitator-url"
+            return ("exact",), "channels behind --facilitator-url: ask with --schemes exact,channel"
         grace = describe_seconds(manager.grace_period)
         return SCHEMES, f"channel contract {manager.address}, grace period {grace}"
+    if "channel" in settings.schemes and remote:
+        return settings.schemes, "as asked, on the facilitator's channel contract"
     if "channel" in settings.schemes:
         if manager is None:
             raise ConfigurationError(
                 "--schemes channel: no channel contract on this chain; deploy one "
                 "(agent-pay deploy --chain URL) or name it (--channel-manager ADDRESS)"
-            )
-        if remote:
-            raise ConfigurationError(
-                "--schemes channel settles in this process: drop --facilitator-url, or serve "
-                "--schemes exact"
             )
         return settings.schemes, f"channel contract {manager.address}, as asked"
     return settings.schemes, "as asked"
@@ -220,14 +235,32 @@ def facilitator(args: argparse.Namespace, settings: Settings) -> int:
 def _facilitator(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
     tokens = tokens_on(chain, settings)
     account, who = facilitator_account(settings, chain, dev_index=FACILITATOR_SERVICE_INDEX)
-    scheme = ExactEvmScheme(tokens.values(), Transactor(chain, account))
-    app = create_facilitator_app(LocalFacilitator(scheme))
-    with serve_app(app, settings.facilitator_host, settings.facilitator_port) as url:
-        say(f"agent-pay facilitator on {url} (POST /verify, POST /settle, GET /supported)")
-        say(f"chain       {chain.chain_id} at {chain.url}; scheme exact on {scheme.network}")
-        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
-        say(f"gas         paid by {account.address} ({who})")
-        _gas_warning(chain, account.address)
-        wait_for_shutdown()
+    transactor = Transactor(chain, account)
+    scheme = ExactEvmScheme(tokens.values(), transactor)
+    manager = channel_manager_on(chain, settings)
+    channels = None
+    if manager is not None:  # channels too, kept here; servers ask for them (/channels/...)
+        options = ChannelOptions(data_dir=settings.home / "facilitator" / CHANNELS_SUBDIR)
+        channels = build_channel_scheme(
+            chain, tokens.values(), transactor, transactor, options, manager=manager
+        )
+    app = create_facilitator_app(
+        LocalFacilitator([scheme] if channels is None else [scheme, channels]), channels=channels
+    )
+    if channels is not None:
+        channels.start()
+    try:
+        with serve_app(app, settings.facilitator_host, settings.facilitator_port) as url:
+            say(f"agent-pay facilitator on {url} (POST /verify, POST /settle, GET /supported)")
+            say(f"chain       {chain.chain_id} at {chain.url}; scheme exact on {scheme.network}")
+            if channels is not None:
+                say(f"channels    on {channels.manager.address} (POST /channels/accept, ...)")
+            say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
+            say(f"gas         paid by {account.address} ({who})")
+            _gas_warning(chain, account.address)
+            wait_for_shutdown()
+    finally:
+        if channels is not None:
+            channels.close()  # the server has stopped: claim the last vouchers
     say("agent-pay facilitator: stopped")
     return 0

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from agent_pay.client.channel_store import ChannelRecord
-from agent_pay.client.voucher_slices import fits, merge, subtract
 from agent_pay.errors import Reason
 from agent_pay.protocol import PaymentPayload
 from agent_pay.protocol.channel import ChannelStatement
+from agent_pay.protocol.slices import fits, merge, subtract
 
 __all__ = ["OPEN_FAILED", "VoucherTicket", "adopt", "refuse", "settle"]
 

@@ -25,10 +25,10 @@ from pydantic import ValidationError
 from agent_pay.assets import Asset
 from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
 from agent_pay.client.policy import AssetLimit, Spending, SpendingPolicy
-from agent_pay.client.voucher_slices import fits
 from agent_pay.protocol import PaymentRequirements
 from agent_pay.protocol.base import normalize_address
 from agent_pay.protocol.channel import CHANNEL_SCHEME, ChannelOfferExtra
+from agent_pay.protocol.slices import fits
 
 __all__ = ["OPEN_VALIDITY_SECONDS", "ChannelPolicy", "ChannelSpending"]
 

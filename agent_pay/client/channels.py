@@ -59,7 +59,6 @@ from agent_pay.client.channel_store import ChannelRecord, ClientChannelStore
 from agent_pay.client.deposit_signing import signed_open, signed_top_up
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.schemes import ClientScheme, ExactClientScheme
-from agent_pay.client.voucher_slices import merge, subtract
 from agent_pay.protocol import (
     X402_VERSION,
     PaymentPayload,
@@ -76,8 +75,17 @@ from agent_pay.protocol.channel import (
 )
 from agent_pay.protocol.declaration import info_of
 from agent_pay.protocol.networks import parse_caip2
-from agent_pay.signing import Signer, random_nonce
-from agent_pay.signing.voucher import Voucher, channel_id, sign_voucher, voucher_domain
+from agent_pay.protocol.slices import merge, subtract
+from agent_pay.signing import (
+    Signer,
+    random_nonce,
+)
+from agent_pay.signing.voucher import (
+    Voucher,
+    channel_id,
+    sign_voucher,
+    voucher_domain,
+)
 
 __all__ = ["ChannelClientScheme", "ChannelPolicy", "ChannelSpending"]
 

@@ -7,12 +7,16 @@ that calls a remote one (ours or a stock x402 facilitator). Payment outcomes are
 `invalid_payment_header`, `invalid_x402_version`, `json_too_deep`), a body over `MAX_BODY_BYTES`
 413 before the rest is read, a body slower than the server's body timeout 408; chain trouble is
 503 with Retry-After.
+
+With the channel handler it settles with, the app also serves the channel seam's endpoints
+(`POST /channels/accept`, ...: `agent_pay.facilitator.channel.endpoints`), which
+`agent_pay.facilitator.channel.remote.HttpChannelFacilitator` calls.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from fastapi import FastAPI, Request
@@ -32,6 +36,9 @@ from agent_pay.protocol import (
     WireModel,
 )
 from agent_pay.protocol.codec import decode_json
+
+if TYPE_CHECKING:
+    from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 
 __all__ = ["HttpFacilitatorClient", "create_facilitator_app"]
 
@@ -56,8 +63,15 @@ def _json(model: Any, status: int = 200, headers: dict[str, str] | None = None) 
     return Response(model.to_json(), status, headers, media_type="application/json")
 
 
-def create_facilitator_app(facilitator: Facilitator, limits: ServerLimits | None = None) -> FastAPI:
-    """An ASGI app exposing `facilitator` under x402 v2's facilitator endpoints."""
+def create_facilitator_app(
+    facilitator: Facilitator,
+    limits: ServerLimits | None = None,
+    *,
+    channels: ChannelEvmScheme | None = None,
+) -> FastAPI:
+    """An ASGI app exposing `facilitator` under x402 v2's facilitator endpoints, and, with
+    `channels` (the channel handler `facilitator` settles with), the channel seam's endpoints
+    (`agent_pay.facilitator.channel.endpoints`)."""
     app = FastAPI(title="agent-pay facilitator", docs_url=None, redoc_url=None)
     body_timeout = (limits or ServerLimits()).body_timeout
 
@@ -106,6 +120,13 @@ def create_facilitator_app(facilitator: Facilitator, limits: ServerLimits | None
     async def supported() -> Response:
         return _json(await facilitator.supported())
 
+    if channels is not None:
+        from agent_pay.facilitator.channel.endpoints import channel_endpoints
+
+        async def read_capped(request: Request, max_bytes: int) -> bytes:
+            return await read_body(request, max_bytes, body_timeout)
+
+        app.include_router(channel_endpoints(channels, read_capped))
     return app
 
 

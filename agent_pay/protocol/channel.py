@@ -17,9 +17,12 @@ Pure wire types, like the rest of `agent_pay.protocol`; the wire format is in do
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Final
 
 from pydantic import Field, ValidationError
 
@@ -51,13 +54,24 @@ __all__ = [
     "VoucherDomainInfo",
     "parse_channel_payload",
     "statement_declaration",
+    "statement_json",
+    "statement_wire",
 ]
 
 CHANNEL_SCHEME: Final = "channel"
 CHANNEL_EXTENSION: Final = "agent-pay/channel"
 """Key of a `ChannelStatement` in `PAYMENT-RESPONSE` / `PAYMENT-REQUIRED` extensions."""
 
-ChannelStatus = Literal["open", "closing", "closed"]
+
+class ChannelStatus(StrEnum):
+    """Where a channel stands, as a `ChannelStatement` says it (the contract's own codes are
+    `agent_pay.chain.channel.ChannelStatus`, which maps onto this: `stated`)."""
+
+    OPEN = "open"
+    CLOSING = "closing"  # its payer asked to close it, or the payee is closing it
+    CLOSED = "closed"
+
+
 Range = Annotated[list[Amount], Field(min_length=2, max_length=2)]
 """[start, end]: the amounts (start, end] of a running total."""
 
@@ -141,13 +155,65 @@ class ChannelStatement(WireModel):
     deposit: Amount
     highest: Amount
     served: Amount
-    status: ChannelStatus
+    status: Annotated[ChannelStatus, Field(strict=False)]  # from its wire string
     payer: Address | None = None
     payee: Address | None = None
     asset: Address | None = None
     claimed: Amount | None = None
     unpaid: list[Range] = Field(default_factory=list)
     """The ranges (start, end] below `highest` no read has paid for yet, at most a few."""
+
+
+def statement_wire(
+    channel_id: str,
+    deposit: int,
+    highest: int,
+    served: int,
+    status: ChannelStatus,
+    unpaid: Sequence[Sequence[int]] = (),
+    *,
+    parties: tuple[str, str, str] | None = None,
+    claimed: int | None = None,
+) -> dict[str, Any]:
+    """A `ChannelStatement` on the wire, as a JSON-ready dict built without the model (one goes
+    out with every paid read): `ChannelStatement.from_wire` reads it back as the statement of
+    these values (a test holds them equal). `parties` are (payer, payee, asset); an empty
+    `unpaid` is left out."""
+    statement: dict[str, Any] = {
+        "channelId": channel_id,
+        "deposit": str(deposit),
+        "highest": str(highest),
+        "served": str(served),
+        "status": status.value,
+    }
+    if parties is not None:
+        statement["payer"], statement["payee"], statement["asset"] = parties
+    if claimed is not None:
+        statement["claimed"] = str(claimed)
+    if unpaid:
+        statement["unpaid"] = [[str(a), str(b)] for a, b in unpaid]
+    return statement
+
+
+_SHORT: Final = frozenset({"channelId", "deposit", "highest", "served", "status", "unpaid"})
+"""The fields of a paid read's statement (`statement_wire` without parties or claimed)."""
+_to_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def statement_json(statement: dict[str, Any]) -> str:
+    """`statement` (from `statement_wire`) as compact JSON, as `json.dumps` and the model write
+    it (a test holds them equal). A paid read's short statement is written out by hand, at a
+    fifth of the cost: every value in it is ours (hex, decimal strings, a status word), none of
+    which JSON escapes."""
+    if statement.keys() - _SHORT:
+        return _to_json(statement)
+    unpaid = statement.get("unpaid")
+    ranges = ',"unpaid":[' + ",".join(f'["{a}","{b}"]' for a, b in unpaid) + "]" if unpaid else ""
+    return (
+        f'{{"channelId":"{statement["channelId"]}","deposit":"{statement["deposit"]}",'
+        f'"highest":"{statement["highest"]}","served":"{statement["served"]}",'
+        f'"status":"{statement["status"]}"{ranges}}}'
+    )
 
 
 # Compact (no patterns): a client echoes this schema in its next payment header.

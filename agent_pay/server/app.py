@@ -272,7 +272,7 @@ def create_app(
                     str(request.url), entitlement=proof, siwx=sign_in
                 )
                 if prover is not None:
-                    return reread(article, request, prover)
+                    return await reread(article, request, prover)
             except PaymentRejectedError as exc:
                 if payment is None:
                     return refuse(article, request, offers, exc)
@@ -294,8 +294,8 @@ def create_app(
             log.exception("unexpected error on the paid path")
             return _unavailable(ChainUnavailableError("unexpected server error; retry"))
 
-    def reread(article: Article, request: Request, payer: str) -> Response:
-        grant = entitlements.grant(payer, request.url.path)
+    async def reread(article: Article, request: Request, payer: str) -> Response:
+        grant = await entitlements.grant(payer, request.url.path)
         try:
             content = render(article)
         except Exception:
@@ -333,9 +333,9 @@ def create_app(
         charge_inline = getattr(paywall.schemes.get(requirements.scheme), "charge_inline", None)
         if charge_inline is not None:
             url = str(request.url)
-            charge: InlineCharge | None = charge_inline(payment, requirements, path, url=url)
+            charge: InlineCharge | None = await charge_inline(payment, requirements, path, url=url)
             if charge is not None:
-                return serve_charged(article, charge)
+                return await serve_charged(article, charge)
         key = paywall.payment_key(payment)
         purchase = Purchase(
             key,
@@ -362,12 +362,12 @@ def create_app(
         await checkout.delivered(purchase.key)
         return JSONResponse(body, 200, headers)
 
-    def serve_charged(article: Article, charge: InlineCharge) -> Response:
+    async def serve_charged(article: Article, charge: InlineCharge) -> Response:
         """A read charged inline: produce it, or undo the charge."""
         try:
             content = render(article)
         except Exception:
-            charge.release()
+            await charge.release()
             log.exception("producing the content failed")
             return _unavailable(
                 ChainUnavailableError(

@@ -5,26 +5,28 @@ a channel in each token the article is priced in (precomputed once per article; 
 the channel contract, the least deposit and the grace period).
 
 It is also `InlinePayments` (`agent_pay.server.inline`): a read paid by a voucher on a channel
-the server knows needs no chain and no ledger round trip, so the server's paid path asks
-`charge_inline` first and, when it answers, serves at once (on the event loop: one signature
-recovery, no thread hop). It answers None when the payment needs the chain (a new channel's
-deposit, a top-up); the server then takes its ordinary path (verify, ledger, settle in a
-worker thread), which is exactly-once for the deposit transaction.
+the facilitator knows needs no chain and no ledger round trip, so the server's paid path asks
+`charge_inline` first and, when it answers, serves at once. In process that is one signature
+recovery on the event loop, no thread hop; behind a remote facilitator, one HTTP round trip.
+It answers None when the payment needs the chain (a new channel's deposit, a top-up); the
+server then takes its ordinary path (verify, ledger, settle), which is exactly-once for the
+deposit transaction.
 
 And it is an `EntitlementSource` (`agent_pay.server.entitlements`): every read a voucher paid
-is recorded by the channel handler with the voucher (`ChannelEvmScheme.paid_read`, persisted by
-the channel store in the same transaction as the channel), so its payer re-reads it free with
-a key proof. A voucher read's `PAYMENT-RESPONSE` carries no receipt (signing one per read would
-cost more than the rest of the charge); the re-read answers with one, signed then.
+is recorded by the facilitator with the voucher, so its payer re-reads it free with a key
+proof. A voucher read's `PAYMENT-RESPONSE` carries no receipt (signing one per read would cost
+more than the rest of the charge); the re-read answers with one, signed then.
 
 `channel_router` adds `GET /channels/{channelId}`: where a channel stands, for a client that
 restarted and resumes from the server's last accepted voucher.
+
+All of it goes through the facilitator's channel seam (`ChannelFacilitator`): the server
+never touches the channel handler, its accounts or the chain.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Final
 
 from fastapi import APIRouter
@@ -32,10 +34,14 @@ from fastapi.responses import JSONResponse
 
 from agent_pay.assets import AssetRegistry
 from agent_pay.errors import Reason
-from agent_pay.facilitator.channel import ChannelEvmScheme, parse_payload
-from agent_pay.facilitator.channel_book import Acceptance, PaidRead
+from agent_pay.facilitator.base import Acceptance, ChannelFacilitator, PaidRead
 from agent_pay.protocol import PaymentPayload, PaymentRequirements, SettleResponse
-from agent_pay.protocol.channel import CHANNEL_EXTENSION, CHANNEL_SCHEME, ParsedPayload
+from agent_pay.protocol.channel import (
+    CHANNEL_EXTENSION,
+    CHANNEL_SCHEME,
+    parse_channel_payload,
+    statement_json,
+)
 from agent_pay.protocol.extensions import NO_TRANSACTION, ReceiptClaims
 from agent_pay.server.catalogue import Article
 from agent_pay.server.ledger import PaymentKey
@@ -46,46 +52,25 @@ __all__ = ["DEFAULT_MIN_DEPOSIT_READS", "ChannelCharge", "ChannelOffers", "chann
 DEFAULT_MIN_DEPOSIT_READS: Final = 10
 """A channel's deposit must pay for at least this many reads at the offer's price."""
 _UNKNOWN_PAYER: Final = "0x" + "00" * 20
-_PARSED_KEPT: Final = 64
-_to_json: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-"""Compact JSON, as the models write it (json.dumps with options builds an encoder per call)."""
-_SHORT_STATEMENT: Final = frozenset(
-    {"channelId", "deposit", "highest", "served", "status", "unpaid"}
-)
-"""The fields of the statement a paid read's response carries (`ChannelAccount._statement`)."""
 
 
 class ChannelCharge:
     """A read paid by a voucher (an `agent_pay.server.inline.InlineCharge`)."""
 
-    __slots__ = ("acceptance", "handler", "network")
+    __slots__ = ("acceptance", "channels", "network")
 
-    def __init__(self, handler: ChannelEvmScheme, acceptance: Acceptance, network: str) -> None:
-        self.handler = handler
+    def __init__(self, channels: ChannelFacilitator, acceptance: Acceptance, network: str) -> None:
+        self.channels = channels
         self.acceptance = acceptance
         self.network = network
 
     def response_header(self) -> str:
         """`settle_response()`, encoded for `PAYMENT-RESPONSE`: written out by hand, as the
         model would serialise it (a test holds them equal), at a fifth of the cost. Every
-        value is ours: an address, a CAIP-2 network, decimal amounts, hex and a status word,
-        none of which JSON escapes."""
+        value is ours: an address, a CAIP-2 network, decimal amounts and the statement
+        (`statement_json`), none of which JSON escapes."""
         acceptance = self.acceptance
-        statement = acceptance.statement
-        if statement.keys() - _SHORT_STATEMENT:  # pragma: no cover - a statement grew a field
-            channel = _to_json(statement)
-        else:
-            unpaid = statement.get("unpaid")
-            ranges = (
-                ',"unpaid":[' + ",".join(f'["{a}","{b}"]' for a, b in unpaid) + "]"
-                if unpaid
-                else ""
-            )
-            channel = (
-                f'{{"channelId":"{statement["channelId"]}","deposit":"{statement["deposit"]}",'
-                f'"highest":"{statement["highest"]}","served":"{statement["served"]}",'
-                f'"status":"{statement["status"]}"{ranges}}}'
-            )
+        channel = statement_json(acceptance.statement)
         text = (
             f'{{"success":true,"payer":"{acceptance.payer}","transaction":"",'
             f'"network":"{self.network}","amount":"{acceptance.price}",'
@@ -105,16 +90,16 @@ class ChannelCharge:
             extensions={CHANNEL_EXTENSION: acceptance.statement},
         )
 
-    def release(self) -> None:
-        self.handler.release(self.acceptance)
+    async def release(self) -> None:
+        await self.channels.release(self.acceptance)
 
 
 class ChannelOffers:
-    """The "channel" scheme's offers and inline charging, on `handler`'s channel contract.
+    """The "channel" scheme's offers and inline charging, on the facilitator's channel contract.
 
     Args:
-        assets: the tokens articles are priced in (the handler must settle each).
-        handler: the in-process channel handler (it holds the channel accounts).
+        assets: the tokens articles are priced in (the facilitator must settle each).
+        channels: the facilitator's channels (in process or remote).
         min_deposit_reads: the least deposit, in reads at the offer's price.
     """
 
@@ -123,18 +108,18 @@ class ChannelOffers:
     def __init__(
         self,
         assets: AssetRegistry,
-        handler: ChannelEvmScheme,
+        channels: ChannelFacilitator,
         *,
         min_deposit_reads: int = DEFAULT_MIN_DEPOSIT_READS,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
     ) -> None:
         self.assets = assets
-        self.handler = handler
+        self.channels = channels
+        self.terms = channels.terms
         self.min_deposit_reads = min_deposit_reads
         self.max_timeout_seconds = max_timeout_seconds
-        self.grace_period = handler.manager.grace_period
+        self.grace_period = self.terms.grace_period
         self._offers: dict[tuple[object, ...], list[PaymentRequirements]] = {}
-        self._parsed: dict[int, tuple[PaymentPayload, ParsedPayload]] = {}
 
     def offers(self, article: Article) -> list[PaymentRequirements]:
         key = (article.slug, tuple(sorted(article.prices.items())), article.author)
@@ -144,7 +129,7 @@ class ChannelOffers:
         return cached
 
     def _build(self, article: Article) -> list[PaymentRequirements]:
-        manager = self.handler.manager
+        terms = self.terms
         offers = []
         for symbol in sorted(article.prices):
             asset = self.assets.by_symbol(symbol)
@@ -160,12 +145,12 @@ class ChannelOffers:
                     extra={
                         "name": asset.eip712_name,
                         "version": asset.eip712_version,
-                        "channelManager": manager.address,
+                        "channelManager": terms.channel_manager,
                         "minDeposit": str(price * self.min_deposit_reads),
-                        "gracePeriod": self.grace_period,
+                        "gracePeriod": terms.grace_period,
                         "voucherDomain": {
-                            "name": manager.domain.name,
-                            "version": manager.domain.version,
+                            "name": terms.voucher_domain_name,
+                            "version": terms.voucher_domain_version,
                         },
                     },
                 )
@@ -173,24 +158,21 @@ class ChannelOffers:
         return offers
 
     def check_payload(self, payment: PaymentPayload) -> None:
-        parsed = parse_payload(payment)
-        # Kept for `charge_inline` on the same request (identity-checked, a few at most).
-        if len(self._parsed) >= _PARSED_KEPT:
-            self._parsed.clear()
-        self._parsed[id(payment)] = (payment, parsed)
+        parse_channel_payload(payment.payload)
 
     def payment_key(self, payment: PaymentPayload) -> PaymentKey:
         """(channel, payer, channelId:cumulativeAmount): each voucher pays one read. The payer
-        is the deposit's when the payload opens the channel, else the known channel's."""
-        payload = parse_payload(payment)
+        is the deposit's when the payload opens the channel, else the known channel's (as far
+        as the facilitator's channels know it without asking)."""
+        payload = parse_channel_payload(payment.payload)
         if payload.open is not None:
             payer = payload.open.authorization.from_
         else:
-            statement = self.handler.statement(bytes.fromhex(payload.channel_id[2:]))
-            payer = str(statement["payer"]) if statement is not None else _UNKNOWN_PAYER
+            known = self.channels.known_payer(bytes.fromhex(payload.channel_id[2:]))
+            payer = known if known is not None else _UNKNOWN_PAYER
         return PaymentKey(self.scheme, payer, f"{payload.channel_id}:{payload.cumulative_amount}")
 
-    def charge_inline(
+    async def charge_inline(
         self,
         payment: PaymentPayload,
         requirements: PaymentRequirements,
@@ -198,18 +180,16 @@ class ChannelOffers:
         *,
         url: str | None = None,
     ) -> ChannelCharge | None:
-        kept = self._parsed.pop(id(payment), None)
-        parsed = kept[1] if kept is not None and kept[0] is payment else None
-        acceptance = self.handler.accept(payment, requirements, resource, parsed=parsed, url=url)
+        acceptance = await self.channels.accept(payment, requirements, resource, url=url)
         if acceptance is None:
             return None
-        return ChannelCharge(self.handler, acceptance, requirements.network)
+        return ChannelCharge(self.channels, acceptance, requirements.network)
 
-    def entitlement(self, payer: str, resource: str) -> ReceiptClaims | None:
+    async def entitlement(self, payer: str, resource: str) -> ReceiptClaims | None:
         """The receipt claims of a read of `resource` (a URL path) `payer` paid by voucher:
         what the receipt a re-read returns states."""
-        read = self.handler.paid_read(payer, resource)
-        return _claims(read, self.handler.network) if read is not None else None
+        read = await self.channels.paid_read(payer, resource)
+        return _claims(read, self.terms.network) if read is not None else None
 
 
 def _claims(read: PaidRead, network: str) -> ReceiptClaims:
@@ -228,7 +208,7 @@ def _claims(read: PaidRead, network: str) -> ReceiptClaims:
     )
 
 
-def channel_router(handler: ChannelEvmScheme) -> APIRouter:
+def channel_router(channels: ChannelFacilitator) -> APIRouter:
     """`GET /channels/{channelId}`: the channel's `ChannelStatement`, 404 if unknown here."""
     router = APIRouter()
 
@@ -238,7 +218,7 @@ def channel_router(handler: ChannelEvmScheme) -> APIRouter:
             raw = bytes.fromhex(channel_id.removeprefix("0x"))
         except ValueError:
             raw = b""
-        statement = handler.statement(raw) if len(raw) == 32 else None
+        statement = await channels.statement(raw) if len(raw) == 32 else None
         if statement is None:
             body = {"error": Reason.CHANNEL_UNKNOWN, "message": "no such channel here"}
             return JSONResponse(body, 404)

@@ -104,7 +104,7 @@ class ReceiptIssuer:
 class EntitlementSource(Protocol):
     """Where paid reads that bypass the ledger are recorded (an `OfferBuilder` may be one)."""
 
-    def entitlement(self, payer: str, resource: str) -> ReceiptClaims | None:
+    async def entitlement(self, payer: str, resource: str) -> ReceiptClaims | None:
         """What the receipt of `payer`'s purchase of `resource` (a URL path) states, if
         `payer` bought it here; None otherwise."""
         ...
@@ -188,7 +188,7 @@ class Entitlements:
             raise _invalid("the two proofs name different payers")
         return payers.pop() if payers else None
 
-    def check(self, proof: EntitlementProof, resource: str) -> Grant:
+    async def check(self, proof: EntitlementProof, resource: str) -> Grant:
         """What entitles the prover of `proof` to `resource` (a URL path): `grant` for the
         payer the proof proves.
 
@@ -196,9 +196,9 @@ class Entitlements:
             PaymentRejectedError: with `Reason.ENTITLEMENT_INVALID`, saying why.
             ChainUnavailableError: the records cannot be read (503: retry).
         """
-        return self.grant(self._entitlement_payer(proof, resource), resource)
+        return await self.grant(self._entitlement_payer(proof, resource), resource)
 
-    def grant(self, payer: str, resource: str) -> Grant:
+    async def grant(self, payer: str, resource: str) -> Grant:
         """What entitles `payer` (proven: `proven_payer`) to `resource` (a URL path): a paid
         ledger entry, or a purchase one of the `sources` recorded.
 
@@ -211,7 +211,7 @@ class Entitlements:
             if entry is not None:
                 return Grant(entry.receipt)
             for source in self.sources:
-                claims = source.entitlement(payer, resource)
+                claims = await source.entitlement(payer, resource)
                 if claims is not None:
                     return Grant(self.issuer.sign(claims))
         except sqlite3.Error as exc:

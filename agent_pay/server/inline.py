@@ -34,7 +34,7 @@ class InlineCharge(Protocol):
         build it faster than the model serialises)."""
         ...
 
-    def release(self) -> None:
+    async def release(self) -> None:
         """The read could not be served: undo the charge."""
         ...
 
@@ -43,7 +43,7 @@ class InlineCharge(Protocol):
 class InlinePayments(Protocol):
     """An `OfferBuilder` whose payments can often be charged at once, without I/O."""
 
-    def charge_inline(
+    async def charge_inline(
         self,
         payment: PaymentPayload,
         requirements: PaymentRequirements,
@@ -52,7 +52,8 @@ class InlinePayments(Protocol):
         url: str | None = None,
     ) -> InlineCharge | None:
         """Charge one read of `resource` (a URL path; `url` as sold, named by the receipt a
-        re-read returns) now, on the event loop (pure CPU, no I/O); None when the payment must
-        take the ordinary verify-and-settle path. Raises PaymentRejectedError (402) or
+        re-read returns) now: on the event loop, with no I/O when the scheme runs in process,
+        one round trip to it when it is remote; None when the payment must take the ordinary
+        verify-and-settle path. Raises PaymentRejectedError (402) or
         MalformedPaymentError (400)."""
         ...

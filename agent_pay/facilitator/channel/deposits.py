@@ -1,10 +1,9 @@
-"""A channel's deposits: checking and submitting the payer's gasless open and top-ups.
+"""A channel's deposits: submitting the payer's gasless open and top-ups.
 
 The first read on a new channel carries the payer's EIP-3009 `ReceiveWithAuthorization` of the
-deposit to the channel contract; `ChannelDeposits` checks everything the contract and the token
-will check (the channel id derives from the payer, payee, token and salt here; the nonce commits
-to the channel and the voucher signer; the signature, the time window, the balance, the least
-deposit) and then submits `open_with_authorization` once, however many reads carry it:
+deposit to the channel contract; `ChannelDeposits` checks it (`DepositChecks`: everything the
+contract and the token will check) and then submits `open_with_authorization` once, however
+many reads carry it:
 concurrent first reads of one channel wait for the one that submits and share its outcome. A
 top-up goes the same way with `top_up_with_authorization`. Blocking: the handler runs it in
 worker threads, never on the hot path.
@@ -24,30 +23,24 @@ from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.errors import (
     ChainUnavailableError,
-    PaymentRejectedError,
     Reason,
     SettlementFailedError,
 )
-from agent_pay.facilitator.channel_book import ChannelAccount, ChannelRefusedError
+from agent_pay.facilitator.channel.book import ChannelAccount
+from agent_pay.facilitator.channel.deposit_checks import DepositChecks
 from agent_pay.protocol import PaymentRequirements
-from agent_pay.protocol.channel import ChannelOpen, ChannelTopUp, ParsedPayload
+from agent_pay.protocol.channel import ChannelTopUp, ParsedPayload
 from agent_pay.signing import (
-    TokenDomain,
     TransferAuthorization,
-    receive_with_authorization_typed_data,
-    recover_typed_data_signer,
 )
-from agent_pay.signing.voucher import channel_id as derive_channel_id
-from agent_pay.signing.voucher import open_nonce, top_up_nonce
 from agent_pay.signing.voucher_check import VoucherChecker
 
-__all__ = ["OPEN_GAS", "TOP_UP_GAS", "VALIDITY_MARGIN", "ChannelDeposits"]
+__all__ = ["OPEN_GAS", "TOP_UP_GAS", "ChannelDeposits"]
 
 log = logging.getLogger(__name__)
 
 OPEN_GAS: Final = 250_000  # measured 161.8k (see contracts/README.md)
 TOP_UP_GAS: Final = 150_000
-VALIDITY_MARGIN: Final = 6  # an authorization must stay valid this long: it needs a block
 _TROUBLE = (ChainError, OSError, TimeoutError)
 
 # Revert strings of the token and the channel contract, as reasons a client can act on.
@@ -83,10 +76,9 @@ class ChannelDeposits:
         self.chain = manager.chain
         self.tokens = tokens
         self.transactor = transactor
-        self.checker = checker
+        self.checks = DepositChecks(manager, tokens, checker, chain_clock=chain_clock)
         self.remember = remember
         self.on_change = on_change
-        self.chain_clock = chain_clock
         self.receipt_timeout = receipt_timeout
         self._lock = threading.Lock()
         self._opening: dict[bytes, Future[str]] = {}
@@ -95,142 +87,14 @@ class ChannelDeposits:
     def verify_open(
         self, payload: ParsedPayload, requirements: PaymentRequirements, channel: bytes
     ) -> str:
-        """Everything about a new channel's deposit and its first voucher, before any
-        transaction: returns the payer."""
-        opening = payload.open
-        assert opening is not None
-        auth = TransferAuthorization.from_wire(opening.authorization)
-        token = self.tokens[requirements.asset]
-        if auth.to != self.manager.address:
-            raise PaymentRejectedError(
-                f"the deposit must be authorized to the channel contract {self.manager.address}",
-                Reason.CHANNEL_INVALID_OPEN,
-            )
-        salt = bytes.fromhex(opening.salt[2:])
-        expected = derive_channel_id(
-            auth.from_,
-            requirements.pay_to,
-            requirements.asset,
-            salt,
-            manager=self.manager.address,
-            chain_id=self.chain.chain_id,
-        )
-        if expected != channel:
-            raise PaymentRejectedError(
-                "channelId is not the channel of this payer, payee, token and salt here "
-                "(another payee, token, channel contract or chain?)",
-                Reason.CHANNEL_INVALID_OPEN,
-            )
-        if auth.nonce != open_nonce(channel, opening.signer):
-            raise PaymentRejectedError(
-                "the deposit authorization's nonce does not commit to this channel",
-                Reason.CHANNEL_INVALID_OPEN,
-            )
-        min_deposit = _min_deposit(requirements)
-        if auth.value < max(min_deposit, 1):
-            raise PaymentRejectedError(
-                f"a deposit of {auth.value} is below the minimum of {min_deposit}",
-                Reason.CHANNEL_DEPOSIT_TOO_SMALL,
-            )
-        self._check_authorization(token, auth, opening)
-        signature = bytes.fromhex(payload.signature[2:])
-        try:
-            signer = self.checker.recover_checksum(channel, payload.cumulative_amount, signature)
-        except ValueError as exc:
-            raise PaymentRejectedError(
-                f"malformed voucher signature: {exc}", Reason.CHANNEL_INVALID_SIGNATURE
-            ) from None
-        if signer not in (auth.from_, opening.signer):
-            raise PaymentRejectedError(
-                "the first voucher is not signed by the payer or the channel's signer",
-                Reason.CHANNEL_INVALID_SIGNATURE,
-            )
-        if payload.cumulative_amount > auth.value:
-            raise PaymentRejectedError(
-                f"the voucher's {payload.cumulative_amount} exceeds the deposit of {auth.value}",
-                Reason.CHANNEL_OVER_DEPOSIT,
-            )
-        if payload.cumulative_amount < requirements.amount:
-            raise PaymentRejectedError(
-                f"the voucher's {payload.cumulative_amount} does not cover the price "
-                f"{requirements.amount}",
-                Reason.CHANNEL_AMOUNT_NOT_INCREASING,
-            )
-        return auth.from_
-
-    def _check_authorization(
-        self, token: Stablecoin, auth: TransferAuthorization, signed: ChannelOpen | ChannelTopUp
-    ) -> None:
-        """The deposit authorization's signature, time window and the payer's balance."""
-        asset = token.asset
-        domain = TokenDomain(asset.eip712_name, asset.eip712_version, asset.chain_id, asset.address)
-        signature = bytes.fromhex(signed.signature[2:])
-        try:
-            signer = recover_typed_data_signer(
-                receive_with_authorization_typed_data(domain, auth), signature
-            )
-        except ValueError as exc:
-            raise PaymentRejectedError(
-                f"bad deposit signature: {exc}", Reason.CHANNEL_INVALID_OPEN
-            ) from None
-        if signer != auth.from_:
-            raise PaymentRejectedError(
-                "the deposit authorization is not signed by its payer",
-                Reason.CHANNEL_INVALID_OPEN,
-            )
-        try:
-            now = self.chain_clock()
-            balance = token.balance_of(auth.from_)
-        except _TROUBLE as exc:
-            raise ChainUnavailableError(f"cannot read the chain: {exc}") from exc
-        if auth.valid_after >= now:
-            raise PaymentRejectedError(
-                f"the deposit authorization is not valid before {auth.valid_after}",
-                Reason.VALID_AFTER_FUTURE,
-            )
-        if auth.valid_before <= now + VALIDITY_MARGIN:
-            raise PaymentRejectedError(
-                f"the deposit authorization expires at {auth.valid_before}, too soon",
-                Reason.VALID_BEFORE_EXPIRED,
-            )
-        if balance < auth.value:
-            raise PaymentRejectedError(
-                f"the payer holds {asset.format(balance)}, the deposit is "
-                f"{asset.format(auth.value)}",
-                Reason.INSUFFICIENT_BALANCE,
-            )
+        """See `DepositChecks.verify_open`."""
+        return self.checks.verify_open(payload, requirements, channel)
 
     def verify_top_up(
         self, account: ChannelAccount, top_up: ChannelTopUp, requirements: PaymentRequirements
     ) -> None:
-        auth = TransferAuthorization.from_wire(top_up.authorization)
-        if auth.to != self.manager.address or auth.from_ != account.payer:
-            raise PaymentRejectedError(
-                "a top-up must be authorized by the channel's payer to the channel contract",
-                Reason.CHANNEL_INVALID_OPEN,
-            )
-        if auth.nonce != top_up_nonce(account.channel_id, bytes.fromhex(top_up.salt[2:])):
-            raise PaymentRejectedError(
-                "the top-up authorization's nonce does not commit to this channel",
-                Reason.CHANNEL_INVALID_OPEN,
-            )
-        if not account.live:
-            raise ChannelRefusedError(
-                "this channel is closing or closed: it cannot be topped up",
-                Reason.CHANNEL_CLOSED,
-                account.statement(),
-            )
-        token = self.tokens[requirements.asset]
-        try:
-            used = token.authorization_state(auth.from_, auth.nonce)
-        except _TROUBLE as exc:
-            raise ChainUnavailableError(f"cannot read the chain: {exc}") from exc
-        if used:
-            # Submitted already (a concurrent read carried the same top-up, or this one is a
-            # retry): the money is in the channel, and the payer's balance and the window no
-            # longer matter. Settling refreshes the channel and checks the voucher against it.
-            return
-        self._check_authorization(token, auth, top_up)
+        """See `DepositChecks.verify_top_up`."""
+        self.checks.verify_top_up(account, top_up, requirements)
 
     def open_once(
         self, channel: bytes, payload: ParsedPayload, requirements: PaymentRequirements
@@ -367,14 +231,6 @@ class ChannelDeposits:
             raise ChainUnavailableError(f"the node refused the {what}: {exc}") from exc
         except _TROUBLE as exc:
             raise ChainUnavailableError(f"the {what} was not confirmed: {exc}") from exc
-
-
-def _min_deposit(requirements: PaymentRequirements) -> int:
-    raw = requirements.extra.get("minDeposit", "0")
-    try:
-        return int(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else 0
-    except ValueError:
-        return 0
 
 
 def _revert_reason(message: str | None) -> Reason:

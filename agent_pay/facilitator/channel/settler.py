@@ -33,7 +33,7 @@ from agent_pay.chain.channel import (
     VoucherClaim,
 )
 from agent_pay.chain.contract import Transactor
-from agent_pay.facilitator.channel_book import ChannelAccount
+from agent_pay.facilitator.channel.book import ChannelAccount
 from agent_pay.signing.voucher_check import VoucherChecker
 
 __all__ = [

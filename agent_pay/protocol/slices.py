@@ -1,16 +1,26 @@
-"""Slices of a channel's cumulative total: the (low, high] ranges signed in vouchers that were
-never paid for, kept so that a later read reuses them instead of paying twice."""
+"""Slices of a channel's cumulative total: the (low, high] ranges signed in vouchers that no
+read has paid for. The payer's client keeps them so that a later read reuses them instead of
+paying twice; the payee's account keeps them so that a later voucher may pay into them
+(`agent_pay.facilitator.channel.book`). One arithmetic for both sides; pure."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["fits", "merge", "subtract"]
+__all__ = ["fits", "holding", "merge", "subtract"]
 
 
 def fits(ranges: Iterable[Sequence[int]], price: int) -> bool:
     """Whether one of `ranges` is wide enough to pay `price`."""
     return any(high - low >= price for low, high in ranges)
+
+
+def holding(ranges: Sequence[Sequence[int]], low: int, high: int) -> int:
+    """The index of the range in `ranges` that holds all of (low, high]; -1 if none does."""
+    for index, (start, end) in enumerate(ranges):
+        if start <= low and high <= end:
+            return index
+    return -1
 
 
 def merge(ranges: Iterable[Sequence[int]]) -> list[list[int]]:

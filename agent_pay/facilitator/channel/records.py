@@ -1,6 +1,6 @@
 """What a channel account hands out and keeps: a refusal with its statement, the record of
 a paid read (`PaidRead`, an entitlement), an acceptance, the store's change list, and the
-recent vouchers with their JSON encoding (`agent_pay.facilitator.channel_book` uses them all).
+recent vouchers with their JSON encoding (`agent_pay.facilitator.channel.book` uses them all).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class PaidRead(NamedTuple):
 
 
 class Acceptance(NamedTuple):
-    """A read paid by a voucher: `price` more served (nothing more when `replayed`)."""
+    """A read paid by a voucher: `price` more served (nothing more when `replayed`).
+    `release_token` is what a remote facilitator needs to release it ("" in process)."""
 
     channel_id: bytes
     payer: str
@@ -68,6 +69,7 @@ class Acceptance(NamedTuple):
     price: int
     replayed: bool
     statement: dict[str, Any]  # the wire's `ChannelStatement`
+    release_token: str = ""
 
 
 ReadChange = tuple[int, str, PaidRead | None]

@@ -14,7 +14,7 @@ next voucher and records the skipped range as unpaid (see `channel_book`).
 
 The same goes for the reads those vouchers paid for (`PaidRead`, table `paid_reads`): each is what
 entitles its payer to read that resource again for free, and it is written in the *same
-transaction* as the snapshot of the channel that accepted its voucher (`ChannelAccount.checkpoint`).
+transaction* as the snapshot of the channel that accepted its voucher (`snapshot.checkpoint`).
 So a voucher and the entitlement it bought survive a crash together or are lost together, never
 one without the other; and a lost pair is made good as above: the payer's next voucher leaves the
 forgotten slice unpaid and the client pays a later read with it, so a payer that re-reads (and
@@ -34,7 +34,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
-from agent_pay.facilitator.channel_book import ChannelAccount, ReadChange
+from agent_pay.facilitator.channel.book import ChannelAccount, ReadChange
+from agent_pay.facilitator.channel.snapshot import checkpoint, restore
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "ChannelStore"]
 
@@ -152,7 +153,7 @@ class ChannelStore:
         """Every channel account stored."""
         with self._db_lock:
             rows = self._db.execute("SELECT state FROM channels").fetchall()
-        return [ChannelAccount.restore(json.loads(state)) for (state,) in rows]
+        return [restore(json.loads(state)) for (state,) in rows]
 
     def paid_read(self, payer: str, resource: str) -> tuple[bytes, int, str, int, float] | None:
         """The earliest written read of `resource` (a URL path) paid by `payer`, if any, as
@@ -181,7 +182,7 @@ class ChannelStore:
             return 0
         rows, taken = [], []
         for account in dirty.values():
-            state, text, changes = account.checkpoint()
+            state, text, changes = checkpoint(account)
             rows.append(
                 (state["channel_id"], state["payee"], state["status"], state["version"], text)
             )

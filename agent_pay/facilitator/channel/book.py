@@ -27,11 +27,11 @@ lost track resumes from it.
 Every read a voucher paid is also a `PaidRead`: what entitles the payer to read that resource
 again for free (a re-read by key proof, see `agent_pay.server.entitlements`). The account queues
 it, under the same lock as the acceptance, for the store to write in the same transaction as the
-account's snapshot (`checkpoint`), so that a voucher and the entitlement it bought are on disk
-together or not at all; until written it stays findable here (`unwritten_read`).
+account's snapshot (`snapshot.checkpoint`), so that a voucher and the entitlement it bought are
+on disk together or not at all; until written it stays findable here (`unwritten_read`).
 
 The account also caches the channel's on-chain terms (payer, payee, token, deposit, status),
-refreshed in the background (`agent_pay.facilitator.channel_view`): checking a voucher reads no
+refreshed in the background (`agent_pay.facilitator.channel.watch`): checking a voucher reads no
 chain. Pure and thread-safe: no I/O here.
 """
 
@@ -45,16 +45,15 @@ from eth_utils import to_canonical_address
 
 from agent_pay.chain.channel import ChannelState, ChannelStatus
 from agent_pay.errors import Reason
-from agent_pay.facilitator.channel_records import (
+from agent_pay.facilitator.channel.records import (
     Acceptance,
     ChannelRefusedError,
     PaidRead,
     ReadChange,
     Recent,
-    recent_entry,
-    recent_wire,
-    to_json,
 )
+from agent_pay.protocol.channel import statement_wire
+from agent_pay.protocol.slices import holding, merge, subtract
 
 __all__ = [
     "MAX_RECENT",
@@ -70,13 +69,6 @@ MAX_UNPAID_RANGES: Final = 256
 """Unpaid ranges kept per channel; beyond it the lowest is given up (see `ChannelAccount`)."""
 MAX_RECENT: Final = 64
 """Accepted vouchers remembered per channel, for replays and retries."""
-
-_STATUS_WORDS: Final = {
-    ChannelStatus.OPEN: "open",
-    ChannelStatus.CLOSING: "closing",
-    ChannelStatus.CLOSED: "closed",
-    ChannelStatus.NONE: "closed",
-}
 
 
 @dataclass(slots=True, eq=False)
@@ -226,8 +218,10 @@ class ChannelAccount:
         if low >= highest:
             if low > highest:  # skipped over: a concurrent read's voucher will pay in here
                 self.unpaid.append([highest, low])
-        else:
-            self._take(hole, low, min(cumulative, highest))
+        else:  # pay (low, min(cumulative, highest)] out of unpaid range `hole`, which holds it
+            self.unpaid[hole : hole + 1] = subtract(
+                [self.unpaid[hole]], [(low, min(cumulative, highest))]
+            )
         if cumulative > highest:
             self.highest, self.signature = cumulative, signature
         self.served += price
@@ -283,7 +277,7 @@ class ChannelAccount:
             )
         low = cumulative - price
         below = low < self.highest  # pays into the range signed already: only into a hole
-        hole = self._hole(low, min(cumulative, self.highest)) if below else -1
+        hole = holding(self.unpaid, low, min(cumulative, self.highest)) if below else -1
         if low < 0 or (below and hole < 0):
             raise self._refused(
                 f"the voucher's {cumulative} pays for a range already paid for (the server "
@@ -302,36 +296,12 @@ class ChannelAccount:
                 return
             del self.recent[cumulative]
             self.served -= price
-            self._give_back(cumulative - price, cumulative)
+            self.unpaid = merge([*self.unpaid, [cumulative - price, cumulative]])
             self.version += 1
             # The read it paid for was not had: no entitlement (the store deletes the row if
             # it was written already).
             self._unwritten.pop(cumulative, None)
             self._changes.append((cumulative, recent.resource, None))
-
-    def _give_back(self, start: int, end: int) -> None:
-        ranges = [*self.unpaid, [start, end]]
-        ranges.sort()
-        merged: list[list[int]] = []
-        for low, high in ranges:
-            if merged and low <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], high)
-            else:
-                merged.append([low, high])
-        self.unpaid = merged
-
-    def _hole(self, start: int, end: int) -> int:
-        """The index of the unpaid range holding (start, end], or -1."""
-        for index, (low, high) in enumerate(self.unpaid):
-            if low <= start and end <= high:
-                return index
-        return -1
-
-    def _take(self, index: int, start: int, end: int) -> None:
-        """Pay (start, end] out of unpaid range `index`, which holds it."""
-        low, high = self.unpaid[index]
-        pieces = [[a, b] for a, b in ((low, start), (end, high)) if b > a]
-        self.unpaid[index : index + 1] = pieces
 
     # -- what the payee tells the payer
 
@@ -349,25 +319,29 @@ class ChannelAccount:
             return self._statement(full=True)
 
     def _statement(self, *, full: bool = False) -> dict[str, Any]:
-        # Built as a plain dict, not a model: it goes out with every paid read (short: what
-        # the payer does not know already).
-        status = _STATUS_WORDS[self.status]
-        if status == "open" and self.stopping:
-            status = "closing"
-        statement: dict[str, Any] = {
-            "channelId": self._channel_hex,
-            "deposit": str(self.deposit),
-            "highest": str(self.highest),
-            "served": str(self.served),
-            "status": status,
-        }
-        if full:
-            statement.update(
-                payer=self.payer, payee=self.payee, asset=self.token, claimed=str(self.claimed)
+        # The short one goes out with every paid read: what the payer does not know already.
+        status = self.status
+        if status is ChannelStatus.OPEN and self.stopping:
+            status = ChannelStatus.CLOSING
+        if not full:
+            return statement_wire(
+                self._channel_hex,
+                self.deposit,
+                self.highest,
+                self.served,
+                status.stated,
+                self.unpaid,
             )
-        if self.unpaid:
-            statement["unpaid"] = [[str(a), str(b)] for a, b in self.unpaid]
-        return statement
+        return statement_wire(
+            self._channel_hex,
+            self.deposit,
+            self.highest,
+            self.served,
+            status.stated,
+            self.unpaid,
+            parties=(self.payer, self.payee, self.token),
+            claimed=self.claimed,
+        )
 
     # -- paid reads (entitlements), for the store
 
@@ -379,21 +353,11 @@ class ChannelAccount:
                     return read
             return None
 
-    def checkpoint(self) -> tuple[dict[str, Any], str, list[ReadChange]]:
-        """`snapshot()` and the paid-read changes since the last checkpoint, taken together
-        (under the lock): every read the snapshot counts as served is in these changes or in
-        earlier ones. The store writes both in one transaction, then calls `written`.
-
-        Returns the snapshot without `recent`, the whole snapshot as compact JSON (the same as
-        `json.dumps(snapshot())`, up to key order), and the changes. Each recent voucher is
-        encoded once and kept encoded: a channel with its 64 recent vouchers encoded afresh
-        cost 75 us per write, which a channel read about once per write paid on every read."""
-        with self.lock:
-            changes, self._changes = self._changes, []
-            state = self._snapshot(with_recent=False)
-            recent = self._recent_json()
-        text = f'{to_json(state)[:-1]},"recent":{recent}}}'
-        return state, text, changes
+    def take_changes(self) -> list[ReadChange]:
+        """The paid-read changes since the last call, for the store (see
+        `agent_pay.facilitator.channel.snapshot.checkpoint`). The caller holds `lock`."""
+        changes, self._changes = self._changes, []
+        return changes
 
     def written(self, changes: list[ReadChange]) -> None:
         """`changes` (from `checkpoint`) are on disk: their reads need not be kept here."""
@@ -406,68 +370,3 @@ class ChannelAccount:
         """Writing `changes` (from `checkpoint`) failed: hand them to the next checkpoint."""
         with self.lock:
             self._changes[:0] = changes
-
-    # -- persistence (see channel_store)
-
-    def snapshot(self) -> dict[str, Any]:
-        """The state to persist, as JSON-ready values (caller holds no lock)."""
-        with self.lock:
-            return self._snapshot()
-
-    def _recent_json(self) -> str:
-        entries = []
-        for cumulative, recent in self.recent.items():
-            if not recent.wire:
-                recent.wire = recent_wire(cumulative, recent)
-            entries.append(recent.wire)
-        return f"[{','.join(entries)}]"
-
-    def _snapshot(self, *, with_recent: bool = True) -> dict[str, Any]:
-        state = {
-            "channel_id": "0x" + self.channel_id.hex(),
-            "payer": self.payer,
-            "payee": self.payee,
-            "token": self.token,
-            "signer": self.signer,
-            "deposit": str(self.deposit),
-            "claimed": str(self.claimed),
-            "status": int(self.status),
-            "closes_at": self.closes_at,
-            "highest": str(self.highest),
-            "signature": "0x" + self.signature.hex(),
-            "served": str(self.served),
-            "unpaid": [[str(a), str(b)] for a, b in self.unpaid],
-            "forfeited": str(self.forfeited),
-            "stopping": self.stopping,
-            "version": self.version,
-        }
-        if with_recent:
-            state["recent"] = [recent_entry(c, r) for c, r in self.recent.items()]
-        return state
-
-    @classmethod
-    def restore(cls, data: dict[str, Any]) -> ChannelAccount:
-        """The inverse of `snapshot`."""
-        account = cls(
-            bytes.fromhex(data["channel_id"][2:]),
-            data["payer"],
-            data["payee"],
-            data["token"],
-            data["signer"],
-            int(data["deposit"]),
-            int(data["claimed"]),
-            ChannelStatus(data["status"]),
-            int(data["closes_at"]),
-            int(data["highest"]),
-            bytes.fromhex(data["signature"][2:]),
-            int(data["served"]),
-            [[int(a), int(b)] for a, b in data["unpaid"]],
-            int(data["forfeited"]),
-            bool(data["stopping"]),
-            int(data["version"]),
-        )
-        account.recent = {
-            int(c): Recent(bytes.fromhex(sig[2:]), resource, float(at), int(price))
-            for c, sig, resource, at, price in data["recent"]
-        }
-        return account

@@ -25,7 +25,7 @@ from eth_utils import keccak
 
 from agent_pay.chain.base import ChainError
 from agent_pay.chain.channel import ChannelManager, ChannelStatus
-from agent_pay.facilitator.channel_book import ChannelAccount
+from agent_pay.facilitator.channel.book import ChannelAccount
 
 __all__ = ["DEFAULT_REFRESH_INTERVAL", "ChannelWatch"]
 

@@ -1,0 +1,53 @@
+"""The in-process `ChannelFacilitator`: the content server's channel seam on a `ChannelEvmScheme`
+in the same process. Every call is pure CPU on the event loop, as the fast path needs (the
+methods are coroutines only to share the seam with the remote one; none suspends)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_pay.facilitator.base import ChannelTerms
+from agent_pay.facilitator.channel.records import Acceptance, PaidRead
+from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
+from agent_pay.protocol import PaymentPayload, PaymentRequirements
+
+__all__ = ["LocalChannelFacilitator"]
+
+
+class LocalChannelFacilitator:
+    """`handler`'s channels, as a content server in the same process asks for them."""
+
+    remote = False
+
+    def __init__(self, handler: ChannelEvmScheme) -> None:
+        self.handler = handler
+        self.terms: ChannelTerms = handler.terms
+        self._vouchers = handler.vouchers
+        self._book = handler.book
+
+    def __repr__(self) -> str:
+        return f"LocalChannelFacilitator({self.handler!r})"
+
+    async def accept(
+        self,
+        payment: PaymentPayload,
+        requirements: PaymentRequirements,
+        resource: str,
+        *,
+        url: str | None = None,
+    ) -> Acceptance | None:
+        return self._vouchers.accept(payment, requirements, resource, url=url)
+
+    async def release(self, acceptance: Acceptance) -> None:
+        self._vouchers.release(acceptance)
+
+    async def statement(self, channel: bytes) -> dict[str, Any] | None:
+        return self._book.statement(channel)
+
+    async def paid_read(self, payer: str, resource: str) -> PaidRead | None:
+        # Reads the store when the read left memory: a short SQLite query, as the ledger's.
+        return self._book.paid_read(payer, resource)
+
+    def known_payer(self, channel: bytes) -> str | None:
+        account = self._book.get(channel)
+        return account.payer if account is not None else None
