@@ -111,7 +111,7 @@ class ExactEvmScheme:
         self._transactor = transactor
         self.receipt_timeout = receipt_timeout
         self._clock = clock or self.chain.next_timestamp
-        self.on_submitted = on_submitted
+        self._on_submitted = on_submitted
         self._lookback = log_lookback_blocks
         self._in_flight: dict[tuple[str, bytes], Future[Settlement]] = {}
         self._lock = threading.Lock()
@@ -395,10 +395,10 @@ class ExactEvmScheme:
     def _announce(self, auth: TransferAuthorization, tx_hash: bytes) -> None:
         """Tell `on_submitted` a settlement's hash before it is broadcast. If the hook fails,
         the transaction is not sent: whoever listens must know of everything that may settle."""
-        if self.on_submitted is None:
+        if self._on_submitted is None:
             return
         try:
-            self.on_submitted(auth.from_, auth.nonce, "0x" + tx_hash.hex())
+            self._on_submitted(auth.from_, auth.nonce, "0x" + tx_hash.hex())
         except Exception as exc:
             log.exception("on_submitted hook failed: the settlement is not sent")
             raise ChainUnavailableError(

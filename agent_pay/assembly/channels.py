@@ -1,17 +1,7 @@
-"""Standing up the "channel" scheme next to "exact": the contract, the handler, the offers.
-
-`Stack.embedded(schemes=("exact", "channel"))` and `Stack.connect(..., schemes=("exact",
-"channel"), channel_manager=...)` call `build_channel_scheme` and `channel_offers`; anything
-else that assembles a server by hand (the benchmark, say) can do the same:
-
-    handler = build_channel_scheme(chain, tokens, owner, facilitator_transactor)
-    facilitator = LocalFacilitator([exact_handler, handler])
-    app = create_app(..., schemes=[ExactOffers(assets), channel_offers(assets, handler)])
-    app.include_router(channel_router(handler))
-    handler.start()        # watch, settle, persist in the background
-    ...
-    handler.close()        # a last claim round, state written
-"""
+"""The "channel" scheme's parts: its options, its handler on a channel contract, the server's
+offers on it. `agent_pay.assembly.root.assemble` puts them together with the rest, with
+`wire_channels`, when a server offers "channel"; the handler it starts runs (watches, settles,
+persists) in the background until `Assembly.close()`."""
 
 from __future__ import annotations
 
@@ -60,7 +50,7 @@ class ChannelOptions:
 def build_channel_scheme(
     chain: Chain,
     tokens: Iterable[Stablecoin],
-    deployer: Transactor,
+    deployer: Transactor | None,
     transactor: Transactor,
     options: ChannelOptions | None = None,
     *,
@@ -73,6 +63,10 @@ def build_channel_scheme(
     if manager is None and options.manager is not None:
         manager = ChannelManager.at(chain, options.manager)
     elif manager is None:
+        if deployer is None:
+            raise ValueError(
+                'the "channel" scheme needs a channel contract, or an owner to deploy one'
+            )
         manager = ChannelManager.deploy(deployer, options.grace_period)
     store = (
         ChannelStore.open(options.data_dir, flush_interval=options.flush_interval)
