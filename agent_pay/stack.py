@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from agent_pay.assembly.channels import ChannelOptions
 from agent_pay.assembly.root import Assembly, assemble
 from agent_pay.assets import AssetRegistry
+from agent_pay.boundary import ServerLimits
 from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
@@ -245,9 +246,12 @@ class Stack:
         self.close()
 
     @contextmanager
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Run the content server on uvicorn in a background thread; yield its base URL."""
-        with self.parts.serve(host, port) as url:
+    def serve(
+        self, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None
+    ) -> Iterator[str]:
+        """Run the content server on uvicorn in a background thread, under `limits` (the
+        defaults when None); yield its base URL."""
+        with self.parts.serve(host, port, limits) as url:
             yield url
 
 

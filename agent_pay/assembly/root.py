@@ -29,7 +29,7 @@ from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import Stablecoin
-from agent_pay.facilitator.base import Facilitator, SchemeHandler
+from agent_pay.facilitator.base import Facilitator
 from agent_pay.facilitator.channel import ChannelEvmScheme
 from agent_pay.facilitator.exact import ExactEvmScheme, SubmittedHook
 from agent_pay.facilitator.http import HttpFacilitatorClient
@@ -120,58 +120,51 @@ def assemble(
     for name in schemes:
         if name not in SCHEMES:
             raise ValueError(f"unknown scheme {name!r}: use exact and/or channel")
+    if isinstance(facilitator, str) and "channel" in schemes:
+        raise ValueError('the "channel" scheme settles in this process, not at a URL')
     assets = AssetRegistry(t.asset for t in tokens.values())
     ledger = ledger if ledger is not None else Ledger.in_memory()
     faults = faults or FaultPlan()
-    if isinstance(facilitator, str):
-        if "channel" in schemes:
-            raise ValueError('the "channel" scheme settles in this process, not at a URL')
-        remote = HttpFacilitatorClient(facilitator)
-        server = create_server(
-            catalogue,
-            assets,
-            remote,
-            render=render,
-            schemes=[ExactOffers(assets, max_timeout_seconds=max_timeout_seconds)],
-            ledger=ledger,
-            receipt_signer=receipt_signer,
-            faults=faults,
-        )
-        return Assembly(chain, tokens, remote, server, None, None)
-    exact = ExactEvmScheme(
-        tokens.values(), facilitator, on_submitted=record_submissions(ledger, faults)
-    )
-    handlers: list[SchemeHandler] = [exact]
+    exact: ExactEvmScheme | None = None
+    if isinstance(facilitator, Transactor):
+        # Given its hook now: the ledger hears of each settlement before it is broadcast.
+        hook = record_submissions(ledger, faults)
+        exact = ExactEvmScheme(tokens.values(), facilitator, on_submitted=hook)
     offers: list[OfferBuilder] = []
     channels: ChannelWiring | None = None
     for name in schemes:
         if name == "exact":
             offers.append(ExactOffers(assets, max_timeout_seconds=max_timeout_seconds))
-        else:
-            options = channel_options or ChannelOptions()
-            handler = build_channel_scheme(
-                chain, tokens.values(), owner, facilitator, options, manager=channel_manager
-            )
-            channels = wire_channels(handler, channel_offers(assets, handler, options))
-            handlers.append(channels.handler)
-            offers.append(channels.offers)
-    local = LocalFacilitator(handlers)
+            continue
+        assert isinstance(facilitator, Transactor)  # checked above
+        options = channel_options or ChannelOptions()
+        handler = build_channel_scheme(
+            chain, tokens.values(), owner, facilitator, options, manager=channel_manager
+        )
+        channels = wire_channels(handler, channel_offers(assets, handler, options))
+        offers.append(channels.offers)
+    settler: Facilitator
+    if exact is None:
+        settler = HttpFacilitatorClient(str(facilitator))
+    else:
+        settler = LocalFacilitator([exact, *([channels.handler] if channels else [])])
     server = create_server(
         catalogue,
         assets,
-        local,
+        settler,
         render=render,
         schemes=offers,
         ledger=ledger,
         receipt_signer=receipt_signer,
         faults=faults,
-        records_submissions=True,
+        records_submissions=exact is not None,
         routes=channels.routes if channels is not None else (),
     )
-    if channels is None:
-        return Assembly(chain, tokens, local, server, exact, None)
-    channels.handler.start()
-    return Assembly(chain, tokens, local, server, exact, channels.handler)
+    if channels is not None:
+        channels.handler.start()  # watch, settle, persist in the background until `close`
+    return Assembly(
+        chain, tokens, settler, server, exact, channels.handler if channels is not None else None
+    )
 
 
 @dataclass(frozen=True)

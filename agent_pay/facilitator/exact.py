@@ -1,8 +1,9 @@
 """The x402 "exact" scheme on EVM: verify an EIP-3009 authorization, then settle it on chain.
 
 Verification runs the cheap checks first (fields, time window, one signature recovery:
-`agent_pay.facilitator.exact_checks`) and the chain reads last (nonce state, balance). Settlement submits `transferWithAuthorization` from the
-facilitator's own gas-paying key and confirms the `Transfer` event before reporting success.
+`agent_pay.facilitator.exact_checks`) and the chain reads last (nonce state, balance).
+Settlement submits `transferWithAuthorization` from the facilitator's own gas-paying key and
+confirms the `Transfer` event before reporting success.
 
 Settlement is idempotent. An EIP-3009 signature binds payer, payee, value and nonce, so an
 authorization that is already used on chain can only have made this very transfer: settling it
