@@ -16,7 +16,6 @@ from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
 from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError
-from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.cli._common import (
     channel_manager_on,
     connect,
@@ -67,7 +66,6 @@ class _Served:
     """What `_serve` built once the chain answered."""
 
     parts: Assembly
-    tokens: dict[str, Stablecoin]
     schemes: tuple[str, ...]
     why: str
     settles: str
@@ -89,7 +87,7 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
     def announce(_: object = None) -> None:
         built = served[0]
         say(f"chain       {chain.chain_id} at {chain.url}")
-        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in built.tokens.items()))
+        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in built.parts.tokens.items()))
         say(f"schemes     {', '.join(built.schemes)} ({built.why})")
         say(f"settles     through {built.settles}")
         if built.parts.exact is not None:
@@ -159,7 +157,7 @@ def _build(
         faults=faults,
         max_timeout_seconds=settings.max_timeout_seconds,
     )
-    return _Served(parts, dict(tokens), schemes, why, settles)
+    return _Served(parts, schemes, why, settles)
 
 
 def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[str, ...], str]:
