@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Self
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
+from agent_pay.assembly.channels import ChannelOptions
+from agent_pay.assembly.root import Assembly, assemble
 from agent_pay.assets import AssetRegistry
+from agent_pay.boundary import ServerLimits
 from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
@@ -27,28 +29,23 @@ from agent_pay.chain.dev_roles import DEPLOYER_INDEX, FACILITATOR_INDEX
 from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import Stablecoin, deploy_stablecoins
-from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_server
-from agent_pay.facilitator.base import SchemeHandler
-from agent_pay.facilitator.channel.local import LocalChannelFacilitator
 from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
-from agent_pay.facilitator.exact import ExactEvmScheme, SubmittedHook
+from agent_pay.facilitator.exact import ExactEvmScheme
 from agent_pay.facilitator.local import LocalFacilitator
-from agent_pay.server.app import Renderer, create_app, render_article
+from agent_pay.server.app import ContentServer
 from agent_pay.server.catalogue import Catalogue
-from agent_pay.server.faults import FaultPlan, FaultPoint
-from agent_pay.server.ledger import Ledger, PaymentKey
-from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS, ExactOffers, OfferBuilder
-from agent_pay.serving import serve_app
+from agent_pay.server.faults import FaultPlan
+from agent_pay.server.ledger import Ledger
+from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
+from agent_pay.server.reads import Renderer, render_article
 from agent_pay.signing import Signer
 
 __all__ = [
     "DEPLOYER_INDEX",
     "FACILITATOR_INDEX",
     "Stack",
-    "record_submissions",
     "sample_articles_dir",
 ]
-
 
 
 def sample_articles_dir() -> Path:
@@ -57,22 +54,18 @@ def sample_articles_dir() -> Path:
     return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "articles"
 
 
-@dataclass
 class Stack:
-    """Chain + tokens + facilitator + content server app, wired together."""
+    """Chain + tokens + facilitator + content server, assembled (`agent_pay.assembly.root`)
+    with an in-process facilitator, and the tokens' owner to mint with.
 
-    chain: Chain
-    tokens: dict[str, Stablecoin]
-    owner: Transactor
-    scheme: ExactEvmScheme
-    facilitator: LocalFacilitator
-    catalogue: Catalogue
-    app: FastAPI
-    channels: ChannelEvmScheme | None = None  # the "channel" scheme's handler, when offered
-    assets: AssetRegistry = field(init=False)
+    `parts` is what was assembled; the attributes below are its parts.
+    """
 
-    def __post_init__(self) -> None:
-        self.assets = AssetRegistry(t.asset for t in self.tokens.values())
+    def __init__(self, parts: Assembly, owner: Transactor) -> None:
+        if parts.exact is None or not isinstance(parts.facilitator, LocalFacilitator):
+            raise ValueError("a Stack settles in this process")
+        self.parts = parts
+        self.owner = owner
 
     @classmethod
     def embedded(
@@ -95,32 +88,24 @@ class Stack:
         `schemes` are offered in that order: "exact", and "channel" (which deploys a channel
         contract, unless `channel_options.manager` names one, and runs its handler in the
         background until `close()`)."""
-        _check_schemes(schemes)
         chain = chain or EmbeddedChain()
         owner = Transactor(chain, dev_signer(DEPLOYER_INDEX))
         tokens = deploy_stablecoins(owner)
-        manager: ChannelManager | None = None
-        if "channel" in schemes:
-            options = channel_options or ChannelOptions()
-            if options.manager is not None:
-                manager = ChannelManager.at(chain, options.manager)
-            else:
-                manager = ChannelManager.deploy(owner, options.grace_period)
-        return cls._assemble(
+        parts = assemble(
             chain,
             tokens,
-            owner,
             Transactor(chain, dev_signer(FACILITATOR_INDEX)),
-            articles=articles,
-            render=render,
-            max_timeout_seconds=max_timeout_seconds,
+            catalogue=_catalogue(articles),
+            owner=owner,
+            schemes=schemes,
+            channel_options=channel_options,
             ledger=ledger,
             receipt_signer=receipt_signer,
             faults=faults,
-            schemes=schemes,
-            manager=manager,
-            channel_options=channel_options,
+            render=render,
+            max_timeout_seconds=max_timeout_seconds,
         )
+        return cls(parts, owner)
 
     @classmethod
     def connect(
@@ -156,92 +141,79 @@ class Stack:
         Raises:
             ValueError: an unknown scheme, or "channel" without a channel contract.
         """
-        _check_schemes(schemes)
-        manager: ChannelManager | None = None
-        if "channel" in schemes:
-            address = channel_options.manager if channel_options is not None else None
-            if isinstance(channel_manager, ChannelManager):
-                manager = channel_manager
-            elif channel_manager is not None or address is not None:
-                manager = ChannelManager.at(chain, channel_manager or address or "")
-            else:
-                raise ValueError(
-                    'the "channel" scheme needs a channel contract: pass channel_manager '
-                    "(connect deploys nothing)"
-                )
-        return cls._assemble(
+        if isinstance(channel_manager, str):
+            channel_manager = ChannelManager.at(chain, channel_manager)
+        named = channel_options is not None and channel_options.manager is not None
+        if "channel" in schemes and channel_manager is None and not named:
+            raise ValueError(
+                'the "channel" scheme needs a channel contract: pass channel_manager '
+                "(connect deploys nothing)"
+            )
+        parts = assemble(
             chain,
-            dict(tokens),
-            owner or Transactor(chain, dev_signer(DEPLOYER_INDEX)),
+            tokens,
             facilitator,
-            articles=articles,
+            catalogue=_catalogue(articles),
+            schemes=schemes,
+            channel_manager=channel_manager,
+            channel_options=channel_options,
+            ledger=ledger,
+            receipt_signer=receipt_signer,
+            faults=faults,
             render=render,
             max_timeout_seconds=max_timeout_seconds,
-            ledger=ledger,
-            receipt_signer=receipt_signer,
-            faults=faults,
-            schemes=schemes,
-            manager=manager,
-            channel_options=channel_options,
         )
+        return cls(parts, owner or Transactor(chain, dev_signer(DEPLOYER_INDEX)))
 
-    @classmethod
-    def _assemble(
-        cls,
-        chain: Chain,
-        tokens: dict[str, Stablecoin],
-        owner: Transactor,
-        gas_payer: Transactor,
-        *,
-        articles: Path | Catalogue | None,
-        render: Renderer,
-        max_timeout_seconds: int,
-        ledger: Ledger | None,
-        receipt_signer: Signer | None,
-        faults: FaultPlan | None,
-        schemes: Sequence[str],
-        manager: ChannelManager | None,
-        channel_options: ChannelOptions | None,
-    ) -> Self:
-        """The facilitator's handlers, the server's offers in `schemes` order, the app; the
-        channel handler (on `manager`) is started."""
-        scheme = ExactEvmScheme(tokens.values(), gas_payer)
-        if not isinstance(articles, Catalogue):
-            articles = Catalogue.from_directory(articles or sample_articles_dir())
-        registry = AssetRegistry(t.asset for t in tokens.values())
-        handlers: list[SchemeHandler] = [scheme]
-        builders: list[OfferBuilder] = []
-        channels: ChannelEvmScheme | None = None
-        router: APIRouter | None = None
-        for name in schemes:
-            if name == "exact":
-                builders.append(ExactOffers(registry, max_timeout_seconds=max_timeout_seconds))
-            else:
-                channels = build_channel_scheme(
-                    chain, tokens.values(), owner, gas_payer, channel_options, manager=manager
-                )
-                handlers.append(channels)
-                offers, router = channel_server(
-                    registry, LocalChannelFacilitator(channels), channel_options
-                )
-                builders.append(offers)
-        facilitator = LocalFacilitator(handlers)
-        app = create_app(
-            articles,
-            registry,
-            facilitator,
-            render=render,
-            schemes=builders,
-            ledger=ledger,
-            receipt_signer=receipt_signer,
-            faults=faults,
-            records_submissions=True,
-        )
-        scheme.on_submitted = record_submissions(app.state.ledger, app.state.faults)
-        if channels is not None and router is not None:
-            app.include_router(router)
-            channels.start()
-        return cls(chain, tokens, owner, scheme, facilitator, articles, app, channels)
+    # -- the parts
+
+    @property
+    def chain(self) -> Chain:
+        return self.parts.chain
+
+    @property
+    def tokens(self) -> Mapping[str, Stablecoin]:
+        return self.parts.tokens
+
+    @property
+    def assets(self) -> AssetRegistry:
+        return self.parts.assets
+
+    @property
+    def scheme(self) -> ExactEvmScheme:
+        """The in-process facilitator's "exact" handler."""
+        assert self.parts.exact is not None  # checked by __init__
+        return self.parts.exact
+
+    @property
+    def channels(self) -> ChannelEvmScheme | None:
+        """The "channel" scheme's handler, when offered."""
+        return self.parts.channels
+
+    @property
+    def facilitator(self) -> LocalFacilitator:
+        assert isinstance(self.parts.facilitator, LocalFacilitator)  # checked by __init__
+        return self.parts.facilitator
+
+    @property
+    def server(self) -> ContentServer:
+        """The content server and its parts (ledger, checkout, entitlements, ...)."""
+        return self.parts.server
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.server.catalogue
+
+    @property
+    def app(self) -> FastAPI:
+        return self.server.app
+
+    @property
+    def ledger(self) -> Ledger:
+        """The server's payment ledger."""
+        return self.server.ledger
+
+    # -- minting and balances
 
     def fund(self, address: str, symbol: str, amount: str | Decimal) -> None:
         """Mint `amount` (human units) of `symbol` to `address`."""
@@ -259,46 +231,31 @@ class Stack:
     def balance(self, address: str, symbol: str = "USDX") -> int:
         return self.tokens[symbol].balance_of(address)
 
-    @property
-    def ledger(self) -> Ledger:
-        """The server's payment ledger."""
-        ledger: Ledger = self.app.state.ledger
-        return ledger
+    # -- running
 
     def close(self) -> None:
         """Stop the background parts: the channel handler claims every voucher still due (one
         last round, waiting for its transactions) and writes its state. Call it after the
         server stopped taking requests. (Safe to call more than once.)"""
-        if self.channels is not None:
-            self.channels.close()
+        self.parts.close()
 
-    def __enter__(self) -> Stack:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
 
     @contextmanager
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Run the content server on uvicorn in a background thread; yield its base URL."""
-        with serve_app(self.app, host, port) as url:
+    def serve(
+        self, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None
+    ) -> Iterator[str]:
+        """Run the content server on uvicorn in a background thread, under `limits` (the
+        defaults when None); yield its base URL."""
+        with self.parts.serve(host, port, limits) as url:
             yield url
 
 
-def _check_schemes(schemes: Sequence[str]) -> None:
-    for name in schemes:
-        if name not in ("exact", "channel"):
-            raise ValueError(f"unknown scheme {name!r}: use exact and/or channel")
-
-
-def record_submissions(ledger: Ledger, faults: FaultPlan | None = None) -> SubmittedHook:
-    """The in-process facilitator's `on_submitted` hook for a server in the same process: the
-    ledger records each "exact" settlement transaction just before it is broadcast (and a fault
-    plan may stop the process right there). If the write fails, nothing is broadcast."""
-
-    def submitted(payer: str, nonce: bytes, tx_hash: str) -> None:
-        ledger.record_submission(PaymentKey("exact", payer, "0x" + nonce.hex()), tx_hash)
-        if faults is not None:
-            faults.hit(FaultPoint.SUBMITTED)
-
-    return submitted
+def _catalogue(articles: Path | Catalogue | None) -> Catalogue:
+    if isinstance(articles, Catalogue):
+        return articles
+    return Catalogue.from_directory(articles or sample_articles_dir())

@@ -18,13 +18,13 @@ import resource
 import statistics
 import time
 
+from agent_pay.assembly.channels import ChannelOptions
 from agent_pay.bench.loadgen import LoadResult, run_load
-from agent_pay.channel_setup import ChannelOptions
 from agent_pay.client.channels import ChannelPolicy
 from agent_pay.protocol import PaymentPayload, PaymentRequired
 from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, decode_header, encode_header
+from agent_pay.serving import serve_app
 from agent_pay.signing.voucher import Voucher, sign_voucher, voucher_domain
-from agent_pay.stack import serve_app
 from agent_pay.testing import Testbed
 
 SLUG = "why-micropayments-failed"

@@ -14,10 +14,9 @@ from agent_pay.bench.loadgen import run_load, summarize_latencies
 from agent_pay.serving import serve_app
 
 
-def _app() -> FastAPI:
+def _app(seen: list[str]) -> FastAPI:
+    """An echo server that notes each request's tag in `seen`."""
     app = FastAPI()
-    seen: list[str] = []
-    app.state.seen = seen
 
     @app.get("/echo")
     async def echo(request: Request) -> JSONResponse:
@@ -32,13 +31,13 @@ def _app() -> FastAPI:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, FastAPI]]:
-    app = _app()
-    with serve_app(app) as url:
-        yield f"{url}/echo", app
+def server() -> Iterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    with serve_app(_app(seen)) as url:
+        yield f"{url}/echo", seen
 
 
-def test_every_request_is_answered_and_counted(server: tuple[str, FastAPI]) -> None:
+def test_every_request_is_answered_and_counted(server: tuple[str, list[str]]) -> None:
     url, _ = server
     lanes = [[{}] for _ in range(150)] + [[{"x-tag": "paid"}] for _ in range(50)]
     result = run_load(url, lanes, concurrency=8, max_seconds=30)
@@ -55,7 +54,7 @@ def test_every_request_is_answered_and_counted(server: tuple[str, FastAPI]) -> N
     assert result.server_cpu_seconds is None  # no server process named
 
 
-def test_the_server_processs_cpu_time_is_measured(server: tuple[str, FastAPI]) -> None:
+def test_the_server_processs_cpu_time_is_measured(server: tuple[str, list[str]]) -> None:
     if not os.path.exists("/proc/self/task"):
         pytest.skip("no /proc here")
     url, _ = server  # served by a thread of this process
@@ -66,16 +65,16 @@ def test_the_server_processs_cpu_time_is_measured(server: tuple[str, FastAPI]) -
     assert 0 < result.server_cpu_seconds / result.completed < 0.005
 
 
-def test_a_lane_keeps_its_order_on_one_connection(server: tuple[str, FastAPI]) -> None:
-    url, app = server
-    app.state.seen.clear()
+def test_a_lane_keeps_its_order_on_one_connection(server: tuple[str, list[str]]) -> None:
+    url, seen = server
+    seen.clear()
     lane = [{"x-tag": f"step-{i}"} for i in range(20)]
     result = run_load(url, [lane], concurrency=4, max_seconds=30)
     assert result.completed == 20
-    assert app.state.seen == [f"step-{i}" for i in range(20)]
+    assert seen == [f"step-{i}" for i in range(20)]
 
 
-def test_the_time_cap_bounds_a_run(server: tuple[str, FastAPI]) -> None:
+def test_the_time_cap_bounds_a_run(server: tuple[str, list[str]]) -> None:
     url, _ = server
     result = run_load(url, [[{}]] * 200_000, concurrency=2, max_seconds=0.3)
     assert result.completed + result.unsent == 200_000

@@ -31,7 +31,7 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
-from agent_pay.server.app import create_app
+from agent_pay.server.app import create_server
 from agent_pay.server.catalogue import Article
 from agent_pay.server.checkout import RECONCILE_INTERVAL
 from agent_pay.server.ledger import Ledger, PaymentState
@@ -152,7 +152,7 @@ def render() -> OnRender:
 @pytest.fixture
 def bed(chain: FlakyChain, render: OnRender) -> Testbed:
     bed = Testbed.create(chain=chain, render=render)  # type: ignore[arg-type]
-    bed.app.state.checkout.reconcile_interval = 0.0
+    bed.server.checkout.reconcile_interval = 0.0
     return bed
 
 
@@ -279,8 +279,9 @@ def test_behind_a_remote_facilitator_the_ledger_holds_what_may_still_be_mined(
         "http://facilitator.test", transport=httpx.ASGITransport(app=facilitator)
     )
     ledger = Ledger.in_memory()
-    app = create_app(bed.catalogue, bed.assets, remote, render=render, ledger=ledger)
-    app.state.checkout.reconcile_interval = 0.0
+    server = create_server(bed.catalogue, bed.assets, remote, render=render, ledger=ledger)
+    server.checkout.reconcile_interval = 0.0
+    app = server.app
     stranded = bed.agent(funds={"USDX": "1"})
     later = bed.agent(funds={"USDX": "1"})
     before = books(bed.tokens, [stranded.address])
@@ -352,7 +353,7 @@ def test_behind_a_remote_facilitator_an_unsent_settlement_is_failed_at_once(
         transport=httpx.ASGITransport(app=create_facilitator_app(bed.facilitator)),
     )
     ledger = Ledger.in_memory()
-    app = create_app(bed.catalogue, bed.assets, remote, ledger=ledger, render=render)
+    app = create_server(bed.catalogue, bed.assets, remote, ledger=ledger, render=render).app
     payer = bed.agent(funds={"USDX": "1"})
     before = books(bed.tokens, [payer.address])
     with httpx.Client(transport=SyncASGITransport(app), base_url="http://testserver") as client:
@@ -398,7 +399,7 @@ def test_a_sent_settlement_in_its_last_seconds_is_not_failed_while_it_may_be_min
         assert paid_read(client, encode_header(payment)).status_code == 503
     chain.mode = "up"
     time.sleep(2.5)  # inside the margin now: verification says "expired"
-    checkout = bed.app.state.checkout
+    checkout = bed.server.checkout
     report = asyncio.run(checkout.reconcile())
     assert report.unresolved == 1
     [entry] = bed.ledger.entries()

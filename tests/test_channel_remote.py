@@ -18,12 +18,17 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent_pay.channel_setup import channel_server
+from agent_pay.assembly.channels import channel_server
+from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.client.channels import ChannelPolicy
 from agent_pay.errors import ChainUnavailableError, Reason
 from agent_pay.facilitator.channel.endpoints import MAX_CHANNEL_BODY_BYTES
 from agent_pay.facilitator.channel.remote import HttpChannelFacilitator
+from agent_pay.facilitator.exact import ExactEvmScheme
 from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
+from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.protocol import (
     PaymentPayload,
     PaymentRequired,
@@ -39,7 +44,7 @@ from agent_pay.protocol.codec import (
     encode_header,
 )
 from agent_pay.protocol.extensions import ENTITLEMENT_HEADER, RECEIPT_HEADER
-from agent_pay.server.app import create_app
+from agent_pay.server.app import create_server
 from agent_pay.server.offers import ExactOffers
 from agent_pay.serving import serve_app
 from agent_pay.signing.voucher import Voucher, sign_voucher, voucher_domain
@@ -63,16 +68,24 @@ class Remote:
 def remote() -> Iterator[Remote]:
     bed = Testbed.create(articles=CATALOGUE, schemes=("exact", "channel"), channel_options=QUIET)
     assert bed.channels is not None
-    bed.scheme.on_submitted = None  # its ledger is bed.app's, not the remote server's
-    service = create_facilitator_app(bed.facilitator, channels=bed.channels)
+    # The service's own "exact" handler, told of no ledger: the remote server keeps its own.
+    exact = ExactEvmScheme(
+        bed.tokens.values(), Transactor(bed.chain, dev_signer(FACILITATOR_SERVICE_INDEX))
+    )
+    service = create_facilitator_app(
+        LocalFacilitator([exact, bed.channels]), channels=bed.channels
+    )
     with serve_app(service) as facilitator_url:
         channels = HttpChannelFacilitator.connect(facilitator_url)
         facilitator = HttpFacilitatorClient(facilitator_url)
         offers, router = channel_server(bed.assets, channels, QUIET)
-        app = create_app(
-            bed.catalogue, bed.assets, facilitator, schemes=[ExactOffers(bed.assets), offers]
-        )
-        app.include_router(router)
+        app = create_server(
+            bed.catalogue,
+            bed.assets,
+            facilitator,
+            schemes=[ExactOffers(bed.assets), offers],
+            routes=[router],
+        ).app
         with serve_app(closing(app, channels, facilitator)) as server_url:
             yield Remote(bed, facilitator_url, server_url, channels)
     bed.close()
@@ -171,12 +184,12 @@ def test_a_refused_voucher_is_a_402_with_the_channel_statement(remote: Remote) -
 def test_a_facilitator_that_cannot_be_reached_is_a_503_not_a_charge(remote: Remote) -> None:
     gone = HttpChannelFacilitator("http://127.0.0.1:9", remote.channels.terms, timeout=2)
     offers, _ = channel_server(remote.bed.assets, gone, QUIET)
-    app = create_app(
+    app = create_server(
         remote.bed.catalogue,
         remote.bed.assets,
         HttpFacilitatorClient(remote.facilitator),
         schemes=[offers],
-    )
+    ).app
     agent = channel_agent(remote)
     with httpx.Client(base_url=remote.server, auth=agent.auth) as http:
         assert http.get("/articles/note-030").status_code == 200  # opens the channel

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.node.anvil import free_port, wait_for_rpc
 from agent_pay.node.deployment import find_stablecoins
@@ -59,7 +59,7 @@ def test_serve_takes_vouchers_through_a_facilitator_process(
     agent = LocalSigner.random()
     with JsonRpcChain(node_url) as chain:
         usdx = find_stablecoins(chain)["USDX"]
-        usdx.mint_many(Transactor(chain, dev_account(0)), [(agent.address, 2_000_000)])
+        usdx.mint_many(Transactor(chain, dev_signer(0)), [(agent.address, 2_000_000)])
         payee_before = usdx.balance_of(PAYEE)
         urls = [f"{server_url}/articles/{slug}" for slug in (*SLUGS, SLUGS[0])]  # one re-read
         policy = ["--max-price", "0.2", "--budget", "2", "--channel-deposit", "1"]

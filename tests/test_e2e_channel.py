@@ -21,11 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_pay.assembly.channels import ChannelOptions
+from agent_pay.assembly.root import assemble
 from agent_pay.chain.channel import ChannelStatus
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
-from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_offers
 from agent_pay.cli.channels import describe, request_close, withdraw
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.channel_store import ClientChannelStore
@@ -33,8 +34,6 @@ from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
 from agent_pay.errors import Reason
-from agent_pay.facilitator.channel.local import LocalChannelFacilitator
-from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.protocol import (
     PaymentPayload,
     PaymentRequired,
@@ -59,11 +58,8 @@ from agent_pay.protocol.extensions import (
     SignedReceipt,
 )
 from agent_pay.receipts import load_receipt, verify_receipt
-from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Article, Catalogue
-from agent_pay.server.channel_offers import channel_router
 from agent_pay.server.ledger import Ledger
-from agent_pay.server.offers import ExactOffers
 from agent_pay.signing import LocalSigner
 from agent_pay.signing.voucher import Voucher, sign_voucher, voucher_domain
 from agent_pay.stack import FACILITATOR_INDEX
@@ -568,7 +564,7 @@ def test_gas_per_read_at_1000_reads_per_channel_is_under_1_percent_of_exact(
         tx = decode_header(opening.headers[PAYMENT_RESPONSE_HEADER], SettleResponse).transaction
         opens += env.bed.chain.get_receipt(bytes.fromhex(tx[2:])).gas_used  # type: ignore[union-attr]
         give_gas(env, agent.address)
-    builder = env.bed.app.state.paywall.schemes["channel"]
+    builder = env.bed.server.paywall.schemes["channel"]
     path = f"/articles/{C1}"
     for n in range(2, reads + 1):  # the rest: client scheme and server inline charge, no HTTP
         for agent in agents:
@@ -836,22 +832,17 @@ def restart(server: Server, channels_dir: Path) -> None:
     assert old is not None
     options = replace(server.options, data_dir=channels_dir)
     gas = Transactor(bed.chain, dev_signer(FACILITATOR_INDEX))
-    handler = build_channel_scheme(
-        bed.chain, bed.tokens.values(), bed.owner, gas, options, manager=old.manager
-    )
-    facilitator = LocalFacilitator([bed.scheme, handler])
-    seam = LocalChannelFacilitator(handler)
-    app = create_app(
-        bed.catalogue,
-        bed.assets,
-        facilitator,
-        schemes=[ExactOffers(bed.assets), channel_offers(bed.assets, seam, options)],
+    bed.parts = assemble(
+        bed.chain,
+        bed.tokens,
+        gas,
+        catalogue=bed.catalogue,
+        schemes=("exact", "channel"),
+        channel_manager=old.manager,
+        channel_options=options,
         ledger=bed.ledger,
         receipt_signer=LocalSigner.random(),
     )
-    app.include_router(channel_router(seam))
-    handler.start()
-    bed.app, bed.facilitator, bed.channels = app, facilitator, handler
 
 
 def crash_image(directory: Path, into: Path) -> Path:

@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_pay.assembly.channels import ChannelOptions
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.chain.stablecoin import Stablecoin
-from agent_pay.channel_setup import ChannelOptions
 from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.errors import ConfigurationError

@@ -18,7 +18,7 @@ from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_pay.chain import embedded
+from agent_pay.chain import dev_genesis
 from agent_pay.chain.base import ContractRevertError, Receipt
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
@@ -54,13 +54,13 @@ class _PlainDevVM(PragueVM):  # type: ignore[misc]
 
 
 def _chain(plain: bool, on_block: Any = None) -> EmbeddedChain:
-    saved = embedded._DevPragueVM
+    saved = dev_genesis.DevPragueVM
     if plain:
-        embedded._DevPragueVM = _PlainDevVM  # type: ignore[misc]
+        dev_genesis.DevPragueVM = _PlainDevVM  # type: ignore[misc]
     try:
         return EmbeddedChain(clock=lambda: T0, genesis_timestamp=T0, on_block=on_block)
     finally:
-        embedded._DevPragueVM = saved  # type: ignore[misc]
+        dev_genesis.DevPragueVM = saved  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")

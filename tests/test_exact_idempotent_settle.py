@@ -256,12 +256,13 @@ def test_the_submitted_hook_hears_the_transaction_before_it_is_confirmed(bed: Te
         raise RuntimeError("the ledger is on fire")
 
     # A failing hook stops the broadcast: whoever listens must hear of all that may settle.
-    scheme.on_submitted = broken
+    deaf = ExactEvmScheme(
+        bed.tokens.values(), Transactor(bed.chain, dev_signer(6)), on_submitted=broken
+    )
     payment, requirements = pay(bed, payer)
     balance = bed.balance(payer.address)
     with pytest.raises(ChainUnavailableError, match="not sent") as refused:
-        scheme.settle(payment, requirements)
+        deaf.settle(payment, requirements)
     assert refused.value.broadcast is False
     assert bed.balance(payer.address) == balance
-    scheme.on_submitted = None
     assert scheme.settle(payment, requirements).transaction.startswith("0x")  # still valid

@@ -16,6 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent_pay.assembly.root import assemble
+from agent_pay.chain.contract import Transactor
+from agent_pay.chain.devkeys import dev_signer
 from agent_pay.client.auth import PaymentAuth
 from agent_pay.client.policy import SpendingPolicy
 from agent_pay.client.receipts import ReceiptStore
@@ -28,12 +31,11 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
-from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Article, Catalogue
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.ledger import Ledger, PaymentState
 from agent_pay.signing import LocalSigner
-from agent_pay.stack import record_submissions
+from agent_pay.stack import FACILITATOR_INDEX
 from agent_pay.testing import SyncASGITransport, TestAgent, Testbed
 from tests._money import assert_ledger_matches_chain, books, delta
 
@@ -52,16 +54,15 @@ def crash() -> None:
 
 def restart(bed: Testbed, *, faults: FaultPlan | None = None) -> None:
     """A new server process over the same ledger and chain: new app, new checkout, no memory."""
-    bed.app = create_app(
-        bed.catalogue,
-        bed.assets,
-        bed.facilitator,
+    bed.parts = assemble(
+        bed.chain,
+        bed.tokens,
+        Transactor(bed.chain, dev_signer(FACILITATOR_INDEX)),
+        catalogue=bed.catalogue,
         ledger=bed.ledger,
         receipt_signer=LocalSigner.random(),
         faults=faults,
-        records_submissions=True,
     )
-    bed.scheme.on_submitted = record_submissions(bed.ledger, faults)
 
 
 def first_402(client: httpx.Client, slug: str = SLUG) -> PaymentRequired:
@@ -391,8 +392,8 @@ def test_reconciliation_resolves_what_a_crash_left_before_serving() -> None:
     settling, verified = bed.agent(funds={"USDX": "1"}), bed.agent(funds={"USDX": "1"})
     before = books(bed.tokens, parties(bed, settling, verified))
     for agent, point in [(settling, FaultPoint.SETTLING), (verified, FaultPoint.VERIFIED)]:
-        bed.app.state.faults.point = point  # the same "process": its plan moves on
-        bed.app.state.faults.nth = 2 if point is FaultPoint.VERIFIED else 1
+        bed.server.faults.point = point  # the same "process": its plan moves on
+        bed.server.faults.nth = 2 if point is FaultPoint.VERIFIED else 1
         with bed.client() as client:  # a crash ends the client's loop: one client each
             header = signed_header(client, agent)
             with pytest.raises(Crash):

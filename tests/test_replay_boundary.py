@@ -18,7 +18,7 @@ from agent_pay.errors import Reason
 from agent_pay.protocol import PaymentPayload
 from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, encode_header
 from agent_pay.protocol.extensions import ENTITLEMENT_HEADER
-from agent_pay.server.app import create_app
+from agent_pay.server.app import create_server
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.ledger import Ledger, PaymentState
 from agent_pay.signing import LocalSigner
@@ -163,7 +163,7 @@ def test_two_servers_on_one_chain_sell_a_payment_once_per_article(
     assert article is not None
     twin = dataclasses.replace(article, slug=OTHER, title="Another article, the same offer")
     catalogue = Catalogue([*bed.catalogue, twin])
-    second = create_app(catalogue, bed.assets, bed.facilitator, ledger=Ledger.in_memory())
+    second = create_server(catalogue, bed.assets, bed.facilitator, ledger=Ledger.in_memory()).app
     parties = party_addresses(bed, agent, article)
     with (
         bed.client() as a,

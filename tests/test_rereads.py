@@ -141,7 +141,7 @@ def test_an_altered_or_foreign_receipt_does_not_verify(bed: Testbed, http: httpx
 
 def test_the_server_publishes_its_receipt_address(bed: Testbed, http: httpx.Client) -> None:
     document = http.get("/.well-known/agent-pay").json()
-    assert document["receiptSigner"] == bed.app.state.receipt_signer
+    assert document["receiptSigner"] == bed.server.receipt_signer
     assert document["entitlementHeader"] == ENTITLEMENT_HEADER
     assert document["receiptExtension"] == RECEIPT_EXTENSION
     assert document["networks"] == ["eip155:31337"]

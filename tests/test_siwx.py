@@ -285,7 +285,7 @@ async def test_an_altered_or_self_made_sign_in_is_refused(
 @pytest.mark.anyio
 async def test_an_expired_sign_in_is_refused(bed: Testbed, buyer: LocalAccount) -> None:
     await bought(bed, buyer)
-    entitlements = bed.app.state.entitlements
+    entitlements = bed.server.entitlements
     real = entitlements.siwx
     clock = FakeClock(time.time())
     entitlements.siwx = SignInWithX(["eip155:31337"], secret=b"k" * 32, clock=clock)

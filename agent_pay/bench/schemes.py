@@ -43,7 +43,7 @@ _CHANNEL_MODULES = (
     "agent_pay.facilitator.channel.scheme",  # its SchemeHandler
     "agent_pay.server.channel_offers",  # its OfferBuilder
     "agent_pay.client.channels",  # its ClientScheme
-    "agent_pay.channel_setup",  # how a Stack wires it
+    "agent_pay.assembly.channels",  # how the composition root wires it
 )
 
 

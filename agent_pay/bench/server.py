@@ -70,7 +70,7 @@ class _Controller:
 
         options: dict[str, Any] = {}
         if "channel" in schemes:
-            from agent_pay.channel_setup import ChannelOptions
+            from agent_pay.assembly.channels import ChannelOptions
 
             # Claims happen when the benchmark asks (after each paid phase), so that their gas
             # is counted against the reads they settle; not on the settler's own timer.

@@ -11,7 +11,8 @@ a block of their own. With nobody expected, it mines at once.
 
 Block timestamps follow the given clock (wall time by default) and may repeat: a local chain
 mining hundreds of blocks a second must not run ahead of real time, or EIP-3009 validity windows
-(checked against `block.timestamp`) would expire early. That is the one rule relaxed from mainnet.
+(checked against `block.timestamp`) would expire early. That is the one rule relaxed from mainnet
+(`agent_pay.chain.dev_genesis`).
 
 Two hooks serve tools built on top (the JSON-RPC node in `agent_pay.node`): `on_block` reports
 every mined block, and `replay_block` re-mines a recorded block at its recorded timestamp, so a
@@ -20,29 +21,17 @@ history written down block by block can be restored exactly.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import rlp
-from eth.abc import BlockHeaderAPI, SignedTransactionAPI
-from eth.chains.base import MiningChain
-from eth.constants import (
-    BLANK_ROOT_HASH,
-    POST_MERGE_DIFFICULTY,
-    POST_MERGE_MIX_HASH,
-    POST_MERGE_NONCE,
-)
-from eth.db.atomic import AtomicDB
-from eth.rlp.accounts import Account
-from eth.vm.spoof import SpoofTransaction
+from eth.abc import SignedTransactionAPI
 from eth_utils import ValidationError as EVMValidationError
 from eth_utils import keccak, to_canonical_address, to_checksum_address
-from trie.hexary import HexaryTrie
 
+from agent_pay.chain import dev_genesis
 from agent_pay.chain.base import (
     ChainError,
     Log,
@@ -56,32 +45,20 @@ from agent_pay.chain.blocks import (
     fitting,
     revert_error,
 )
+from agent_pay.chain.dev_genesis import DEV_FUNDS, GAS_LIMIT
 from agent_pay.chain.devkeys import dev_accounts
-from agent_pay.chain.evm_speed import FastPragueVM
+from agent_pay.chain.log_index import LogIndex
+from agent_pay.chain.state_reads import StorageReader, spoofed
 
 __all__ = ["DEFAULT_CHAIN_ID", "GROUP_SIZE", "GROUP_WAIT", "EmbeddedChain", "MinedBlock"]
 
 DEFAULT_CHAIN_ID = 31337  # anvil's and hardhat's: wallets and x402 clients know it as a dev chain
-_GAS_LIMIT = 60_000_000
-_DEV_FUNDS = 10_000 * 10**18
 _PRIORITY_FEE = 10**9  # 1 gwei
 GROUP_SIZE = 256
 """Default for `EmbeddedChain(group_size=...)`: the most transactions a block waits for."""
 GROUP_WAIT = 0.02
 """Default for `EmbeddedChain(group_wait=...)`: the longest a block waits (seconds) for
 transactions announced by `expecting()`."""
-
-
-class _DevPragueVM(FastPragueVM):
-    """Prague, except that a block may share its parent's timestamp (see module docstring).
-
-    Executes through `agent_pay.chain.evm_speed` (same results, less interpreter overhead)."""
-
-    @classmethod
-    def validate_header(cls, header: BlockHeaderAPI, parent_header: BlockHeaderAPI) -> None:
-        if parent_header is not None and header.timestamp == parent_header.timestamp:
-            parent_header = parent_header.copy(timestamp=header.timestamp - 1)
-        super().validate_header(header, parent_header)
 
 
 class EmbeddedChain:
@@ -108,7 +85,7 @@ class EmbeddedChain:
         *,
         chain_id: int = DEFAULT_CHAIN_ID,
         funded: Iterable[str] | None = None,
-        funds: int = _DEV_FUNDS,
+        funds: int = DEV_FUNDS,
         clock: Callable[[], float] = time.time,
         genesis_timestamp: int | None = None,
         on_block: Callable[[MinedBlock], None] | None = None,
@@ -122,43 +99,25 @@ class EmbeddedChain:
         self._on_block = on_block
         if funded is None:
             funded = [a.address for a in dev_accounts()]
-        chain_class = MiningChain.configure(
-            __name__="AgentPayDevChain",
-            vm_configuration=((0, _DevPragueVM),),
-            chain_id=chain_id,
-        )
-        genesis_params: dict[str, Any] = {
-            "coinbase": b"\x00" * 20,
-            "difficulty": POST_MERGE_DIFFICULTY,
-            "extra_data": b"agent-pay",
-            "gas_limit": _GAS_LIMIT,
-            "mix_hash": POST_MERGE_MIX_HASH,
-            "nonce": POST_MERGE_NONCE,
-            "timestamp": int(clock()) if genesis_timestamp is None else genesis_timestamp,
-        }
-        genesis_state = {
-            to_canonical_address(a): {"balance": funds, "nonce": 0, "code": b"", "storage": {}}
-            for a in funded
-        }
-        self._chain = chain_class.from_genesis(AtomicDB(), genesis_params, genesis_state)
+        timestamp = int(clock()) if genesis_timestamp is None else genesis_timestamp
+        self._chain = dev_genesis.dev_mining_chain(chain_id, funded, funds, timestamp)
         # Mining takes `_mine_lock`; nothing else does. Reads run against `_head`, an immutable
         # header whose state trie is never modified (py-evm writes new, content-addressed nodes),
         # so they need no lock and proceed while a block is being built.
         self._mine_lock = threading.Lock()
         self._pool_lock = threading.Lock()  # guards the pending pool; held only briefly
-        self._pool_changed = threading.Condition(
-            self._pool_lock
-        )  # a tx came, or an expectation went
+        # Notified when a transaction comes, or an expectation goes.
+        self._pool_changed = threading.Condition(self._pool_lock)
         self._expected = 0  # callers inside `expecting()`: transactions on their way
         self._builder = self._chain.get_vm(self._chain.header).get_transaction_builder()
         self._pending: list[SignedTransactionAPI] = []
         self._pending_hashes: set[bytes] = set()
         self._next_nonce: dict[bytes, int] = {}
         self._receipts: dict[bytes, Receipt] = {}
-        self._logs: dict[str, list[Log]] = {}  # by emitting address, in mining order
+        self._logs = LogIndex()
         self._dropped: dict[bytes, str] = {}
         self._head = self._chain.get_canonical_head()
-        self._storage_roots: dict[bytes, bytes] = {}  # b"" -> the state root they belong to
+        self._storage = StorageReader()
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -193,34 +152,13 @@ class EmbeddedChain:
         return bytes(self._state().get_code(to_canonical_address(address)))
 
     def get_storage_at(self, address: str, slot: int) -> int:
-        # Two trie lookups under the head's state root, as `eth_getProof` walks them: about
-        # twice as fast as py-evm's state object, which also builds a VM and looks the account
-        # up three times. Same discipline as `_state`: the head's trie nodes are never changed.
-        if not 0 <= slot < 2**256:
-            raise ValueError(f"storage slot out of range: {slot}")
-        db = self._chain.chaindb.db
-        state_root = self._head.state_root
-        # An account's storage root under one state root never changes: remember the last
-        # head's (the token's, read several times per settlement), forget it with the head.
-        known = self._storage_roots
-        if known.get(b"") != state_root:
-            known = self._storage_roots = {b"": state_root}
-        key = keccak(to_canonical_address(address))
-        storage_root = known.get(key)
-        if storage_root is None:
-            encoded = HexaryTrie(db, state_root).get(key)
-            if not encoded:
-                return 0  # no such account
-            storage_root = known[key] = rlp.decode(encoded, sedes=Account).storage_root
-        if storage_root == BLANK_ROOT_HASH:
-            return 0
-        value = HexaryTrie(db, storage_root).get(keccak(slot.to_bytes(32, "big")))
-        return int(rlp.decode(value, sedes=rlp.sedes.big_endian_int)) if value else 0
+        # Under the head's state root, whose trie nodes are never changed (as for `_state`).
+        return self._storage.read(self._chain.chaindb.db, self._head.state_root, address, slot)
 
     def call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
         head = self._head
         vm = self._chain.get_vm(head)
-        tx = self._spoof(vm, to, data, sender, value=0, gas=_GAS_LIMIT)
+        tx = spoofed(vm, to, data, sender, value=0, gas=GAS_LIMIT)
         with vm.in_costless_state() as state:
             computation = state.costless_execute_transaction(tx)
         if computation.is_error:
@@ -228,11 +166,11 @@ class EmbeddedChain:
         return bytes(computation.output)
 
     def estimate_gas(
-        self, to: str | None, data: bytes, sender: str, value: int = 0, *, gas: int = _GAS_LIMIT
+        self, to: str | None, data: bytes, sender: str, value: int = 0, *, gas: int = GAS_LIMIT
     ) -> int:
         """The gas the call takes, searched up to ``gas`` (the block gas limit by default)."""
         head = self._head
-        tx = self._spoof(self._chain.get_vm(head), to, data, sender, value=value, gas=gas)
+        tx = spoofed(self._chain.get_vm(head), to, data, sender, value=value, gas=gas)
         try:
             return int(self._chain.estimate_gas(tx, head))
         except EVMValidationError as exc:
@@ -265,19 +203,8 @@ class EmbeddedChain:
         from_block: int = 0,
         to_block: int | None = None,
     ) -> list[Log]:
-        logs = self._logs.get(to_checksum_address(address), [])
-        # Appends happen under the mining lock and only at the end: a slice is a consistent view.
-        start = bisect.bisect_left(logs, from_block, key=lambda log: log.block_number)
         last = self.block_number() if to_block is None else to_block
-        found = []
-        for log in logs[start:]:
-            if log.block_number > last:
-                break
-            if len(log.topics) >= len(topics) and all(
-                want is None or want == have for want, have in zip(topics, log.topics, strict=False)
-            ):
-                found.append(log)
-        return found
+        return self._logs.find(address, topics, from_block, last)
 
     def is_pending(self, tx_hash: bytes) -> bool:
         """True while a transaction is accepted and neither mined nor dropped yet."""
@@ -297,7 +224,7 @@ class EmbeddedChain:
             raise TransactionRejectedError(
                 f"wrong chain id {tx.chain_id}, expected {self._chain_id}"
             )
-        if tx.gas > _GAS_LIMIT:
+        if tx.gas > GAS_LIMIT:
             raise TransactionRejectedError("gas limit exceeds the block gas limit")
         if tx.gas < calldata_floor(tx.data):
             # EIP-7623 (Prague): py-evm does not enforce the calldata floor; real nodes do.
@@ -365,7 +292,7 @@ class EmbeddedChain:
 
     def _mine_locked(self, *, allow_empty: bool) -> int:
         with self._pool_lock:
-            batch = fitting(self._pending, _GAS_LIMIT)
+            batch = fitting(self._pending, GAS_LIMIT)
             self._pending = self._pending[len(batch) :]
         if not batch and not allow_empty:
             return 0
@@ -435,8 +362,7 @@ class EmbeddedChain:
         ours = block_receipts(header, batch, receipts, computations)
         for receipt in ours:
             self._receipts[receipt.tx_hash] = receipt
-            for log in receipt.logs:
-                self._logs.setdefault(log.address, []).append(log)
+            self._logs.add(receipt.logs)
         self._head = header
         return MinedBlock(block, tuple(receipts), tuple(ours))
 
@@ -456,18 +382,3 @@ class EmbeddedChain:
             header = vm.add_receipt_to_header(header, receipt)
             keep.append(tx)
         return keep
-
-    @staticmethod
-    def _spoof(
-        vm: Any, to: str | None, data: bytes, sender: str | None, *, value: int, gas: int
-    ) -> SpoofTransaction:
-        from_ = to_canonical_address(sender) if sender else b"\x00" * 20
-        unsigned = vm.create_unsigned_transaction(
-            nonce=vm.state.get_nonce(from_),
-            gas_price=0,
-            gas=gas,
-            to=to_canonical_address(to) if to else b"",
-            value=value,
-            data=data,
-        )
-        return SpoofTransaction(unsigned, from_=from_)

@@ -1,8 +1,8 @@
 """Any Ethereum JSON-RPC node as a `Chain`: anvil, hardhat, `agent-pay node`, a public network.
 
-A plain httpx client speaks JSON-RPC 2.0; nothing here estimates gas or signs (the `Transactor`
-does that). Errors are mapped onto the chain layer's tree so the facilitator can tell a payment
-problem from node trouble:
+A plain httpx client speaks JSON-RPC 2.0 (`agent_pay.chain.rpc_transport`); nothing here
+estimates gas or signs (the `Transactor` does that). Errors are mapped onto the chain layer's
+tree so the facilitator can tell a payment problem from node trouble:
 
     ChainError
     ├── NodeUnavailableError        unreachable, timed out, not JSON-RPC (the facilitator: 503)
@@ -16,12 +16,10 @@ settlement then costs one `eth_sendRawTransaction` plus receipt polls, nothing e
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -36,36 +34,19 @@ from agent_pay.chain.base import (
     decode_revert_reason,
 )
 from agent_pay.chain.rpc_codec import hex_data, parse_bytes, parse_int, parse_log, tx_object
+from agent_pay.chain.rpc_transport import (
+    NodeUnavailableError,
+    RpcError,
+    RpcTransport,
+    as_revert,
+    parsing,
+)
 
 __all__ = ["JsonRpcChain", "NodeUnavailableError", "RpcError"]
 
 _CACHE_SECONDS = 1.0  # how stale a cached fee or head timestamp may be
 _DROP_CHECK_SECONDS = 0.5  # while waiting for a receipt, ask this often whether the tx still exists
 _DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei, for nodes without eth_maxPriorityFeePerGas
-_REVERT_CODE = 3  # geth / anvil: "execution reverted" with the revert data
-
-
-class NodeUnavailableError(ChainError):
-    """The node could not be reached, did not answer in time, or did not speak JSON-RPC.
-
-    `maybe_sent` is False only when the request certainly never reached the node (the
-    connection was refused): a transaction sent then was not broadcast.
-    """
-
-    def __init__(self, message: str, *, maybe_sent: bool = True) -> None:
-        super().__init__(message)
-        self.maybe_sent = maybe_sent
-
-
-class RpcError(ChainError):
-    """The node answered a request with a JSON-RPC error object."""
-
-    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
-        super().__init__(f"{method}: {message} (code {code})")
-        self.method = method
-        self.code = code
-        self.message = message
-        self.data = data
 
 
 class JsonRpcChain:
@@ -89,13 +70,7 @@ class JsonRpcChain:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url
-        self._http = httpx.Client(
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-            headers={"content-type": "application/json"},
-        )
-        self._ids = itertools.count(1)
+        self._rpc = RpcTransport(url, timeout=timeout, transport=transport)
         self._chain_id = chain_id
         self._clock = clock
         self._lock = threading.Lock()
@@ -107,7 +82,7 @@ class JsonRpcChain:
         return f"JsonRpcChain({self.url!r})"
 
     def close(self) -> None:
-        self._http.close()
+        self._rpc.close()
 
     def __enter__(self) -> JsonRpcChain:
         return self
@@ -119,36 +94,7 @@ class JsonRpcChain:
 
     def request(self, method: str, *params: Any) -> Any:
         """One JSON-RPC call; return its `result`. Raise NodeUnavailableError or RpcError."""
-        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
-        try:
-            response = self._http.post(self.url, json=body)
-        except httpx.TimeoutException as exc:
-            raise NodeUnavailableError(f"{method}: node at {self.url} timed out") from exc
-        except httpx.ConnectError as exc:
-            raise NodeUnavailableError(
-                f"{method}: node at {self.url} unreachable: {exc}", maybe_sent=False
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise NodeUnavailableError(f"{method}: node at {self.url} unreachable: {exc}") from exc
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
-            raise NodeUnavailableError(
-                f"{method}: {self.url} did not answer JSON-RPC (HTTP {response.status_code})"
-            )
-        error = answer.get("error")
-        if error is not None:
-            if not isinstance(error, dict):
-                raise NodeUnavailableError(f"{method}: malformed error object {error!r}")
-            raise RpcError(
-                method,
-                int(error.get("code", 0)),
-                str(error.get("message", "")),
-                error.get("data"),
-            )
-        return answer["result"]
+        return self._rpc.request(method, *params)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -167,7 +113,7 @@ class JsonRpcChain:
 
     def latest_timestamp(self) -> int:
         block = self.request("eth_getBlockByNumber", "latest", False)
-        with _parsing("eth_getBlockByNumber"):
+        with parsing("eth_getBlockByNumber"):
             timestamp = parse_int(block["timestamp"])
         with self._lock:
             self._head_ts = (time.monotonic(), timestamp)
@@ -195,14 +141,14 @@ class JsonRpcChain:
 
     def get_code(self, address: str) -> bytes:
         code = self.request("eth_getCode", to_checksum_address(address), "latest")
-        with _parsing("eth_getCode"):
+        with parsing("eth_getCode"):
             return parse_bytes(code)
 
     def get_storage_at(self, address: str, slot: int) -> int:
         if not 0 <= slot < 2**256:
             raise ValueError(f"storage slot out of range: {slot}")
         word = self.request("eth_getStorageAt", to_checksum_address(address), hex(slot), "latest")
-        with _parsing("eth_getStorageAt"):
+        with parsing("eth_getStorageAt"):
             return parse_int(word)  # a 32-byte word; some nodes trim it to a quantity
 
     def call(self, to: str, data: bytes, sender: str | None = None) -> bytes:
@@ -213,7 +159,7 @@ class JsonRpcChain:
         try:
             return parse_int(self.request("eth_estimateGas", tx))
         except RpcError as exc:
-            revert = _as_revert(exc)
+            revert = as_revert(exc)
             if revert is not None:
                 raise revert from exc
             raise TransactionRejectedError(exc.message) from exc
@@ -225,7 +171,7 @@ class JsonRpcChain:
             return cached[1]
         # eth_feeHistory's last base fee is the next block's: exactly what a new tx must pay.
         history = self.request("eth_feeHistory", "0x1", "latest", [])
-        with _parsing("eth_feeHistory"):
+        with parsing("eth_feeHistory"):
             base_fee = parse_int(history["baseFeePerGas"][-1])
         try:
             priority = parse_int(self.request("eth_maxPriorityFeePerGas"))
@@ -250,12 +196,12 @@ class JsonRpcChain:
             "toBlock": "latest" if to_block is None else hex(to_block),
         }
         found = self.request("eth_getLogs", query)
-        with _parsing("eth_getLogs"):
+        with parsing("eth_getLogs"):
             return [parse_log(entry) for entry in found]
 
     def get_receipt(self, tx_hash: bytes) -> Receipt | None:
         raw = self.request("eth_getTransactionReceipt", hex_data(tx_hash))
-        with _parsing("eth_getTransactionReceipt"):
+        with parsing("eth_getTransactionReceipt"):
             if raw is None or raw.get("blockNumber") is None:
                 return None
             return self._receipt(raw)
@@ -273,7 +219,7 @@ class JsonRpcChain:
                 with self._lock:
                     self._fees = None  # our cached fee was too low: ask again next time
             raise TransactionRejectedError(exc.message) from exc
-        with _parsing("eth_sendRawTransaction"):
+        with parsing("eth_sendRawTransaction"):
             return parse_bytes(tx_hash)
 
     def wait_for_receipt(self, tx_hash: bytes, timeout: float = 30.0) -> Receipt:
@@ -306,11 +252,11 @@ class JsonRpcChain:
         try:
             output = self.request("eth_call", tx, block)
         except RpcError as exc:
-            revert = _as_revert(exc)
+            revert = as_revert(exc)
             if revert is not None:
                 raise revert from exc
             raise
-        with _parsing("eth_call"):
+        with parsing("eth_call"):
             return parse_bytes(output)
 
     def _receipt(self, raw: dict[str, Any]) -> Receipt:
@@ -378,33 +324,3 @@ class JsonRpcChain:
         if parse_int(raw["gasUsed"]) >= parse_int(tx["gas"]):
             return "OutOfGas"
         return None  # succeeds when re-run: the failure depended on its place in the block
-
-
-@contextmanager
-def _parsing(method: str) -> Iterator[None]:
-    """An answer that does not have the shape JSON-RPC promises is the node's fault."""
-    try:
-        yield
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise NodeUnavailableError(f"{method}: malformed answer ({exc!r})") from exc
-
-
-def _as_revert(exc: RpcError) -> ContractRevertError | None:
-    """A revert answer as ContractRevertError with the decoded reason; None if it is not one."""
-    message = exc.message
-    if exc.code != _REVERT_CODE and "revert" not in message.lower():
-        return None
-    data = b""
-    raw = exc.data
-    if isinstance(raw, dict):  # some nodes nest it: {"data": "0x..."}
-        raw = raw.get("data")
-    if isinstance(raw, str) and raw.startswith("0x"):
-        try:
-            data = parse_bytes(raw)
-        except ValueError:
-            data = b""
-    reason = decode_revert_reason(data)
-    if reason is None:
-        _, _, tail = message.partition("execution reverted")
-        reason = tail.lstrip(": ").strip() or None
-    return ContractRevertError(reason, data)

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp
 
-from agent_pay.assets import AssetRegistry, format_amount
+from agent_pay.assembly.channels import ChannelOptions, build_channel_scheme
+from agent_pay.assembly.root import Assembly, assemble
+from agent_pay.assets import format_amount
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
 from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError
-from agent_pay.chain.stablecoin import Stablecoin
-from agent_pay.channel_setup import ChannelOptions, build_channel_scheme, channel_server
 from agent_pay.cli._common import (
     channel_manager_on,
     connect,
@@ -27,21 +27,17 @@ from agent_pay.cli._common import (
 )
 from agent_pay.cli.receipts import fault_plan
 from agent_pay.errors import ConfigurationError
-from agent_pay.facilitator.channel.remote import HttpChannelFacilitator
 from agent_pay.facilitator.exact import ExactEvmScheme
-from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
+from agent_pay.facilitator.http import create_facilitator_app
 from agent_pay.facilitator.local import LocalFacilitator
-from agent_pay.protocol.networks import caip2
-from agent_pay.server.app import create_app
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.faults import FaultPlan
 from agent_pay.server.ledger import Ledger
-from agent_pay.server.offers import ExactOffers, OfferBuilder
 from agent_pay.server.standby import StandbyApp, create_standby_app
 from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
 from agent_pay.signing import LocalSigner
-from agent_pay.stack import Stack, sample_articles_dir
+from agent_pay.stack import sample_articles_dir
 from agent_pay.wallet import server_receipt_key
 
 __all__ = ["CHANNELS_SUBDIR", "facilitator", "serve"]
@@ -69,12 +65,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 class _Served:
     """What `_serve` built once the chain answered."""
 
-    app: ASGIApp
-    tokens: dict[str, Stablecoin]
+    parts: Assembly
     schemes: tuple[str, ...]
     why: str
     settles: str
-    stack: Stack | None = None
 
 
 def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
@@ -88,16 +82,16 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
         """Everything that needs the chain; raises NodeUnavailableError while it is down."""
         built = _build(settings, chain, articles, ledger, receipt_signer, faults)
         served.append(built)
-        return built.app
+        return built.parts.app
 
     def announce(_: object = None) -> None:
         built = served[0]
         say(f"chain       {chain.chain_id} at {chain.url}")
-        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in built.tokens.items()))
+        say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in built.parts.tokens.items()))
         say(f"schemes     {', '.join(built.schemes)} ({built.why})")
         say(f"settles     through {built.settles}")
-        if built.stack is not None:
-            _gas_warning(chain, built.stack.scheme.signer_address)
+        if built.parts.exact is not None:
+            _gas_warning(chain, built.parts.exact.signer_address)
 
     app: ASGIApp
     try:
@@ -123,8 +117,7 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
             say("stopping    (Ctrl-C or SIGTERM): finishing the requests in flight")
     finally:
         for built in served:
-            if built.stack is not None:
-                _close(built.stack)  # the server has stopped: claim the last vouchers
+            _close(built.parts)  # the server has stopped: claim the last vouchers
     say("agent-pay serve: stopped")
     return 0
 
@@ -140,55 +133,31 @@ def _build(
     tokens = tokens_on(chain, settings)
     manager = channel_manager_on(chain, settings)
     schemes, why = _schemes(settings, manager)
+    facilitator: Transactor | str
     if settings.facilitator_url:
-        registry = AssetRegistry(t.asset for t in tokens.values())
-        remote = HttpFacilitatorClient(settings.facilitator_url)
-        offers: list[OfferBuilder] = []
-        routers = []
-        for name in schemes:
-            if name == "exact":
-                offers.append(
-                    ExactOffers(registry, max_timeout_seconds=settings.max_timeout_seconds)
-                )
-            else:  # the facilitator keeps the channels; the server asks it for every voucher
-                channels = HttpChannelFacilitator.connect(
-                    settings.facilitator_url, network=caip2(chain.chain_id)
-                )
-                options = ChannelOptions(max_timeout_seconds=settings.max_timeout_seconds)
-                channel_offers, router = channel_server(registry, channels, options)
-                offers.append(channel_offers)
-                routers.append(router)
-        app = create_app(
-            articles,
-            registry,
-            remote,
-            schemes=offers,
-            ledger=ledger,
-            receipt_signer=receipt_signer,
-            faults=faults,
-        )
-        for router in routers:
-            app.include_router(router)
-        return _Served(app, tokens, schemes, why, f"the facilitator at {settings.facilitator_url}")
-    account, who = facilitator_account(settings, chain)
-    stack = Stack.connect(
+        facilitator = settings.facilitator_url
+        settles = f"the facilitator at {settings.facilitator_url}"
+    else:
+        account, who = facilitator_account(settings, chain)
+        facilitator = Transactor(chain, account)
+        settles = f"itself, gas paid by {account.address} ({who})"
+    parts = assemble(
         chain,
         tokens,
-        Transactor(chain, account),
-        articles=articles,
-        max_timeout_seconds=settings.max_timeout_seconds,
-        ledger=ledger,
-        receipt_signer=receipt_signer,
-        faults=faults,
+        facilitator,
+        catalogue=articles,
         schemes=schemes,
         channel_manager=manager if "channel" in schemes else None,
         channel_options=ChannelOptions(
             data_dir=settings.server_dir / CHANNELS_SUBDIR,
             max_timeout_seconds=settings.max_timeout_seconds,
         ),
+        ledger=ledger,
+        receipt_signer=receipt_signer,
+        faults=faults,
+        max_timeout_seconds=settings.max_timeout_seconds,
     )
-    settles = f"itself, gas paid by {account.address} ({who})"
-    return _Served(stack.app, tokens, schemes, why, settles, stack)
+    return _Served(parts, schemes, why, settles)
 
 
 def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[str, ...], str]:
@@ -213,10 +182,10 @@ def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[
     return settings.schemes, "as asked"
 
 
-def _close(stack: Stack) -> None:
-    handler = stack.channels
+def _close(parts: Assembly) -> None:
+    handler = parts.channels
     rounds = len(handler.settler.rounds) if handler is not None else 0
-    stack.close()
+    parts.close()
     if handler is None:
         return
     final = handler.settler.rounds[rounds:]

@@ -1,8 +1,9 @@
 """The x402 "exact" scheme on EVM: verify an EIP-3009 authorization, then settle it on chain.
 
-Verification runs the cheap checks first (fields, time window, one signature recovery) and the
-chain reads last (nonce state, balance). Settlement submits `transferWithAuthorization` from the
-facilitator's own gas-paying key and confirms the `Transfer` event before reporting success.
+Verification runs the cheap checks first (fields, time window, one signature recovery:
+`agent_pay.facilitator.exact_checks`) and the chain reads last (nonce state, balance).
+Settlement submits `transferWithAuthorization` from the facilitator's own gas-paying key and
+confirms the `Transfer` event before reporting success.
 
 Settlement is idempotent. An EIP-3009 signature binds payer, payee, value and nonce, so an
 authorization that is already used on chain can only have made this very transfer: settling it
@@ -22,7 +23,6 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import dataclass
 
 from eth_utils import keccak, to_canonical_address
 
@@ -37,12 +37,24 @@ from agent_pay.errors import (
     SettlementFailedError,
 )
 from agent_pay.facilitator.base import Settlement
+from agent_pay.facilitator.exact_checks import (
+    SCHEME,
+    VALIDITY_MARGIN,
+    CheckedPayment,
+    check_payment,
+    check_window,
+)
 from agent_pay.protocol import X402_VERSION, PaymentPayload, PaymentRequirements, SupportedKind
-from agent_pay.protocol.matching import match_offer
 from agent_pay.protocol.networks import caip2
-from agent_pay.signing import TokenDomain, TransferAuthorization, recover_transfer_authorizer
+from agent_pay.signing import TransferAuthorization
 
-__all__ = ["AUTHORIZATION_USED_TOPIC", "SCHEME", "ExactEvmScheme", "SubmittedHook"]
+__all__ = [
+    "AUTHORIZATION_USED_TOPIC",
+    "SCHEME",
+    "VALIDITY_MARGIN",
+    "ExactEvmScheme",
+    "SubmittedHook",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +70,6 @@ _RESUBMISSIONS = 3
 
 _CHAIN_TROUBLE = (ChainError, OSError, TimeoutError)
 
-SCHEME = "exact"
-VALIDITY_MARGIN = 6
-"""Seconds an authorization must still be valid for when verified: settlement needs a block."""
-
 # Revert strings of contracts/Stablecoin.vy and of the snekmate modules it composes,
 # mapped to the reason a client can act on.
 _REVERT_REASONS = {
@@ -71,13 +79,6 @@ _REVERT_REASONS = {
     "invalid signature": Reason.INVALID_SIGNATURE,
     "transfer amount exceeds balance": Reason.INSUFFICIENT_BALANCE,  # snekmate erc20
 }
-
-
-@dataclass(frozen=True, slots=True)
-class _Verified:
-    token: Stablecoin
-    auth: TransferAuthorization
-    signature: bytes
 
 
 class ExactEvmScheme:
@@ -111,7 +112,7 @@ class ExactEvmScheme:
         self._transactor = transactor
         self.receipt_timeout = receipt_timeout
         self._clock = clock or self.chain.next_timestamp
-        self.on_submitted = on_submitted
+        self._on_submitted = on_submitted
         self._lookback = log_lookback_blocks
         self._in_flight: dict[tuple[str, bytes], Future[Settlement]] = {}
         self._lock = threading.Lock()
@@ -144,66 +145,11 @@ class ExactEvmScheme:
 
     def _check_payment(
         self, payment: PaymentPayload, requirements: PaymentRequirements
-    ) -> _Verified:
-        """Everything but time and chain state: offer, token, fields, signature."""
-        if requirements.scheme != SCHEME:
-            raise PaymentRejectedError(
-                f"this facilitator settles scheme {SCHEME!r} only", Reason.UNSUPPORTED_SCHEME
-            )
-        if requirements.network != self.network:
-            raise PaymentRejectedError(
-                f"this facilitator settles on {self.network} only", Reason.NETWORK_MISMATCH
-            )
-        match_offer(payment.accepted, [requirements])
-        token = self._tokens.get(requirements.asset)
-        if token is None:
-            raise PaymentRejectedError(
-                f"asset {requirements.asset} is not settled here", Reason.ASSET_MISMATCH
-            )
-        domain = _domain(token)
-        if requirements.extra.get("name") != domain.name or (
-            requirements.extra.get("version") != domain.version
-        ):
-            raise PaymentRejectedError(
-                "extra.name/extra.version do not match the token's EIP-712 domain",
-                Reason.REQUIREMENTS_MISMATCH,
-            )
-        exact = payment.exact_evm()
-        auth = TransferAuthorization.from_wire(exact.authorization)
-        if auth.to != requirements.pay_to:
-            raise PaymentRejectedError(
-                f"authorization pays {auth.to}, not {requirements.pay_to}",
-                Reason.RECIPIENT_MISMATCH,
-            )
-        if auth.value != requirements.amount:
-            raise PaymentRejectedError(
-                f"authorization value {auth.value} is not the price {requirements.amount}",
-                Reason.AMOUNT_MISMATCH,
-            )
-        signature = bytes.fromhex(exact.signature[2:])
-        try:
-            signer = recover_transfer_authorizer(domain, auth, signature)
-        except ValueError as exc:
-            raise PaymentRejectedError(f"bad signature: {exc}", Reason.INVALID_SIGNATURE) from None
-        if signer != auth.from_:
-            raise PaymentRejectedError(
-                "signature is not from the payer (signed by another key, or over other fields)",
-                Reason.INVALID_SIGNATURE,
-            )
-        return _Verified(token, auth, signature)
+    ) -> CheckedPayment:
+        return check_payment(payment, requirements, self._tokens, self.network)
 
     def _check_window(self, auth: TransferAuthorization) -> None:
-        now = self._chain_now()
-        if auth.valid_after >= now:
-            raise PaymentRejectedError(
-                f"authorization is not valid before {auth.valid_after} (now {now})",
-                Reason.VALID_AFTER_FUTURE,
-            )
-        if auth.valid_before <= now + VALIDITY_MARGIN:
-            raise PaymentRejectedError(
-                f"authorization expires at {auth.valid_before}, too soon to settle (now {now})",
-                Reason.VALID_BEFORE_EXPIRED,
-            )
+        check_window(auth, self._chain_now())
 
     def _check_chain_state(
         self, token: Stablecoin, auth: TransferAuthorization, *, unused: bool = False
@@ -277,7 +223,7 @@ class ExactEvmScheme:
             if flight.done() and not flight.cancelled():
                 flight.exception()
 
-    def _settle_once(self, verified: _Verified) -> Settlement:
+    def _settle_once(self, verified: CheckedPayment) -> Settlement:
         token, auth = verified.token, verified.auth
         with ExitStack() as expected:
             # Tell a chain that mines by group commit a transaction is on its way, until it is
@@ -323,7 +269,7 @@ class ExactEvmScheme:
             raise ChainUnavailableError(f"cannot read the chain's logs: {exc}") from exc
         return None
 
-    def _submit(self, verified: _Verified, expected: ExitStack) -> Settlement:
+    def _submit(self, verified: CheckedPayment, expected: ExitStack) -> Settlement:
         """Send the transfer and confirm it. A transaction the node dropped (replaced by another
         sender of our gas key, or evicted) is sent again while the authorization is unused."""
         token, auth = verified.token, verified.auth
@@ -395,10 +341,10 @@ class ExactEvmScheme:
     def _announce(self, auth: TransferAuthorization, tx_hash: bytes) -> None:
         """Tell `on_submitted` a settlement's hash before it is broadcast. If the hook fails,
         the transaction is not sent: whoever listens must know of everything that may settle."""
-        if self.on_submitted is None:
+        if self._on_submitted is None:
             return
         try:
-            self.on_submitted(auth.from_, auth.nonce, "0x" + tx_hash.hex())
+            self._on_submitted(auth.from_, auth.nonce, "0x" + tx_hash.hex())
         except Exception as exc:
             log.exception("on_submitted hook failed: the settlement is not sent")
             raise ChainUnavailableError(
@@ -422,11 +368,6 @@ def _settlement(auth: TransferAuthorization, receipt: Receipt) -> Settlement:
         gas_used=receipt.gas_used,
         block_number=receipt.block_number,
     )
-
-
-def _domain(token: Stablecoin) -> TokenDomain:
-    asset = token.asset
-    return TokenDomain(asset.eip712_name, asset.eip712_version, asset.chain_id, asset.address)
 
 
 def _revert_reason(message: str | None) -> Reason:

@@ -12,22 +12,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from anyio import to_thread
-from eth.vm.spoof import SpoofTransaction
 from eth_utils import to_checksum_address
 
 from agent_pay.chain.base import (
     ChainError,
     ContractRevertError,
     TransactionRejectedError,
-    decode_revert_reason,
 )
 from agent_pay.chain.embedded import EmbeddedChain, MinedBlock
+from agent_pay.node.execution import ZERO_ADDRESS, call, capped_gas, revert_failure
+from agent_pay.node.fees import PRIORITY_FEE, fee_history
 from agent_pay.node.index import (
     BlockIndex,
     block_json,
     collect_logs,
     log_matcher,
-    priority_fee_percentiles,
     receipt_json,
     transaction_json,
 )
@@ -45,11 +44,9 @@ from agent_pay.node.jsonrpc import (
 __all__ = ["DEFAULT_GAS_CAP", "PRIORITY_FEE", "NodeApi"]
 
 MAX_LOG_BLOCKS = 100_000
-PRIORITY_FEE = 10**9  # what eth_maxPriorityFeePerGas suggests: 1 gwei, as anvil
 DEFAULT_GAS_CAP = 50_000_000
 """The most gas `eth_call` and `eth_estimateGas` run with, whatever the caller names (geth's
 ``--rpc.gascap`` is the same idea and default): a call is CPU time on the node's one thread."""
-_ZERO_ADDRESS = b"\x00" * 20
 
 
 class NodeApi:
@@ -191,7 +188,7 @@ class NodeApi:
         return []  # the node holds no keys: sign locally and use eth_sendRawTransaction
 
     async def rpc_eth_coinbase(self, params: list[Any]) -> str:
-        return to_hex(_ZERO_ADDRESS)
+        return to_hex(ZERO_ADDRESS)
 
     async def rpc_eth_hashrate(self, params: list[Any]) -> str:
         return "0x0"
@@ -232,48 +229,23 @@ class NodeApi:
         if len(params) > 2 and params[2]:
             raise RpcFailure(INVALID_PARAMS, "state overrides are not supported")
         mined = self._block(param(params, 1, "latest"))
-        return await to_thread.run_sync(self._call, tx, mined)
-
-    def _gas(self, tx: dict[str, Any]) -> int:
-        """The gas a call or estimate runs with: what it names, at most the cap."""
-        named = tx.get("gas")
-        return self.gas_cap if named is None else min(as_quantity(named, "gas"), self.gas_cap)
-
-    def _call(self, tx: dict[str, Any], mined: MinedBlock) -> str:
-        vm = self.chain.evm.get_vm(mined.block.header)
-        sender = as_address(tx["from"], "from") if tx.get("from") else _ZERO_ADDRESS
-        data = as_bytes(tx.get("input") or tx.get("data") or "0x")
-        unsigned = vm.create_unsigned_transaction(
-            nonce=vm.state.get_nonce(sender),
-            gas_price=0,
-            gas=self._gas(tx),
-            to=as_address(tx["to"], "to") if tx.get("to") else b"",
-            value=as_quantity(tx.get("value", 0), "value"),
-            data=data,
-        )
-        with vm.in_costless_state() as state:
-            computation = state.costless_execute_transaction(
-                SpoofTransaction(unsigned, from_=sender)
-            )
-        if computation.is_error:
-            raise _vm_failure(computation.error)
-        return to_hex(computation.output)
+        return await to_thread.run_sync(call, self.chain, tx, mined, self.gas_cap)
 
     async def rpc_eth_estimateGas(self, params: list[Any]) -> str:
         tx = param(params, 0)
         if not isinstance(tx, dict):
             raise RpcFailure(INVALID_PARAMS, "the estimate must be a transaction object")
         data = as_bytes(tx.get("input") or tx.get("data") or "0x")
-        sender = to_checksum_address(as_address(tx["from"]) if tx.get("from") else _ZERO_ADDRESS)
+        sender = to_checksum_address(as_address(tx["from"]) if tx.get("from") else ZERO_ADDRESS)
         to = to_checksum_address(as_address(tx["to"], "to")) if tx.get("to") else None
         value = as_quantity(tx.get("value", 0), "value")
-        cap = self._gas(tx)
+        cap = capped_gas(tx, self.gas_cap)
         try:
             gas = await to_thread.run_sync(
                 lambda: self.chain.estimate_gas(to, data, sender, value, gas=cap)
             )
         except ContractRevertError as exc:
-            raise _revert_failure(exc.reason, exc.data) from None
+            raise revert_failure(exc.reason, exc.data) from None
         except TransactionRejectedError as exc:
             raise RpcFailure(-32000, str(exc)) from None
         return hex(max(gas, calldata_floor(data)))  # EIP-7623: the floor is what it costs
@@ -292,30 +264,13 @@ class NodeApi:
     async def rpc_eth_feeHistory(self, params: list[Any]) -> dict[str, Any]:
         count = min(as_quantity(param(params, 0), "block count"), 1024)
         newest = self._block(param(params, 1, "latest")).number
-        percentiles = param(params, 2, [])
-        if (
-            not isinstance(percentiles, list)
-            or not all(_is_percentile(p) for p in percentiles)
-            or sorted(percentiles) != percentiles
-        ):
-            raise RpcFailure(INVALID_PARAMS, "reward percentiles must be increasing numbers")
         oldest = max(0, newest - count + 1)
         blocks = [self._require(self.index.by_number(n)) for n in range(oldest, newest + 1)]
         following = self.index.by_number(newest + 1)
         next_base = (
             int(following.block.header.base_fee_per_gas) if following else self._next_base_fee()
         )
-        result: dict[str, Any] = {
-            "oldestBlock": hex(oldest),
-            "baseFeePerGas": [hex(b.block.header.base_fee_per_gas) for b in blocks]
-            + [hex(next_base)],
-            "gasUsedRatio": [b.block.header.gas_used / b.block.header.gas_limit for b in blocks],
-            "baseFeePerBlobGas": ["0x1"] * (len(blocks) + 1),
-            "blobGasUsedRatio": [0.0] * len(blocks),
-        }
-        if percentiles:
-            result["reward"] = [priority_fee_percentiles(b, percentiles) for b in blocks]
-        return result
+        return fee_history(blocks, next_base, param(params, 2, []))
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -439,22 +394,3 @@ class NodeApi:
         except ChainError as exc:
             raise RpcFailure(-32603, str(exc)) from None
         return "0x0"
-
-
-def _is_percentile(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 100
-
-
-def _revert_failure(reason: str | None, data: bytes) -> RpcFailure:
-    message = f"execution reverted: {reason}" if reason else "execution reverted"
-    return RpcFailure(3, message, to_hex(data))
-
-
-def _vm_failure(error: BaseException) -> RpcFailure:
-    data = error.args[0] if error.args and isinstance(error.args[0], bytes) else b""
-    if type(error).__name__ == "Revert":
-        return _revert_failure(decode_revert_reason(data), data)
-    return RpcFailure(-32000, type(error).__name__)
-
-
-# -- the HTTP app ------------------------------------------------------------------------------

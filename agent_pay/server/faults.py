@@ -2,7 +2,7 @@
 
 A `FaultPlan` names one `FaultPoint`; when a paid read reaches it, the plan's action runs —
 by default `SIGKILL` to this very process, the crash nothing can intercept or clean up after.
-Configured only at the edge (`create_app(..., faults=...)`, a hidden `serve` flag); the
+Configured only at the edge (`create_server(..., faults=...)`, a hidden `serve` flag); the
 default plan does nothing and costs one comparison per step.
 
 The points, in the order a paid read passes them::

@@ -300,7 +300,7 @@ def _kit(config: SimulationConfig) -> SchemeKit:
 def _stack(config: SimulationConfig, catalogue: Catalogue, chain: LockstepChain) -> Stack:
     if config.scheme != "channel":
         return build_stack([config.scheme], articles=catalogue, chain=chain)
-    from agent_pay.channel_setup import ChannelOptions
+    from agent_pay.assembly.channels import ChannelOptions
 
     # Nothing on a wall-clock timer: claims at the end of each simulated day, and no polling
     # thread reading the chain while a batch is being mined (the handler learns of channels

@@ -1,21 +1,10 @@
-"""Standing up the "channel" scheme next to "exact": the contract, the handler, the offers.
-
-`Stack.embedded(schemes=("exact", "channel"))` and `Stack.connect(..., schemes=("exact",
-"channel"), channel_manager=...)` call `build_channel_scheme` and `channel_offers`; anything
-else that assembles a server by hand (the benchmark, say) can do the same:
-
-    handler = build_channel_scheme(chain, tokens, owner, facilitator_transactor)
-    facilitator = LocalFacilitator([exact_handler, handler])
-    channels = LocalChannelFacilitator(handler)      # the server's channel seam
-    app = create_app(..., schemes=[ExactOffers(assets), channel_offers(assets, channels)])
-    app.include_router(channel_router(channels))
-    handler.start()        # watch, settle, persist in the background
-    ...
-    handler.close()        # a last claim round, state written
-
-Behind a remote facilitator the seam is `HttpChannelFacilitator` (its terms read from the
-facilitator's `/supported`), and the handler runs in the facilitator's process.
-"""
+"""The "channel" scheme's parts: its options, its handler on a channel contract, the server's
+side of it (offers and `GET /channels/{id}`) on the channel seam. `agent_pay.assembly.root.
+assemble` puts them together with the rest when a server offers "channel": in process, the
+seam is `LocalChannelFacilitator` over the handler it starts (watching, settling and
+persisting in the background until `Assembly.close()`); behind a remote facilitator it is
+`HttpChannelFacilitator` (its terms read from the facilitator's `/supported`), and the handler
+runs in the facilitator's process."""
 
 from __future__ import annotations
 
@@ -77,7 +66,7 @@ class ChannelOptions:
 def build_channel_scheme(
     chain: Chain,
     tokens: Iterable[Stablecoin],
-    deployer: Transactor,
+    deployer: Transactor | None,
     transactor: Transactor,
     options: ChannelOptions | None = None,
     *,
@@ -90,6 +79,10 @@ def build_channel_scheme(
     if manager is None and options.manager is not None:
         manager = ChannelManager.at(chain, options.manager)
     elif manager is None:
+        if deployer is None:
+            raise ValueError(
+                'the "channel" scheme needs a channel contract, or an owner to deploy one'
+            )
         manager = ChannelManager.deploy(deployer, options.grace_period)
     store = (
         ChannelStore.open(options.data_dir, flush_interval=options.flush_interval)
