@@ -58,7 +58,8 @@ def sign_dynamic_fee_transaction(
         [],
     ]
     digest = keccak(b"\x02" + rlp.encode(fields))
-    # libsecp256k1 signs deterministically (RFC 6979) and always with a low s, as eth-keys does.
+    # A LocalSigner signs with libsecp256k1: deterministically (RFC 6979), always a low s, as
+    # eth-keys does; v is 27 or 28.
     signature = signer.unsafe_sign_hash(digest)
     y_parity = signature[64] - 27
     r = int.from_bytes(signature[:32], "big")
