@@ -29,6 +29,15 @@ os.environ.pop("AGENT_PAY_HOME", None)
 
 
 @pytest.fixture
+def channel_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channel scheme as an installation that lacks one of its modules sees it."""
+    from agent_pay.bench import schemes
+
+    missing = (*schemes._CHANNEL_MODULES, "agent_pay.no_such_module")
+    monkeypatch.setattr(schemes, "_CHANNEL_MODULES", missing)
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     """Async tests (`@pytest.mark.anyio`) run on asyncio only."""
     return "asyncio"
