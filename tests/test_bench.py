@@ -78,6 +78,7 @@ def report() -> dict[str, Any]:
     return run_bench(TINY, Progress(enabled=False))
 
 
+@pytest.mark.slow
 def test_every_figure_is_reported(report: dict[str, Any]) -> None:
     assert set(report["phases"]["free"]) >= PHASE_KEYS
     assert set(report["phases"]["paid_exact"]) >= PAID_KEYS
@@ -96,6 +97,7 @@ def test_every_figure_is_reported(report: dict[str, Any]) -> None:
     assert json.loads(json.dumps(report)) == report  # machine-readable as it stands
 
 
+@pytest.mark.slow
 def test_figures_are_consistent(report: dict[str, Any]) -> None:
     assert all(report["checks"].values()), report["checks"]
     free = report["phases"]["free"]
@@ -119,6 +121,7 @@ def test_figures_are_consistent(report: dict[str, Any]) -> None:
         assert paid["server_cpu_us_per_read"] > 0
 
 
+@pytest.mark.slow
 def test_channel_reads_amortize_their_deposit(report: dict[str, Any]) -> None:
     channel = report["phases"]["paid_channel"]
     assert channel["paid_reads"] == TINY.paid_requests
@@ -131,6 +134,7 @@ def test_channel_reads_amortize_their_deposit(report: dict[str, Any]) -> None:
     assert all(t["value"] is not None for t in targets)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_X402, reason="the x402 package is not installed")
 def test_stock_x402_runs_beside_ours(report: dict[str, Any]) -> None:
     stock = report["stock_x402"]
@@ -140,6 +144,7 @@ def test_stock_x402_runs_beside_ours(report: dict[str, Any]) -> None:
     assert report["ratios"]["exact_over_stock_x402"] is not None
 
 
+@pytest.mark.slow
 def test_exact_targets_compare_with_the_same_runs_mining(report: dict[str, Any]) -> None:
     targets = {t["target"]: t for t in report["targets"]}
     of_mining = targets["exact paid reads/s >= 0.8 x group-commit mining rate (same run)"]
@@ -155,6 +160,7 @@ def test_exact_targets_compare_with_the_same_runs_mining(report: dict[str, Any])
     assert set(latency) == {"under load", "unloaded"}
 
 
+@pytest.mark.slow
 def test_channel_targets_are_pending_when_the_channel_did_not_run(report: dict[str, Any]) -> None:
     assert len(report["targets"]) == 7  # the channel issue's three, the group-commit issue's four
     phases = {name: figures for name, figures in report["phases"].items() if "channel" not in name}
@@ -169,6 +175,7 @@ def test_channel_targets_are_pending_when_the_channel_did_not_run(report: dict[s
     assert all("pending" in t["note"] for t in channel_targets)
 
 
+@pytest.mark.slow
 def test_text_report_shows_raw_figures_and_ratios(report: dict[str, Any]) -> None:
     text = render_bench(report)
     assert "free preview (402)" in text
@@ -241,6 +248,7 @@ def test_cpu_time_is_read_from_proc() -> None:
     assert read_cpu_seconds(2**30) is None
 
 
+@pytest.mark.slow
 def test_channel_alone_skips_the_stock_comparison() -> None:
     # The stock x402 server is paid by the "exact" payers: without them it would answer 402 to
     # every read, and fail the run's checks.

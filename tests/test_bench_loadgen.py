@@ -38,6 +38,7 @@ def server() -> Iterator[tuple[str, FastAPI]]:
         yield f"{url}/echo", app
 
 
+@pytest.mark.slow
 def test_every_request_is_answered_and_counted(server: tuple[str, FastAPI]) -> None:
     url, _ = server
     lanes = [[{}] for _ in range(150)] + [[{"x-tag": "paid"}] for _ in range(50)]
@@ -55,6 +56,7 @@ def test_every_request_is_answered_and_counted(server: tuple[str, FastAPI]) -> N
     assert result.server_cpu_seconds is None  # no server process named
 
 
+@pytest.mark.slow
 def test_the_server_processs_cpu_time_is_measured(server: tuple[str, FastAPI]) -> None:
     if not os.path.exists("/proc/self/task"):
         pytest.skip("no /proc here")
@@ -66,6 +68,7 @@ def test_the_server_processs_cpu_time_is_measured(server: tuple[str, FastAPI]) -
     assert 0 < result.server_cpu_seconds / result.completed < 0.005
 
 
+@pytest.mark.slow
 def test_a_lane_keeps_its_order_on_one_connection(server: tuple[str, FastAPI]) -> None:
     url, app = server
     app.state.seen.clear()
@@ -75,6 +78,7 @@ def test_a_lane_keeps_its_order_on_one_connection(server: tuple[str, FastAPI]) -
     assert app.state.seen == [f"step-{i}" for i in range(20)]
 
 
+@pytest.mark.slow
 def test_the_time_cap_bounds_a_run(server: tuple[str, FastAPI]) -> None:
     url, _ = server
     result = run_load(url, [[{}]] * 200_000, concurrency=2, max_seconds=0.3)
@@ -82,6 +86,7 @@ def test_the_time_cap_bounds_a_run(server: tuple[str, FastAPI]) -> None:
     assert result.unsent > 0
 
 
+@pytest.mark.slow
 def test_a_refused_connection_is_an_error_not_a_hang() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
