@@ -1331,6 +1331,7 @@ def _step(w: _World, op: tuple[Any, ...]) -> None:
             w.balances[m.address] -= model.deposit - model.claimed
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40,
     deadline=None,
@@ -1408,6 +1409,7 @@ def _gasless_open(env: Env, payer: Party, payee: Party, amount: int) -> tuple[by
     return env.manager.channel_id(payer.address, payee.address, env.token.address, salt), receipt
 
 
+@pytest.mark.slow
 def test_gas_per_read_at_1000_reads_per_channel(
     env: Env, record_property: Callable[[str, object], None]
 ) -> None:

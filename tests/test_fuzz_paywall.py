@@ -29,6 +29,8 @@ from agent_pay.testing import TestAgent, Testbed
 from tests._money import books
 from tests._wire_strategies import addresses, hex32, json_objects, json_values
 
+pytestmark = pytest.mark.slow  # thousands of inputs: some 40 s
+
 SLUG = "why-micropayments-failed"
 
 EXAMPLES = {

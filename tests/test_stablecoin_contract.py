@@ -783,6 +783,7 @@ def holders(env: Env) -> list[Party]:
     return [env.party(eth=True) for _ in range(HOLDERS)]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(operations=st.lists(_operation, max_size=12))
 def test_supply_is_conserved(
