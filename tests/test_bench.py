@@ -163,11 +163,9 @@ def test_exact_targets_compare_with_the_same_runs_mining(report: dict[str, Any])
 @pytest.mark.slow
 def test_channel_targets_are_pending_when_the_channel_did_not_run(report: dict[str, Any]) -> None:
     assert len(report["targets"]) == 7  # the channel issue's three, the group-commit issue's four
-    phases = {name: figures for name, figures in report["phases"].items() if "channel" not in name}
-    unloaded = {
-        name: figures for name, figures in report["unloaded"].items() if "channel" not in name
-    }
-    without = {**report, "phases": phases, "unloaded": unloaded}
+    without = dict(report)
+    for part in ("phases", "unloaded"):
+        without[part] = {name: p for name, p in report[part].items() if "channel" not in name}
     without["ratios"] = figures.ratios(without)
     channel_targets = [t for t in figures.targets(without) if "channel" in t["target"]]
     assert len(channel_targets) == 2
