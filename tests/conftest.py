@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import multiprocessing.process
 import os
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -26,6 +30,58 @@ _TEST_DATA_HOME = tempfile.mkdtemp(prefix="agent-pay-tests-")
 atexit.register(shutil.rmtree, _TEST_DATA_HOME, ignore_errors=True)
 os.environ["XDG_DATA_HOME"] = _TEST_DATA_HOME
 os.environ.pop("AGENT_PAY_HOME", None)
+
+
+# -- the quick loop: `pytest -m "not slow"` -------------------------------------------------------
+# Every test that starts a process (a subprocess, a multiprocessing child, anvil, node, npm) is
+# marked slow; one that starts a process unmarked fails, so the quick loop stays quick.
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on anvil (the `anvil_url` fixture) is slow: anvil is a process."""
+    for item in items:
+        if "anvil_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@contextmanager
+def _no_processes_unless_slow(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("slow") is not None:
+        yield
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        pytest.fail(f"{item.nodeid} starts a process: mark it @pytest.mark.slow", pytrace=False)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", refuse)
+        patch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+        patch.setattr(os, "fork", refuse)
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    with _no_processes_unless_slow(item):  # module fixtures start here too
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    with _no_processes_unless_slow(item):
+        return (yield)
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def channel_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channel scheme as an installation that lacks one of its modules sees it."""
+    from agent_pay.bench import schemes
+
+    missing = (*schemes._CHANNEL_MODULES, "agent_pay.no_such_module")
+    monkeypatch.setattr(schemes, "_CHANNEL_MODULES", missing)
 
 
 @pytest.fixture

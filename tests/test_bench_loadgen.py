@@ -37,6 +37,7 @@ def server() -> Iterator[tuple[str, list[str]]]:
         yield f"{url}/echo", seen
 
 
+@pytest.mark.slow
 def test_every_request_is_answered_and_counted(server: tuple[str, list[str]]) -> None:
     url, _ = server
     lanes = [[{}] for _ in range(150)] + [[{"x-tag": "paid"}] for _ in range(50)]
@@ -54,6 +55,7 @@ def test_every_request_is_answered_and_counted(server: tuple[str, list[str]]) ->
     assert result.server_cpu_seconds is None  # no server process named
 
 
+@pytest.mark.slow
 def test_the_server_processs_cpu_time_is_measured(server: tuple[str, list[str]]) -> None:
     if not os.path.exists("/proc/self/task"):
         pytest.skip("no /proc here")
@@ -65,6 +67,7 @@ def test_the_server_processs_cpu_time_is_measured(server: tuple[str, list[str]])
     assert 0 < result.server_cpu_seconds / result.completed < 0.005
 
 
+@pytest.mark.slow
 def test_a_lane_keeps_its_order_on_one_connection(server: tuple[str, list[str]]) -> None:
     url, seen = server
     seen.clear()
@@ -74,6 +77,7 @@ def test_a_lane_keeps_its_order_on_one_connection(server: tuple[str, list[str]])
     assert seen == [f"step-{i}" for i in range(20)]
 
 
+@pytest.mark.slow
 def test_the_time_cap_bounds_a_run(server: tuple[str, list[str]]) -> None:
     url, _ = server
     result = run_load(url, [[{}]] * 200_000, concurrency=2, max_seconds=0.3)
@@ -81,6 +85,7 @@ def test_the_time_cap_bounds_a_run(server: tuple[str, list[str]]) -> None:
     assert result.unsent > 0
 
 
+@pytest.mark.slow
 def test_a_refused_connection_is_an_error_not_a_hang() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

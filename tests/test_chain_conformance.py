@@ -14,18 +14,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import rlp
-import vyper
 from eth_abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_canonical_address, to_checksum_address
-from vyper.compiler.settings import Settings
 
 from agent_pay.chain.base import (
     Chain,
@@ -48,91 +45,27 @@ from agent_pay.signing import (
     random_nonce,
     sign_transfer_authorization,
 )
+from agent_pay.testing import CompiledContract, compile_tiny, signed_transfer
 
 ETHER = 10**18
 STORE_GAS = 100_000
 
-TINY = """
-# pragma version ~=0.4.3
 
-stored: public(HashMap[uint256, uint256])
-
-event Stored:
-    key: indexed(uint256)
-    value: uint256
-    by: address
-
-@deploy
-def __init__(fail: bool):
-    assert not fail, "tiny: constructor says no"
-
-@external
-def store(key: uint256, amount: uint256):
-    self.stored[key] = amount
-    log Stored(key=key, value=amount, by=msg.sender)
-
-@external
-def boom():
-    raise "tiny: boom"
-
-@external
-@view
-def positive(x: uint256) -> uint256:
-    assert x > 0, "tiny: not positive"
-    return x
-
-@external
-@view
-def pair(x: uint256) -> (uint256, address):
-    return x * 2, msg.sender
-"""
-
-
-@dataclass(frozen=True)
-class Compiled:
-    abi: list[dict[str, Any]]
-    bytecode: bytes
+@pytest.fixture(scope="module")
+def tiny() -> CompiledContract:
+    return compile_tiny()
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Compiled:
-    out = vyper.compile_code(
-        TINY, output_formats=["abi", "bytecode"], settings=Settings(evm_version="prague")
-    )
-    return Compiled(out["abi"], bytes.fromhex(out["bytecode"].removeprefix("0x")))
-
-
-@pytest.fixture(scope="module")
-def tiny_stored_slot() -> int:
+def tiny_stored_slot(tiny: CompiledContract) -> int:
     """Where the compiler put `stored`, from its storage layout."""
-    out = vyper.compile_code(
-        TINY, output_formats=["layout"], settings=Settings(evm_version="prague")
-    )
-    slot: int = out["layout"]["storage_layout"]["stored"]["slot"]
+    slot: int = tiny.storage_layout["stored"]["slot"]
     return slot
 
 
 def create_address(sender: str, nonce: int) -> str:
     """Where a CREATE from `sender` at `nonce` puts the contract (the yellow paper's rule)."""
     return to_checksum_address(keccak(rlp.encode([to_canonical_address(sender), nonce]))[12:])
-
-
-def sign(account: LocalAccount, chain: Chain, **overrides: Any) -> bytes:
-    """A signed EIP-1559 transfer of 1 wei to dev account 9, with any field overridden."""
-    max_fee, priority_fee = chain.fee_params()
-    tx: dict[str, Any] = {
-        "type": 2,
-        "chainId": chain.chain_id,
-        "nonce": chain.get_nonce(account.address),
-        "to": dev_account(9).address,
-        "value": 1,
-        "data": b"",
-        "gas": 21_000,
-        "maxFeePerGas": max_fee,
-        "maxPriorityFeePerGas": priority_fee,
-    }
-    tx.update(overrides)
-    return bytes(account.sign_transaction(tx).raw_transaction)
 
 
 class ChainContract:
@@ -159,7 +92,7 @@ class ChainContract:
         return Transactor(chain, LocalSigner(fresh_account))
 
     @pytest.fixture
-    def contract(self, fresh: Transactor, tiny: Compiled) -> Contract:
+    def contract(self, fresh: Transactor, tiny: CompiledContract) -> Contract:
         return deploy_contract(fresh, tiny.abi, tiny.bytecode, False)
 
     # -- identity
@@ -212,7 +145,9 @@ class ChainContract:
     ) -> None:
         max_fee, priority_fee = chain.fee_params()
         assert max_fee >= priority_fee > 0
-        raw = sign(fresh_account, chain, maxFeePerGas=max_fee, maxPriorityFeePerGas=priority_fee)
+        raw = signed_transfer(
+            fresh_account, chain, maxFeePerGas=max_fee, maxPriorityFeePerGas=priority_fee
+        )
         assert chain.wait_for_receipt(chain.send_raw_transaction(raw)).status
 
     def test_legacy_transactions_are_accepted(
@@ -235,16 +170,17 @@ class ChainContract:
     ) -> None:
         # (A nonce from the future is refused by the embedded chain and queued by real nodes.)
         account = fresh_account
-        assert chain.wait_for_receipt(chain.send_raw_transaction(sign(account, chain))).status
+        raw = signed_transfer(account, chain)
+        assert chain.wait_for_receipt(chain.send_raw_transaction(raw)).status
         with pytest.raises(TransactionRejectedError):
-            chain.send_raw_transaction(sign(account, chain, nonce=0, value=2))
+            chain.send_raw_transaction(signed_transfer(account, chain, nonce=0, value=2))
         assert chain.get_nonce(account.address) == 1
 
     def test_wrong_chain_id_is_rejected(
         self, chain: Chain, fresh: Transactor, fresh_account: LocalAccount
     ) -> None:
         with pytest.raises(TransactionRejectedError):
-            chain.send_raw_transaction(sign(fresh_account, chain, chainId=1))
+            chain.send_raw_transaction(signed_transfer(fresh_account, chain, chainId=1))
         assert chain.get_nonce(fresh.address) == 0
 
     def test_garbage_is_rejected(self, chain: Chain) -> None:
@@ -257,7 +193,7 @@ class ChainContract:
     ) -> None:
         # EIP-7623: 100 non-zero bytes of calldata cost at least 21,000 + 4,000 gas.
         # Refused at once (embedded, our node) or accepted and then dropped (anvil 1.7).
-        raw = sign(fresh_account, chain, data=b"\x01" * 100, gas=22_000)
+        raw = signed_transfer(fresh_account, chain, data=b"\x01" * 100, gas=22_000)
         with pytest.raises(TransactionRejectedError):
             chain.wait_for_receipt(chain.send_raw_transaction(raw), timeout=5)
         assert chain.get_nonce(fresh.address) == 0
@@ -266,7 +202,7 @@ class ChainContract:
         self, chain: Chain, fresh: Transactor, fresh_account: LocalAccount
     ) -> None:
         to = Account.create().address
-        raw = sign(fresh_account, chain, to=to, value=7)
+        raw = signed_transfer(fresh_account, chain, to=to, value=7)
         tx_hash = chain.send_raw_transaction(raw)
         assert chain.wait_for_receipt(tx_hash).status
 
@@ -300,7 +236,7 @@ class ChainContract:
     # -- contracts
 
     def test_deployment_lands_where_create_says(
-        self, chain: Chain, fresh: Transactor, tiny: Compiled
+        self, chain: Chain, fresh: Transactor, tiny: CompiledContract
     ) -> None:
         first = deploy_contract(fresh, tiny.abi, tiny.bytecode, False)
         second = deploy_contract(fresh, tiny.abi, tiny.bytecode, False)
@@ -310,7 +246,7 @@ class ChainContract:
         assert len(chain.get_code(first.address)) > 100
 
     def test_failed_deployment_raises_with_the_reason(
-        self, fresh: Transactor, tiny: Compiled
+        self, fresh: Transactor, tiny: CompiledContract
     ) -> None:
         with pytest.raises(ContractRevertError, match="tiny: constructor says no"):
             deploy_contract(fresh, tiny.abi, tiny.bytecode, True, gas=500_000)

@@ -340,7 +340,7 @@ def test_the_reader_retries_by_itself_and_pays_once(
     assert delta(before, books(bed.tokens, everyone(bed, agent))) == one_debit(bed, agent)
 
 
-@pytest.mark.parametrize("mode", ["down", "slow"])
+@pytest.mark.parametrize("mode", ["down", pytest.param("slow", marks=pytest.mark.slow)])
 def test_behind_a_remote_facilitator_an_unsent_settlement_is_failed_at_once(
     bed: Testbed, chain: FlakyChain, render: OnRender, mode: str
 ) -> None:

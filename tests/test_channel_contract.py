@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_account import Account
 from eth_account.messages import encode_typed_data
-from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -39,8 +37,6 @@ from agent_pay.chain.channel import (
 )
 from agent_pay.chain.compiler import compile_contract
 from agent_pay.chain.contract import Transactor, deploy_contract
-from agent_pay.chain.devkeys import dev_signer
-from agent_pay.chain.embedded import EmbeddedChain
 from agent_pay.chain.stablecoin import DEFAULT_STABLECOINS, Stablecoin, StablecoinSpec
 from agent_pay.signing import (
     SECP256K1_N,
@@ -65,7 +61,7 @@ from agent_pay.signing.voucher import (
     voucher_domain,
     voucher_typed_data,
 )
-from agent_pay.testing import FakeClock
+from agent_pay.testing import ContractBench, Party, reverted
 
 T0 = 1_700_000_000
 GRACE = 600  # seconds between request_close and withdraw
@@ -87,49 +83,10 @@ TOKEN_BAD_SIGNATURE = "Stablecoin: invalid signature"
 
 
 @dataclass
-class Party:
-    account: LocalAccount
-    signer: LocalSigner
-    tx: Transactor
+class Env(ContractBench):
+    """The bench's token, and a channel contract (grace period `GRACE`) on it."""
 
-    @property
-    def address(self) -> str:
-        return self.signer.address
-
-
-@dataclass
-class Env:
-    chain: EmbeddedChain
-    clock: FakeClock
-    token: Stablecoin
-    token_domain: TokenDomain
-    manager: ChannelManager
-    owner: Transactor  # deploys, mints
-    relayer: Transactor  # submits authorizations and claims, as a facilitator does
-    bank: Transactor  # pays gas money to fresh keys
-
-    def party(
-        self, *, eth: bool = False, tokens: int = 0, token: Stablecoin | None = None
-    ) -> Party:
-        account: LocalAccount = Account.create()
-        signer = LocalSigner(account)
-        party = Party(account, signer, Transactor(self.chain, signer))
-        hashes = []
-        if eth:
-            hashes.append(self.bank.send(party.address, b"", gas=21_000, value=10**18))
-        if tokens:
-            coin = token or self.token
-            data = coin.contract.encode("mint", party.address, tokens)
-            hashes.append(self.owner.send(coin.address, data, gas=100_000))
-        for receipt in (self.chain.wait_for_receipt(h) for h in hashes):
-            assert receipt.status
-        return party
-
-    def now(self) -> int:
-        return self.chain.next_timestamp()
-
-    def balance(self, who: Party | str, token: Stablecoin | None = None) -> int:
-        return (token or self.token).balance_of(who.address if isinstance(who, Party) else who)
+    manager: ChannelManager = field(init=False)
 
     def sign_open(
         self,
@@ -189,36 +146,16 @@ class Env:
 
 
 def new_env() -> Env:
-    clock = FakeClock(T0)
-    chain = EmbeddedChain(clock=clock)
-    owner = Transactor(chain, dev_signer(0))
-    token = Stablecoin.deploy(owner, DEFAULT_STABLECOINS[0])
-    token_domain = TokenDomain(
-        token.asset.eip712_name, token.asset.eip712_version, chain.chain_id, token.address
-    )
-    manager = ChannelManager.deploy(owner, GRACE)
-    token.mint(owner, manager.address, 1)  # the contract holds tokens, as it always will in use
-    return Env(
-        chain,
-        clock,
-        token,
-        token_domain,
-        manager,
-        owner,
-        Transactor(chain, dev_signer(1)),
-        Transactor(chain, dev_signer(2)),
-    )
+    env = Env.create(T0)
+    env.manager = ChannelManager.deploy(env.owner, GRACE)
+    # The contract holds tokens, as it always will in use.
+    env.token.mint(env.owner, env.manager.address, 1)
+    return env
 
 
 @pytest.fixture(scope="module")
 def env() -> Env:
     return new_env()
-
-
-def reverted(receipt: Receipt, reason: str) -> bool:
-    assert not receipt.status, "the transaction succeeded"
-    assert receipt.revert_reason == reason
-    return True
 
 
 @dataclass
@@ -1394,6 +1331,7 @@ def _step(w: _World, op: tuple[Any, ...]) -> None:
             w.balances[m.address] -= model.deposit - model.claimed
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40,
     deadline=None,
@@ -1471,6 +1409,7 @@ def _gasless_open(env: Env, payer: Party, payee: Party, amount: int) -> tuple[by
     return env.manager.channel_id(payer.address, payee.address, env.token.address, salt), receipt
 
 
+@pytest.mark.slow
 def test_gas_per_read_at_1000_reads_per_channel(
     env: Env, record_property: Callable[[str, object], None]
 ) -> None:

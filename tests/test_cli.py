@@ -316,6 +316,7 @@ def test_serve_offers_only_what_it_can_settle(
     assert "not an agent-pay channel contract" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_read_pays_by_channel_and_serve_claims_on_sigterm(
     world: World, env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

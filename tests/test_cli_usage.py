@@ -15,6 +15,8 @@ import pytest
 
 from agent_pay.node.anvil import free_port
 
+pytestmark = pytest.mark.slow  # every test here starts the command as a process
+
 SCRIPT = Path(sys.executable).with_name("agent-pay")
 COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "agent_pay.cli"]
 ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -216,7 +218,6 @@ def test_ctrl_c_while_starting_or_running_is_one_line_and_130(
     assert done.stderr.strip().endswith("interrupted")
 
 
-@pytest.mark.slow
 def test_ctrl_c_during_bench_stops_it_and_its_children_quietly(
     environ: dict[str, str], tmp_path: Path
 ) -> None:

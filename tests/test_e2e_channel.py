@@ -545,6 +545,7 @@ def test_a_restarted_agent_resumes_from_the_server(env: Bed, tmp_path: Path) -> 
 # -- gas per read at 1,000 reads per channel -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gas_per_read_at_1000_reads_per_channel_is_under_1_percent_of_exact(
     record_property: Any,
 ) -> None:

@@ -56,7 +56,9 @@ BASE = "http://testserver"
 Ledger = dict[tuple[str, str], int]
 
 
-@pytest.fixture(scope="module", params=["embedded", "anvil", "node"])
+@pytest.fixture(
+    scope="module", params=["embedded", pytest.param("anvil", marks=pytest.mark.slow), "node"]
+)
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     if request.param == "embedded":
         yield Stack.embedded()

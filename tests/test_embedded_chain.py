@@ -8,14 +8,10 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-import vyper
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from vyper.compiler.settings import Settings
 
 from agent_pay.chain.base import (
     Chain,
@@ -28,7 +24,7 @@ from agent_pay.chain.contract import NONCE_RETRIES, Contract, Transactor, deploy
 from agent_pay.chain.devkeys import dev_account, dev_accounts, dev_signer
 from agent_pay.chain.embedded import DEFAULT_CHAIN_ID, EmbeddedChain
 from agent_pay.signing import LocalSigner
-from agent_pay.testing import FakeClock
+from agent_pay.testing import CompiledContract, FakeClock, compile_tiny, signed_transfer
 
 T0 = 1_700_000_000
 ETHER = 10**18
@@ -37,58 +33,10 @@ ANVIL_FIRST_CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 ANVIL_SECOND_CONTRACT = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
 STORE_GAS = 100_000
 
-TINY = """
-# pragma version ~=0.4.3
-
-stored: public(HashMap[uint256, uint256])
-
-event Stored:
-    key: indexed(uint256)
-    value: uint256
-    by: address
-
-@deploy
-def __init__(fail: bool):
-    assert not fail, "tiny: constructor says no"
-
-@external
-def store(key: uint256, amount: uint256):
-    self.stored[key] = amount
-    log Stored(key=key, value=amount, by=msg.sender)
-
-@external
-def boom():
-    raise "tiny: boom"
-
-@external
-def bare(x: uint256):
-    assert x > 100  # no reason string: the revert carries no data
-
-@external
-@view
-def positive(x: uint256) -> uint256:
-    assert x > 0, "tiny: not positive"
-    return x
-
-@external
-@view
-def pair(x: uint256) -> (uint256, address):
-    return x * 2, msg.sender
-"""
-
-
-@dataclass(frozen=True)
-class Compiled:
-    abi: list[dict[str, Any]]
-    bytecode: bytes
-
 
 @pytest.fixture(scope="module")
-def tiny() -> Compiled:
-    out = vyper.compile_code(
-        TINY, output_formats=["abi", "bytecode"], settings=Settings(evm_version="prague")
-    )
-    return Compiled(out["abi"], bytes.fromhex(out["bytecode"].removeprefix("0x")))
+def tiny() -> CompiledContract:
+    return compile_tiny()
 
 
 @pytest.fixture
@@ -107,26 +55,8 @@ def deployer(chain: EmbeddedChain) -> Transactor:
 
 
 @pytest.fixture
-def contract(deployer: Transactor, tiny: Compiled) -> Contract:
+def contract(deployer: Transactor, tiny: CompiledContract) -> Contract:
     return deploy_contract(deployer, tiny.abi, tiny.bytecode, False)
-
-
-def sign(account: LocalAccount, chain: Chain, **overrides: Any) -> bytes:
-    """A signed EIP-1559 plain ETH transfer, with any field overridden."""
-    max_fee, priority_fee = chain.fee_params()
-    tx: dict[str, Any] = {
-        "type": 2,
-        "chainId": chain.chain_id,
-        "nonce": chain.get_nonce(account.address),
-        "to": dev_account(9).address,
-        "value": 1,
-        "data": b"",
-        "gas": 21_000,
-        "maxFeePerGas": max_fee,
-        "maxPriorityFeePerGas": priority_fee,
-    }
-    tx.update(overrides)
-    return bytes(account.sign_transaction(tx).raw_transaction)
 
 
 # -- identity and genesis ----------------------------------------------------------------------
@@ -171,7 +101,7 @@ def test_genesis_takes_the_clock(clock: FakeClock, chain: EmbeddedChain) -> None
 # -- deployment and Contract -------------------------------------------------------------------
 
 
-def test_deploy_addresses_are_anvils(deployer: Transactor, tiny: Compiled) -> None:
+def test_deploy_addresses_are_anvils(deployer: Transactor, tiny: CompiledContract) -> None:
     first = deploy_contract(deployer, tiny.abi, tiny.bytecode, False)
     second = deploy_contract(deployer, tiny.abi, tiny.bytecode, False)
 
@@ -181,7 +111,7 @@ def test_deploy_addresses_are_anvils(deployer: Transactor, tiny: Compiled) -> No
     assert deployer.chain.get_code(dev_account(0).address) == b""
 
 
-def test_deploy_that_reverts_raises(deployer: Transactor, tiny: Compiled) -> None:
+def test_deploy_that_reverts_raises(deployer: Transactor, tiny: CompiledContract) -> None:
     with pytest.raises(ContractRevertError, match="tiny: constructor says no"):
         deploy_contract(deployer, tiny.abi, tiny.bytecode, True, gas=500_000)
 
@@ -254,7 +184,9 @@ def test_gas_limit_below_the_calldata_floor_is_rejected(
 ) -> None:
     # 4 + 64 bytes of calldata, 6 of them non-zero: floor 21,000 + 10 * (62 + 4 * 6) = 21,860.
     data = contract.encode("store", 1, 1)
-    raw = sign(dev_account(1), chain, to=contract.address, data=data, value=0, gas=21_500)
+    raw = signed_transfer(
+        dev_account(1), chain, to=contract.address, data=data, value=0, gas=21_500
+    )
 
     with pytest.raises(TransactionRejectedError):
         chain.send_raw_transaction(raw)
@@ -337,12 +269,12 @@ def test_unknown_transaction(chain: EmbeddedChain) -> None:
 
 def test_wrong_nonce_is_rejected(chain: EmbeddedChain) -> None:
     account = dev_account(1)
-    chain.wait_for_receipt(chain.send_raw_transaction(sign(account, chain)))
+    chain.wait_for_receipt(chain.send_raw_transaction(signed_transfer(account, chain)))
 
     with pytest.raises(TransactionRejectedError, match="nonce 5 is not the next nonce 1"):
-        chain.send_raw_transaction(sign(account, chain, nonce=5))
+        chain.send_raw_transaction(signed_transfer(account, chain, nonce=5))
     with pytest.raises(TransactionRejectedError, match="nonce 0 is not the next nonce 1"):
-        chain.send_raw_transaction(sign(account, chain, nonce=0))
+        chain.send_raw_transaction(signed_transfer(account, chain, nonce=0))
     assert chain.get_nonce(account.address) == 1
 
 
@@ -353,7 +285,7 @@ def test_transactor_resolves_a_nonce_clash_by_itself(chain: EmbeddedChain) -> No
     account = dev_account(1)
     sender = Transactor(chain, dev_signer(1))
     assert sender.transact(dev_account(2).address, b"", gas=21_000, value=1).status
-    chain.wait_for_receipt(chain.send_raw_transaction(sign(account, chain)))
+    chain.wait_for_receipt(chain.send_raw_transaction(signed_transfer(account, chain)))
     heard: list[bytes] = []
 
     tx_hash = sender.send(
@@ -391,13 +323,13 @@ def test_transactor_gives_up_on_a_clash_that_does_not_clear(chain: EmbeddedChain
 
 def test_wrong_chain_id_is_rejected(chain: EmbeddedChain) -> None:
     with pytest.raises(TransactionRejectedError, match="wrong chain id 1, expected 31337"):
-        chain.send_raw_transaction(sign(dev_account(1), chain, chainId=1))
+        chain.send_raw_transaction(signed_transfer(dev_account(1), chain, chainId=1))
     assert chain.get_nonce(dev_account(1).address) == 0
 
 
 def test_gas_above_the_block_limit_is_rejected(chain: EmbeddedChain) -> None:
     with pytest.raises(TransactionRejectedError, match="block gas limit"):
-        chain.send_raw_transaction(sign(dev_account(1), chain, gas=60_000_001))
+        chain.send_raw_transaction(signed_transfer(dev_account(1), chain, gas=60_000_001))
 
 
 _NOISE = random.Random(3009)  # fixed seed: the same "random" bytes every run
@@ -432,7 +364,7 @@ def test_transaction_from_an_unfunded_sender_is_dropped(chain: EmbeddedChain) ->
 
 
 def test_tampered_signature_is_rejected(chain: EmbeddedChain) -> None:
-    raw = bytearray(sign(dev_account(1), chain))
+    raw = bytearray(signed_transfer(dev_account(1), chain))
     raw[-1] ^= 0x01  # one bit of s: the signature now recovers some unfunded stranger
     bystander = Transactor(chain, dev_signer(2))
     before = bystander.send(dev_account(9).address, b"", gas=21_000, value=1)
@@ -447,7 +379,7 @@ def test_tampered_signature_is_rejected(chain: EmbeddedChain) -> None:
 
 def test_resubmitting_a_transaction_is_idempotent(chain: EmbeddedChain) -> None:
     account = dev_account(1)
-    raw = sign(account, chain, value=ETHER)
+    raw = signed_transfer(account, chain, value=ETHER)
     balance = chain.get_balance(dev_account(9).address)
 
     first = chain.send_raw_transaction(raw)
@@ -473,8 +405,8 @@ def test_transaction_that_became_unaffordable_is_dropped(chain: EmbeddedChain) -
     bystander = Transactor(chain, dev_signer(2))
 
     before = bystander.send(dev_account(9).address, b"", gas=21_000, value=1)
-    spends_all = chain.send_raw_transaction(sign(poor, chain, value=ETHER - gas_money))
-    unaffordable = chain.send_raw_transaction(sign(poor, chain, value=0))
+    spends_all = chain.send_raw_transaction(signed_transfer(poor, chain, value=ETHER - gas_money))
+    unaffordable = chain.send_raw_transaction(signed_transfer(poor, chain, value=0))
     after = bystander.send(dev_account(9).address, b"", gas=21_000, value=1)
 
     with pytest.raises(TransactionRejectedError, match="dropped"):
@@ -487,7 +419,9 @@ def test_transaction_that_became_unaffordable_is_dropped(chain: EmbeddedChain) -
     assert 0 < chain.get_balance(poor.address) < gas_money
     # The chain goes on: the next transaction from the same sender uses the freed nonce.
     bank.transact(poor.address, b"", gas=21_000, value=ETHER)
-    retry = chain.wait_for_receipt(chain.send_raw_transaction(sign(poor, chain, value=0)))
+    retry = chain.wait_for_receipt(
+        chain.send_raw_transaction(signed_transfer(poor, chain, value=0))
+    )
     assert retry.status
 
 
@@ -606,13 +540,15 @@ def test_block_waits_for_an_announced_transaction(clock: FakeClock) -> None:
         with chain.expecting():
             announced.set()
             threading.Event().wait(0.05)  # checking and signing, while the other waits
-            tx = chain.send_raw_transaction(sign(second, chain))
+            tx = chain.send_raw_transaction(signed_transfer(second, chain))
         receipts["second"] = chain.wait_for_receipt(tx)
 
     worker = threading.Thread(target=prepare_then_send)
     worker.start()
     announced.wait(5)
-    receipts["first"] = chain.wait_for_receipt(chain.send_raw_transaction(sign(first, chain)))
+    receipts["first"] = chain.wait_for_receipt(
+        chain.send_raw_transaction(signed_transfer(first, chain))
+    )
     worker.join(10)
     assert receipts["first"].tx_hash != receipts["second"].tx_hash
     assert receipts["first"].block_number == receipts["second"].block_number == start + 1
@@ -623,10 +559,10 @@ def test_group_wait_bounds_the_wait(clock: FakeClock) -> None:
     """An announced transaction that does not come holds the block `group_wait`, no longer;
     with nothing announced, a receipt is mined at once."""
     chain = EmbeddedChain(clock=clock, group_wait=0.05)
-    alone = chain.send_raw_transaction(sign(dev_account(1), chain))
+    alone = chain.send_raw_transaction(signed_transfer(dev_account(1), chain))
     assert chain.wait_for_receipt(alone).block_number == 1
     with chain.expecting():
-        tx = chain.send_raw_transaction(sign(dev_account(1), chain))
+        tx = chain.send_raw_transaction(signed_transfer(dev_account(1), chain))
         started = time.monotonic()
         receipt = chain.wait_for_receipt(tx)
         waited = time.monotonic() - started
@@ -637,8 +573,8 @@ def test_group_wait_bounds_the_wait(clock: FakeClock) -> None:
 def test_group_size_bounds_the_wait(clock: FakeClock) -> None:
     chain = EmbeddedChain(clock=clock, group_size=2, group_wait=30)
     with chain.expecting():
-        chain.send_raw_transaction(sign(dev_account(1), chain))
-        tx = chain.send_raw_transaction(sign(dev_account(2), chain))
+        chain.send_raw_transaction(signed_transfer(dev_account(1), chain))
+        tx = chain.send_raw_transaction(signed_transfer(dev_account(2), chain))
         started = time.monotonic()
         chain.wait_for_receipt(tx)
         assert time.monotonic() - started < 5

@@ -1,6 +1,8 @@
 """Fuzzing the doors untrusted input comes through: the header decoder, the payment verifier,
 and the paid route itself with payment and entitlement headers. Thousands of inputs: nothing
-but 400 or 402 comes back, no paid content leaks, no money moves, nothing crashes.
+but 400 or 402 comes back, no paid content leaks, no money moves, nothing crashes. A mutated
+payment that still decodes is refused for the first thing it changed (`expected_refusal`), by
+the verifier and by the route; one whose values were only respelled must verify.
 
 Examples per test are in `EXAMPLES`; the total is printed by `test_the_fuzzing_budget`.
 """
@@ -8,24 +10,26 @@ Examples per test are in `EXAMPLES`; the total is printed by `test_the_fuzzing_b
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agent_pay.errors import MalformedPaymentError, PaymentRejectedError
+from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
 from agent_pay.protocol import PaymentPayload, PaymentRequired, decode_header, encode_header
 from agent_pay.protocol.codec import PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADER
 from agent_pay.protocol.extensions import ENTITLEMENT_HEADER, EntitlementProof
+from agent_pay.signing import TransferAuthorization
 from agent_pay.testing import TestAgent, Testbed
 from tests._money import books
 from tests._wire_strategies import addresses, hex32, json_objects, json_values
+
+pytestmark = pytest.mark.slow  # thousands of inputs: some 40 s
 
 SLUG = "why-micropayments-failed"
 
@@ -110,37 +114,121 @@ field_values = st.one_of(
 AUTHORIZATION_FIELDS = ["from", "to", "value", "validAfter", "validBefore", "nonce"]
 
 
+SAME = "<the same value, spelled another way>"  # a mutation that changes only the spelling
+
+
 def mutate(base: dict[str, Any], changes: list[tuple[str, Any]]) -> dict[str, Any]:
     wire = copy.deepcopy(base)
     for where, value in changes:
-        if where == "signature":
-            wire["payload"]["signature"] = value
-        elif where.startswith("accepted."):
-            wire["accepted"][where.removeprefix("accepted.")] = value
-        else:
-            wire["payload"]["authorization"][where] = value
+        parent, key = _place(wire, where)
+        parent[key] = respelled(parent[key]) if value is SAME else value
     return wire
+
+
+def _place(wire: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
+    if where == "signature":
+        return wire["payload"], "signature"
+    if where.startswith("accepted."):
+        return wire["accepted"], where.removeprefix("accepted.")
+    return wire["payload"]["authorization"], where
+
+
+def respelled(value: Any) -> Any:
+    """`value` written another way that means the same: hex (an address, the nonce, the
+    signature) in the other case."""
+    if isinstance(value, str) and value.startswith("0x"):
+        digits = value[2:]
+        return "0x" + (digits.upper() if digits == digits.lower() else digits.lower())
+    return value  # a decimal string has one spelling: set to what it was
 
 
 places = st.sampled_from(
     ["signature", *AUTHORIZATION_FIELDS, "accepted.amount", "accepted.payTo", "accepted.asset"]
 )
-mutations = st.lists(st.tuples(places, field_values), min_size=1, max_size=4)
+uints = st.integers(min_value=0, max_value=2**256 - 1).map(str)
+well_formed = {
+    "signature": st.binary(min_size=65, max_size=65).map(lambda b: "0x" + b.hex()),
+    "from": addresses,
+    "to": addresses,
+    "value": uints,
+    "validAfter": uints,
+    "validBefore": uints,
+    "nonce": hex32,
+    "accepted.amount": uints,
+    "accepted.payTo": addresses,
+    "accepted.asset": addresses,
+}
+
+
+def changes_to(values: Callable[[str], st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One to four (place, value) changes, the value drawn from `values(place)`."""
+    change = places.flatmap(lambda where: st.tuples(st.just(where), values(where)))
+    return st.lists(change, min_size=1, max_size=4)
+
+
+# Other values, well-formed (past the decoder, to the verifier's checks) or not (the decoder's
+# 400). A random value is never the one it replaces, so the route may settle none of them.
+mutations = changes_to(
+    lambda where: st.booleans().flatmap(lambda ok: well_formed[where] if ok else field_values)
+)
+# For the verifier: well-formed values, and now and then a value only respelled, which it must
+# read as the same value.
+mutations_or_respellings = changes_to(lambda where: well_formed[where] | st.just(SAME))
+
+
+def readable(wire: dict[str, Any]) -> PaymentPayload | None:
+    """`wire` as a payment, or None when it does not decode (a 400 at the door)."""
+    try:
+        payment = PaymentPayload.from_wire(wire)
+        TransferAuthorization.from_wire(payment.exact_evm().authorization)
+    except Exception:
+        return None
+    return payment
+
+
+def expected_refusal(good: PaymentPayload, payment: PaymentPayload) -> Reason | None:
+    """The reason the verifier must refuse `payment`, a mutation of `good`, with: the first of
+    its checks the mutation fails, in the verifier's order (the offer echoed, then the payee
+    and the amount authorized, then the signature, which covers every authorization field).
+    None when every value still means what it meant (only respelled): then it is `good`."""
+    offered, accepted = good.accepted, payment.accepted
+    if accepted.asset != offered.asset:
+        return Reason.ASSET_MISMATCH
+    if accepted.pay_to != offered.pay_to:
+        return Reason.RECIPIENT_MISMATCH
+    if accepted.amount != offered.amount:
+        return Reason.AMOUNT_MISMATCH
+    before, after = (
+        TransferAuthorization.from_wire(p.exact_evm().authorization) for p in (good, payment)
+    )
+    if after.to != before.to:
+        return Reason.RECIPIENT_MISMATCH
+    if after.value != before.value:
+        return Reason.AMOUNT_MISMATCH
+    signatures = {bytes.fromhex(p.exact_evm().signature[2:]) for p in (good, payment)}
+    if after != before or len(signatures) > 1:
+        return Reason.INVALID_SIGNATURE
+    return None
 
 
 @settings(_FUZZ, max_examples=EXAMPLES["verifier"])
-@given(changes=mutations)
-def test_the_verifier_refuses_or_accepts_and_never_crashes(
+@given(changes=mutations_or_respellings)
+def test_the_verifier_refuses_a_mutated_payment_with_the_reason_of_its_first_change(
     bed: Testbed, good: dict[str, Any], changes: list[tuple[str, Any]]
 ) -> None:
-    wire = mutate(good, changes)
-    try:
-        payment = PaymentPayload.from_wire(wire)
-        payment.exact_evm()
-    except Exception:
-        return  # unreadable: the decoder's business (a 400), not the verifier's
-    with contextlib.suppress(PaymentRejectedError, MalformedPaymentError):
-        bed.scheme.verify(payment, payment.accepted)
+    payment = readable(mutate(good, changes))
+    if payment is None:
+        return  # the decoder's business (a 400), not the verifier's
+    original = PaymentPayload.from_wire(good)
+    expected = expected_refusal(original, payment)
+    event(f"expected: {expected or 'verified'}")
+    if expected is None:
+        payer = bed.scheme.verify(payment, original.accepted)
+        assert payer == original.exact_evm().authorization.from_
+        return
+    with pytest.raises(PaymentRejectedError) as refused:
+        bed.scheme.verify(payment, original.accepted)  # what was offered, not what it echoes
+    assert refused.value.reason == expected, refused.value.message
 
 
 # -- through the app ----------------------------------------------------------------------------
@@ -179,9 +267,20 @@ def test_any_mutated_payment_is_400_or_402_and_moves_nothing(
     books_before: dict[tuple[str, str], int],
     changes: list[tuple[str, Any]],
 ) -> None:
-    header = b64(json.dumps(mutate(good, changes)).encode())
-    assert_harmless(bed, http.get(f"/articles/{SLUG}", headers={PAYMENT_SIGNATURE_HEADER: header}))
+    wire = mutate(good, changes)
+    response = http.get(
+        f"/articles/{SLUG}", headers={PAYMENT_SIGNATURE_HEADER: b64(json.dumps(wire).encode())}
+    )
+    assert_harmless(bed, response)
     assert books(bed.tokens, [payer.address]) == books_before
+    payment = readable(wire)
+    event("unreadable" if payment is None else "readable")
+    if payment is not None:  # refused for the first thing the mutation changed
+        expected = expected_refusal(PaymentPayload.from_wire(good), payment)
+        assert expected is not None  # a random value is never the one it replaced
+        assert response.status_code == 402
+        required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
+        assert required.error == expected
 
 
 proofs = st.fixed_dictionaries(

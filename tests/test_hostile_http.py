@@ -235,6 +235,7 @@ def _socket(url: str) -> socket.socket:
     return connection
 
 
+@pytest.mark.slow  # waits out the server's 1 s timeout, on each server
 def test_a_silent_connection_is_closed(server: tuple[str, str]) -> None:
     with _socket(server[0]) as connection:
         started = time.monotonic()
@@ -242,6 +243,7 @@ def test_a_silent_connection_is_closed(server: tuple[str, str]) -> None:
         assert 0.5 < time.monotonic() - started < 5
 
 
+@pytest.mark.slow  # waits out the server's 1 s timeout, on each server
 def test_a_trickling_head_is_cut_off_with_408(server: tuple[str, str]) -> None:
     url, path = server
     with _socket(url) as connection:
@@ -268,6 +270,7 @@ def test_a_trickling_head_is_cut_off_with_408(server: tuple[str, str]) -> None:
         assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow  # waits out the server's 1 s timeout, on each server
 def test_an_idle_keep_alive_connection_is_closed(server: tuple[str, str]) -> None:
     url, path = server
     with _socket(url) as connection:

@@ -207,6 +207,7 @@ def test_eth_call_runs_with_at_most_the_gas_cap(node_url: str) -> None:
     assert time.monotonic() - started < 20  # 1M gas, not 2**62
 
 
+@pytest.mark.slow
 def test_eth_estimate_gas_runs_with_at_most_the_gas_cap(node_url: str) -> None:
     started = time.monotonic()
     answer = rpc(node_url, "eth_estimateGas", [{"data": FOREVER, "gas": hex(2**62)}])

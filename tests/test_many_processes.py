@@ -27,6 +27,8 @@ from agent_pay.server.catalogue import Catalogue
 from agent_pay.signing import LocalSigner
 from agent_pay.stack import sample_articles_dir
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 AGENTS = 10
 SLUGS = ("why-micropayments-failed", "reading-a-vyper-contract")  # 0.1 + 0.25 USDX
 

@@ -198,6 +198,7 @@ def test_any_fraction_keeps_the_invariants(body: str, fraction: float) -> None:
     assert_invariants(body, *split_preview(body, fraction), fraction)
 
 
+@pytest.mark.slow
 @given(markdown())
 def test_markdown_never_cuts_inside_a_fence(document: tuple[str, list[tuple[int, int]]]) -> None:
     body, fences = document
@@ -206,6 +207,7 @@ def test_markdown_never_cuts_inside_a_fence(document: tuple[str, list[tuple[int,
     assert not any(start < len(preview) < end for start, end in fences)
 
 
+@pytest.mark.slow
 @given(prose(min_size=300))
 def test_long_prose_preview_is_near_a_third(body: str) -> None:
     preview, _ = split_preview(body)
@@ -310,6 +312,7 @@ def script_text(draw: st.DrawFn, script: Script) -> str:
     return separator.join(paragraph() for _ in range(draw(st.integers(1, 8))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.name)
 @settings(max_examples=40)
 @given(data=st.data())

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from agent_pay.bench.schemes import unavailable_reason
 from agent_pay.simulate import cli
 from agent_pay.simulate.engine import SimulationConfig, SimulationRun, simulate
 from agent_pay.simulate.ledger import OUTCOMES
@@ -219,16 +218,13 @@ def test_cli_writes_json_plots_and_html(tmp_path: Path, capsys: pytest.CaptureFi
     assert "determinism digest" in capsys.readouterr().out
 
 
-def test_cli_refuses_an_unavailable_scheme(capsys: pytest.CaptureFixture[str]) -> None:
-    if unavailable_reason("channel") is None:
-        pytest.skip("the channel scheme is available")
+def test_cli_refuses_an_unavailable_scheme(
+    channel_missing: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["--scheme", "channel", "--agents", "2", "--no-plots"]) == 2
     assert "not available" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(
-    unavailable_reason("channel") is not None, reason="the channel scheme is not available"
-)
 def test_a_channel_market_is_deterministic_and_conserves_money() -> None:
     spec = MarketSpec(agents=8, articles=6, days=2, seed=9, reads_per_day=4, authors=2)
     config = SimulationConfig(

@@ -14,17 +14,14 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_pay.chain.base import ContractRevertError, Receipt
 from agent_pay.chain.contract import Transactor
-from agent_pay.chain.devkeys import dev_account, dev_signer
-from agent_pay.chain.embedded import EmbeddedChain
+from agent_pay.chain.devkeys import dev_account
 from agent_pay.chain.stablecoin import (
-    DEFAULT_STABLECOINS,
     TRANSFER_WITH_AUTHORIZATION_GAS,
     Stablecoin,
     StablecoinSpec,
@@ -43,7 +40,7 @@ from agent_pay.signing import (
     sign_transfer_authorization,
     transfer_with_authorization_typed_data,
 )
-from agent_pay.testing import FakeClock
+from agent_pay.testing import ContractBench, Party, reverted
 
 T0 = 1_700_000_000  # the fake clock's start: every block is mined at this second unless moved
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -60,82 +57,16 @@ EXCEEDS_BALANCE = "erc20: transfer amount exceeds balance"
 
 
 @dataclass
-class Party:
-    """A fresh key: it signs authorizations and, when funded with ETH, sends transactions."""
-
-    account: LocalAccount
-    signer: LocalSigner
-    tx: Transactor
-
-    @property
-    def address(self) -> str:
-        return self.signer.address
-
-
-@dataclass
-class Env:
-    chain: EmbeddedChain
-    clock: FakeClock
-    token: Stablecoin
-    owner: Transactor  # deployer and only minter
-    relayer: Transactor  # submits authorizations, as a facilitator does
-    bank: Transactor  # pays gas money to fresh keys
-    domain: TokenDomain
-
-    def party(self, *, eth: bool = False, tokens: int = 0) -> Party:
-        """A fresh random key, optionally given ETH for gas and freshly minted tokens."""
-        account: LocalAccount = Account.create()
-        signer = LocalSigner(account)
-        party = Party(account, signer, Transactor(self.chain, signer))
-        hashes = []
-        if eth:
-            hashes.append(self.bank.send(party.address, b"", gas=21_000, value=10**18))
-        if tokens:
-            data = self.token.contract.encode("mint", party.address, tokens)
-            hashes.append(self.owner.send(self.token.address, data, gas=GAS))
-        for receipt in (self.chain.wait_for_receipt(h) for h in hashes):
-            assert receipt.status
-        return party
-
-    def now(self) -> int:
-        """The timestamp the next block will carry."""
-        return self.chain.next_timestamp()
+class Env(ContractBench):
+    """The bench's token is the one under test."""
 
     def transact(self, sender: Transactor, fn: str, *args: Any) -> Receipt:
         return self.token.contract.transact(sender, fn, *args, gas=GAS, check=False)
 
-    def balance(self, who: Party | str) -> int:
-        return self.token.balance_of(who.address if isinstance(who, Party) else who)
-
-
-def new_env() -> Env:
-    clock = FakeClock(T0)
-    chain = EmbeddedChain(clock=clock)
-    owner = Transactor(chain, dev_signer(0))
-    token = Stablecoin.deploy(owner, DEFAULT_STABLECOINS[0])
-    domain = TokenDomain(
-        token.asset.eip712_name, token.asset.eip712_version, chain.chain_id, token.address
-    )
-    return Env(
-        chain,
-        clock,
-        token,
-        owner,
-        Transactor(chain, dev_signer(1)),
-        Transactor(chain, dev_signer(2)),
-        domain,
-    )
-
 
 @pytest.fixture(scope="module")
 def env() -> Env:
-    return new_env()
-
-
-def reverted(receipt: Receipt, reason: str) -> bool:
-    assert not receipt.status, "the transaction succeeded"
-    assert receipt.revert_reason == reason
-    return True
+    return Env.create(T0)
 
 
 def vrs(signature: bytes) -> tuple[int, bytes, bytes]:
@@ -181,11 +112,13 @@ def transfer_with(env: Env, auth: TransferAuthorization, signature: bytes) -> Re
 
 
 def sign_receive(env: Env, signer: LocalSigner, auth: TransferAuthorization) -> bytes:
-    return signer.sign_typed_data(receive_with_authorization_typed_data(env.domain, auth))
+    return signer.sign_typed_data(receive_with_authorization_typed_data(env.token_domain, auth))
 
 
 def sign_cancel(env: Env, signer: LocalSigner, authorizer: str, nonce: bytes) -> bytes:
-    message = cancel_authorization_typed_data(env.domain, CancelAuthorization(authorizer, nonce))
+    message = cancel_authorization_typed_data(
+        env.token_domain, CancelAuthorization(authorizer, nonce)
+    )
     return signer.sign_typed_data(message)
 
 
@@ -214,7 +147,7 @@ def test_eip712_domain_matches_what_we_sign_with(env: Env) -> None:
     assert to_checksum_address(verifying) == env.token.address
     assert (salt, extensions) == (b"\x00" * 32, ())
     any_message = transfer_with_authorization_typed_data(
-        env.domain, TransferAuthorization(ZERO_ADDRESS, ZERO_ADDRESS, 0, 0, 0, bytes(32))
+        env.token_domain, TransferAuthorization(ZERO_ADDRESS, ZERO_ADDRESS, 0, 0, 0, bytes(32))
     )
     signed_domain = encode_typed_data(full_message=any_message).header  # the domain separator
     assert env.token.contract.call("DOMAIN_SEPARATOR") == signed_domain
@@ -232,7 +165,7 @@ def test_eip712_domain_matches_what_we_sign_with(env: Env) -> None:
 )
 def test_signature_under_another_domain_is_rejected(env: Env, wrong: dict[str, Any]) -> None:
     payer, payee = env.party(tokens=100), env.party()
-    domain = replace(env.domain, **wrong)
+    domain = replace(env.token_domain, **wrong)
     auth = authorization(env, payer, payee, 100)
 
     signature = sign_transfer_authorization(payer.signer, domain, auth)
@@ -351,7 +284,7 @@ def test_transfer_from_beyond_the_balance_reverts(env: Env) -> None:
 
 
 def sign_permit(env: Env, signer: LocalSigner, permit: Permit) -> bytes:
-    return signer.sign_typed_data(permit_typed_data(env.domain, permit))
+    return signer.sign_typed_data(permit_typed_data(env.token_domain, permit))
 
 
 def submit_permit(env: Env, permit: Permit, signature: bytes) -> Receipt:
@@ -420,7 +353,7 @@ def test_permit_cannot_be_replayed(env: Env) -> None:
 def test_transfer_with_authorization(env: Env) -> None:
     payer, payee = env.party(tokens=1_000_000), env.party()
     auth = authorization(env, payer, payee, 250_000)
-    signature = sign_transfer_authorization(payer.signer, env.domain, auth)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, auth)
     assert not env.token.authorization_state(payer.address, auth.nonce)
 
     receipt = transfer_with(env, auth, signature)
@@ -439,7 +372,7 @@ def test_transfer_with_authorization(env: Env) -> None:
 def test_transfer_with_authorization_calldata_helper_matches(env: Env) -> None:
     payer, payee = env.party(tokens=10), env.party()
     auth = authorization(env, payer, payee, 10)
-    signature = sign_transfer_authorization(payer.signer, env.domain, auth)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, auth)
     data = env.token.transfer_with_authorization_data(
         auth.from_, auth.to, auth.value, auth.valid_after, auth.valid_before, auth.nonce, signature
     )
@@ -457,7 +390,9 @@ def test_transfer_with_authorization_gas(env: Env, payee_is_new: bool) -> None:
     payer, payee = env.party(tokens=1_000), env.party(tokens=0 if payee_is_new else 1)
     auth = authorization(env, payer, payee, 100)
 
-    receipt = transfer_with(env, auth, sign_transfer_authorization(payer.signer, env.domain, auth))
+    receipt = transfer_with(
+        env, auth, sign_transfer_authorization(payer.signer, env.token_domain, auth)
+    )
 
     assert receipt.status
     assert 60_000 <= receipt.gas_used <= 90_000
@@ -472,7 +407,9 @@ def test_authorization_at_the_window_edges(env: Env) -> None:
     now = env.now()
     auth = authorization(env, payer, payee, 10, valid_after=now - 1, valid_before=now + 1)
 
-    receipt = transfer_with(env, auth, sign_transfer_authorization(payer.signer, env.domain, auth))
+    receipt = transfer_with(
+        env, auth, sign_transfer_authorization(payer.signer, env.token_domain, auth)
+    )
 
     assert receipt.status
     assert receipt.block_timestamp == now
@@ -485,7 +422,9 @@ def test_expired_authorization_reverts(env: Env, seconds_ago: int) -> None:
     valid_before = env.now() - seconds_ago
     auth = authorization(env, payer, payee, 10, valid_after=0, valid_before=valid_before)
 
-    receipt = transfer_with(env, auth, sign_transfer_authorization(payer.signer, env.domain, auth))
+    receipt = transfer_with(
+        env, auth, sign_transfer_authorization(payer.signer, env.token_domain, auth)
+    )
 
     assert reverted(receipt, EXPIRED)
     assert env.balance(payer) == 10
@@ -495,7 +434,7 @@ def test_expired_authorization_reverts(env: Env, seconds_ago: int) -> None:
 def test_authorization_expires_when_the_clock_passes_valid_before(env: Env) -> None:
     payer, payee = env.party(tokens=10), env.party()
     auth = authorization(env, payer, payee, 10, valid_before=env.now() + 60)
-    signature = sign_transfer_authorization(payer.signer, env.domain, auth)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, auth)
 
     env.clock.now += 60  # the clock moves on before anyone submits
 
@@ -510,7 +449,9 @@ def test_not_yet_valid_authorization_reverts(env: Env, seconds_ahead: int) -> No
     valid_after = env.now() + seconds_ahead
     auth = authorization(env, payer, payee, 10, valid_after=valid_after, valid_before=2**256 - 1)
 
-    receipt = transfer_with(env, auth, sign_transfer_authorization(payer.signer, env.domain, auth))
+    receipt = transfer_with(
+        env, auth, sign_transfer_authorization(payer.signer, env.token_domain, auth)
+    )
 
     assert reverted(receipt, NOT_YET_VALID)
     assert env.balance(payer) == 10
@@ -519,7 +460,7 @@ def test_not_yet_valid_authorization_reverts(env: Env, seconds_ahead: int) -> No
 def test_authorization_becomes_valid_when_the_clock_passes_valid_after(env: Env) -> None:
     payer, payee = env.party(tokens=10), env.party()
     auth = authorization(env, payer, payee, 10, valid_after=env.now() + 30)
-    signature = sign_transfer_authorization(payer.signer, env.domain, auth)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, auth)
     assert reverted(transfer_with(env, auth, signature), NOT_YET_VALID)
 
     env.clock.now += 31
@@ -531,12 +472,12 @@ def test_authorization_becomes_valid_when_the_clock_passes_valid_after(env: Env)
 def test_reused_nonce_reverts(env: Env) -> None:
     payer, payee = env.party(tokens=100), env.party()
     auth = authorization(env, payer, payee, 10)
-    signature = sign_transfer_authorization(payer.signer, env.domain, auth)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, auth)
     assert transfer_with(env, auth, signature).status
 
     assert reverted(transfer_with(env, auth, signature), USED_OR_CANCELED)  # the same payment
     again = authorization(env, payer, payee, 20, nonce=auth.nonce)  # a new one, same nonce
-    signature = sign_transfer_authorization(payer.signer, env.domain, again)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, again)
     assert reverted(transfer_with(env, again, signature), USED_OR_CANCELED)
     assert env.balance(payer) == 90
 
@@ -546,7 +487,7 @@ def test_authorization_signed_by_another_key_reverts(env: Env) -> None:
     auth = authorization(env, payer, payee, 100)
     # sign_transfer_authorization refuses to sign for someone else: go around it.
     signature = thief.signer.sign_typed_data(
-        transfer_with_authorization_typed_data(env.domain, auth)
+        transfer_with_authorization_typed_data(env.token_domain, auth)
     )
 
     assert reverted(transfer_with(env, auth, signature), INVALID_SIGNATURE)
@@ -570,7 +511,7 @@ def test_signature_over_other_fields_reverts(
 ) -> None:
     payer, payee, other = env.party(tokens=1_000), env.party(), env.party(tokens=1_000)
     signed = authorization(env, payer, payee, 100)
-    signature = sign_transfer_authorization(payer.signer, env.domain, signed)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, signed)
     submitted = replace(signed, **mutate(signed, other.address))
 
     assert reverted(transfer_with(env, submitted, signature), INVALID_SIGNATURE)
@@ -580,7 +521,7 @@ def test_signature_over_other_fields_reverts(
 def test_cancelled_authorization_reverts(env: Env) -> None:
     payer, payee = env.party(tokens=100), env.party()
     auth = authorization(env, payer, payee, 100)
-    signature = sign_transfer_authorization(payer.signer, env.domain, auth)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, auth)
     assert cancel(
         env, payer.address, auth.nonce, sign_cancel(env, payer.signer, payer.address, auth.nonce)
     ).status
@@ -592,7 +533,7 @@ def test_cancelled_authorization_reverts(env: Env) -> None:
 def test_authorization_beyond_the_balance_reverts_and_leaves_the_nonce_unused(env: Env) -> None:
     payer, payee = env.party(tokens=99), env.party()
     auth = authorization(env, payer, payee, 100)
-    signature = sign_transfer_authorization(payer.signer, env.domain, auth)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, auth)
 
     assert reverted(transfer_with(env, auth, signature), EXCEEDS_BALANCE)
     assert not env.token.authorization_state(payer.address, auth.nonce)
@@ -605,13 +546,13 @@ def test_authorization_beyond_the_balance_reverts_and_leaves_the_nonce_unused(en
 def test_high_s_signature_is_rejected(env: Env) -> None:
     payer, payee = env.party(tokens=100), env.party()
     auth = authorization(env, payer, payee, 100)
-    v, r, s = vrs(sign_transfer_authorization(payer.signer, env.domain, auth))
+    v, r, s = vrs(sign_transfer_authorization(payer.signer, env.token_domain, auth))
     # (r, n - s) with the other v is the same signature spelt differently (it recovers the same
     # key), which the token must refuse so that one payment has one spelling.
     high_s = (SECP256K1_N - int.from_bytes(s, "big")).to_bytes(32, "big")
     malleated = r + high_s + bytes([55 - v])
     signable = encode_typed_data(
-        full_message=transfer_with_authorization_typed_data(env.domain, auth)
+        full_message=transfer_with_authorization_typed_data(env.token_domain, auth)
     )
     assert Account.recover_message(signable, vrs=(55 - v, r, high_s)) == payer.address
 
@@ -672,7 +613,7 @@ def test_receive_signature_cannot_be_used_as_transfer(env: Env) -> None:
 def test_transfer_signature_cannot_be_used_as_receive(env: Env) -> None:
     payer, payee = env.party(tokens=1_000), env.party(eth=True)
     auth = authorization(env, payer, payee, 600)
-    signature = sign_transfer_authorization(payer.signer, env.domain, auth)
+    signature = sign_transfer_authorization(payer.signer, env.token_domain, auth)
 
     receipt = env.transact(payee.tx, "receiveWithAuthorization", *args(auth, signature))
 
@@ -684,7 +625,7 @@ def test_receive_and_transfer_share_the_nonce_space(env: Env) -> None:
     payer, payee = env.party(tokens=1_000), env.party(eth=True)
     auth = authorization(env, payer, payee, 100)
     assert transfer_with(
-        env, auth, sign_transfer_authorization(payer.signer, env.domain, auth)
+        env, auth, sign_transfer_authorization(payer.signer, env.token_domain, auth)
     ).status
 
     receipt = env.transact(
@@ -728,7 +669,7 @@ def test_used_authorization_cannot_be_cancelled(env: Env) -> None:
     payer, payee = env.party(tokens=100), env.party()
     auth = authorization(env, payer, payee, 100)
     assert transfer_with(
-        env, auth, sign_transfer_authorization(payer.signer, env.domain, auth)
+        env, auth, sign_transfer_authorization(payer.signer, env.token_domain, auth)
     ).status
     cancellation = sign_cancel(env, payer.signer, payer.address, auth.nonce)
 
@@ -752,7 +693,7 @@ def test_authorization_state_is_per_authorizer_and_nonce(env: Env) -> None:
     auth = authorization(env, payer, payee, 100)
     other_nonce = random_nonce()
     assert transfer_with(
-        env, auth, sign_transfer_authorization(payer.signer, env.domain, auth)
+        env, auth, sign_transfer_authorization(payer.signer, env.token_domain, auth)
     ).status
 
     assert env.token.authorization_state(payer.address, auth.nonce)
@@ -842,6 +783,7 @@ def holders(env: Env) -> list[Party]:
     return [env.party(eth=True) for _ in range(HOLDERS)]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(operations=st.lists(_operation, max_size=12))
 def test_supply_is_conserved(

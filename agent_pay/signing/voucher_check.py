@@ -15,7 +15,7 @@ the signature with libsecp256k1 through coincurve:
   look at `v`, so a voucher accepted this way may carry the wrong `v` for `ecrecover`:
   `normalized` fixes it (one recovery) before the voucher is claimed on chain.
 
-tests/test_channel_scheme.py checks, with hypothesis, that the digest equals eth-account's
+tests/test_voucher_check.py checks, with hypothesis, that the digest equals eth-account's
 `encode_typed_data` hash and that both checks name the signer eth-account recovers.
 
 Signatures are checked as the channel contract checks them: 65 bytes r || s || v, v 27 or 28,

@@ -29,18 +29,7 @@ from agent_pay.client.receipts import ReceiptStore
 from agent_pay.signing import LocalSigner
 from agent_pay.stack import Stack, sample_articles_dir
 
-__all__ = ["FakeClock", "SyncASGITransport", "TestAgent", "Testbed", "sample_articles_dir"]
-
-
-class FakeClock:
-    """A clock that moves only when a test moves it: pass it as `clock=` (to `EmbeddedChain`,
-    `ReceiptStore.open`, ...) and set or advance `now` (seconds since the epoch)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+__all__ = ["SyncASGITransport", "TestAgent", "Testbed", "sample_articles_dir"]
 
 
 class SyncASGITransport(httpx.BaseTransport):
