@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -50,3 +51,33 @@ def anvil_url() -> Iterator[str]:
     _require_anvil()
     with run_anvil(binary=find_anvil(environ=os.environ)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL for the session (see `agent_pay.store.local_postgres`): the URL of
+    its maintenance database. Skipped where PostgreSQL is not installed, except under CI."""
+    from agent_pay.store.local_postgres import PostgresNotFoundError, local_postgres
+
+    try:
+        server = local_postgres()
+        url = server.__enter__()
+    except PostgresNotFoundError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(f"{exc} (scripts/test installs it; under CI=true this is a failure)")
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the session's PostgreSQL, for one test."""
+    import psycopg
+
+    name = f"t{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + "/" + name
