@@ -36,10 +36,11 @@ from agent_pay.server.app import Renderer, create_app, render_article
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.channel_offers import channel_router
 from agent_pay.server.faults import FaultPlan, FaultPoint
-from agent_pay.server.ledger import Ledger, PaymentKey
+from agent_pay.server.ledger import PaymentKey
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS, ExactOffers, OfferBuilder
 from agent_pay.serving import serve_app
 from agent_pay.signing import Signer
+from agent_pay.store.protocols import PaymentLedger, SpentNonces
 
 __all__ = [
     "DEPLOYER_INDEX",
@@ -48,7 +49,6 @@ __all__ = [
     "record_submissions",
     "sample_articles_dir",
 ]
-
 
 
 def sample_articles_dir() -> Path:
@@ -82,7 +82,7 @@ class Stack:
         chain: Chain | None = None,
         render: Renderer = render_article,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
-        ledger: Ledger | None = None,
+        ledger: PaymentLedger | None = None,
         receipt_signer: Signer | None = None,
         faults: FaultPlan | None = None,
         schemes: Sequence[str] = ("exact",),
@@ -133,17 +133,20 @@ class Stack:
         articles: Path | Catalogue | None = None,
         render: Renderer = render_article,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
-        ledger: Ledger | None = None,
+        ledger: PaymentLedger | None = None,
         receipt_signer: Signer | None = None,
         faults: FaultPlan | None = None,
         schemes: Sequence[str] = ("exact",),
         channel_manager: ChannelManager | str | None = None,
         channel_options: ChannelOptions | None = None,
+        siwx_nonces: SpentNonces | None = None,
+        entitlement_secret: bytes | None = None,
     ) -> Self:
         """Wire a facilitator and a server to contracts already deployed on `chain` (any
         node: `JsonRpcChain` on anvil, on `agent-pay node`, ...); nothing is deployed.
-        `ledger`, `receipt_signer`, `faults` and `schemes` are as for `embedded`; with
-        "channel", call `close()` at the end (it claims what is due).
+        `ledger`, `receipt_signer`, `faults` and `schemes` are as for `embedded`, and
+        `siwx_nonces` and `entitlement_secret` as for `create_app`; with "channel", call
+        `close()` at the end (it claims what is due).
 
         Args:
             tokens: the stablecoins to sell in, by symbol (see `agent_pay.node.deployment`).
@@ -183,6 +186,8 @@ class Stack:
             schemes=schemes,
             manager=manager,
             channel_options=channel_options,
+            siwx_nonces=siwx_nonces,
+            entitlement_secret=entitlement_secret,
         )
 
     @classmethod
@@ -196,12 +201,14 @@ class Stack:
         articles: Path | Catalogue | None,
         render: Renderer,
         max_timeout_seconds: int,
-        ledger: Ledger | None,
+        ledger: PaymentLedger | None,
         receipt_signer: Signer | None,
         faults: FaultPlan | None,
         schemes: Sequence[str],
         manager: ChannelManager | None,
         channel_options: ChannelOptions | None,
+        siwx_nonces: SpentNonces | None = None,
+        entitlement_secret: bytes | None = None,
     ) -> Self:
         """The facilitator's handlers, the server's offers in `schemes` order, the app; the
         channel handler (on `manager`) is started."""
@@ -229,7 +236,9 @@ class Stack:
             render=render,
             schemes=builders,
             ledger=ledger,
+            siwx_nonces=siwx_nonces,
             receipt_signer=receipt_signer,
+            entitlement_secret=entitlement_secret,
             faults=faults,
             records_submissions=True,
         )
@@ -256,9 +265,9 @@ class Stack:
         return self.tokens[symbol].balance_of(address)
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> PaymentLedger:
         """The server's payment ledger."""
-        ledger: Ledger = self.app.state.ledger
+        ledger: PaymentLedger = self.app.state.ledger
         return ledger
 
     def close(self) -> None:
@@ -287,7 +296,7 @@ def _check_schemes(schemes: Sequence[str]) -> None:
             raise ValueError(f"unknown scheme {name!r}: use exact and/or channel")
 
 
-def record_submissions(ledger: Ledger, faults: FaultPlan | None = None) -> SubmittedHook:
+def record_submissions(ledger: PaymentLedger, faults: FaultPlan | None = None) -> SubmittedHook:
     """The in-process facilitator's `on_submitted` hook for a server in the same process: the
     ledger records each "exact" settlement transaction just before it is broadcast (and a fault
     plan may stop the process right there). If the write fails, nothing is broadcast."""

@@ -54,8 +54,8 @@ from agent_pay.server.entitlements import ReceiptIssuer
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.guarded_calls import GuardedLedger, facilitate
 from agent_pay.server.ledger import (
+    IN_FLIGHT,
     Entry,
-    Ledger,
     PaymentKey,
     PaymentState,
     fingerprint,
@@ -64,6 +64,7 @@ from agent_pay.server.purchase import Paid, Purchase
 from agent_pay.server.recovery import RECONCILE_INTERVAL, ReconcileReport, Recovery
 from agent_pay.server.refusals import produce_content, reason_from, rejection
 from agent_pay.server.timings import request_timings, timed
+from agent_pay.store.protocols import PaymentLedger
 
 __all__ = [
     "RECONCILE_INTERVAL",
@@ -79,6 +80,7 @@ T = TypeVar("T")
 
 _NOT_SENT = "settlement_not_sent"  # failed-row reason: the chain failed before broadcast
 _PROOF_HEADERS = "AGENT-PAY-ENTITLEMENT, or SIGN-IN-WITH-X"
+_POLL_ELSEWHERE = 0.05  # seconds between looks at a payment another instance settles
 
 
 @dataclass(slots=True)
@@ -110,7 +112,7 @@ class Checkout(Recovery):
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: PaymentLedger,
         facilitator: Facilitator,
         receipts: ReceiptIssuer,
         *,
@@ -169,6 +171,10 @@ class Checkout(Recovery):
                     await self._wait(purchase.key, flight)
                 waited = True  # in flight together with the one that paid: share its answer
                 continue
+            if entry is not None and not entry.paid and not await self._owned(entry):
+                await self._wait_elsewhere(entry)  # another live instance settles it
+                waited = True
+                continue
             try:
                 return await self._own(purchase, entry, produce)
             except _Again:
@@ -223,6 +229,27 @@ class Checkout(Recovery):
             ) from None
         if outcome is not None and outcome.reason is not Reason.CONTENT_UNAVAILABLE:
             raise copy.copy(outcome)
+
+    async def _owned(self, entry: Entry) -> bool:
+        """Whether this process may carry `entry` on: it is not in flight, or it is ours or
+        its owner stopped (then it is ours now). Only a shared store says no."""
+        if entry.state is PaymentState.FAILED or not self.ledger.shared:
+            return True
+        return await self._guarded.write(self.ledger.take_over, entry.key)
+
+    async def _wait_elsewhere(self, entry: Entry) -> None:
+        """Wait while another instance on the shared store settles `entry`: until it leaves
+        flight, or its owner stops (a heartbeat missed for the lease) and it is ours."""
+        deadline = self._clock() + self.wait_timeout
+        with timed("wait"):
+            while self._clock() < deadline:
+                await anyio.sleep(_POLL_ELSEWHERE)
+                now = self._guarded.get(entry.key)
+                if now is None or now.state not in IN_FLIGHT or await self._owned(now):
+                    return
+        raise ChainUnavailableError(
+            "the same payment is being settled by another instance", Reason.PAYMENT_IN_PROGRESS
+        )
 
     async def _own(
         self, purchase: Purchase, entry: Entry | None, produce: Callable[[], T]

@@ -5,7 +5,6 @@ outcome (a sqlite error, a facilitator that crashes or answers 5xx) becomes a 50
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -14,9 +13,11 @@ from anyio import to_thread
 
 from agent_pay.errors import AgentPayError, ChainUnavailableError
 from agent_pay.protocol import PaymentPayload, PaymentRequirements
-from agent_pay.server.ledger import Entry, Ledger, PaymentKey
+from agent_pay.server.ledger import Entry, PaymentKey
 from agent_pay.server.refusals import ledger_down
 from agent_pay.server.timings import timed
+from agent_pay.store.errors import STORE_ERRORS
+from agent_pay.store.protocols import PaymentLedger
 
 __all__ = ["GuardedLedger", "facilitate"]
 
@@ -44,9 +45,9 @@ async def facilitate(
 
 
 class GuardedLedger:
-    """Reads and writes of `ledger` whose sqlite errors become a 503 (`ledger_down`)."""
+    """Reads and writes of `ledger` whose store errors become a 503 (`ledger_down`)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: PaymentLedger) -> None:
         self.ledger = ledger
         # A ledger in memory has no fsync to keep off the event loop, and its writes (tens of
         # microseconds) cost less than the hop to a worker thread and back.
@@ -61,13 +62,13 @@ class GuardedLedger:
     def get(self, key: PaymentKey) -> Entry | None:
         try:
             return self.ledger.get(key)
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             raise ledger_down(exc) from exc
 
     def in_flight(self) -> list[Entry]:
         try:
             return self.ledger.in_flight()
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             raise ledger_down(exc) from exc
 
     async def write(self, method: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
@@ -77,5 +78,5 @@ class GuardedLedger:
                 if self._writes_inline:
                     return method(*args, **kwargs)
                 return await to_thread.run_sync(partial(method, *args, **kwargs))
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             raise ledger_down(exc) from exc
