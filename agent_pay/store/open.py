@@ -11,6 +11,7 @@ from agent_pay.errors import ConfigurationError
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.siwx import MemoryNonces
 from agent_pay.store.errors import StoreUnavailableError
+from agent_pay.store.postgres.lease import DEFAULT_LEASE_SECONDS
 from agent_pay.store.protocols import PaymentLedger, SpentNonces
 
 __all__ = ["POSTGRES_SCHEMES", "Store", "is_postgres", "open_store"]
@@ -54,6 +55,7 @@ def open_store(
     server_dir: Path,
     *,
     pool_size: int = 8,
+    lease: float = DEFAULT_LEASE_SECONDS,
     clock: Callable[[], float] = time.time,
 ) -> Store:
     """The store `target` names: a `postgresql://` URL, else SQLite in `target` (a directory
@@ -81,7 +83,7 @@ def open_store(
         pool = Pool(target, max_size=pool_size)
     except StoreUnavailableError as exc:
         raise ConfigurationError(str(exc)) from None
-    instance = Instance(pool)
+    instance = Instance(pool, lease=lease)
 
     def claim(name: str, value: str) -> str:
         pool.execute(

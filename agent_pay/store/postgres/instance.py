@@ -18,13 +18,12 @@ from typing import Final
 
 from agent_pay.store.errors import StoreUnavailableError
 from agent_pay.store.postgres.connection import Pool
+from agent_pay.store.postgres.lease import DEFAULT_LEASE_SECONDS
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "Instance"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS: Final = 10.0
-"""How long an instance's silence means it has stopped."""
 
 STALE_OWNER: Final = (
     "NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = payments.owner "
