@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import socket
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp
@@ -61,7 +60,7 @@ def _gas_warning(chain: JsonRpcChain, address: str) -> None:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.workers > 1 and args.worker_fd is None:
+    if settings.workers > 1 and not args.as_worker:
         from agent_pay.cli.workers import supervise
 
         return supervise(settings)
@@ -122,8 +121,10 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
     else:
         standby = None
     sock = None
-    if args.worker_fd is not None:  # one of `--workers`: accept on the supervisor's socket
-        sock = socket.socket(fileno=args.worker_fd)
+    if args.as_worker:  # one of `--workers`: listen beside the others on the supervisor's port
+        from agent_pay.cli.workers import listen_shared
+
+        sock = listen_shared(settings.host, settings.port)
     try:
         with serve_app(app, settings.host, settings.port, sock=sock) as url:
             say(f"agent-pay content server on {url}: {len(articles)} articles (GET /articles)")

@@ -1,7 +1,9 @@
-"""`agent-pay serve --workers N`: N server processes accepting on one listening socket.
+"""`agent-pay serve --workers N`: N server processes on one port.
 
-The supervisor binds the port once and starts N copies of the same command, each told the
-socket's descriptor (`--worker-fd`): the kernel hands each connection to one of them. Each
+The supervisor reserves the port (bound with `SO_REUSEPORT`, never listening) and starts N
+copies of the same command as workers (`--as-worker`), each listening on that port with
+`SO_REUSEPORT` too: the kernel spreads the connections evenly across them (one socket shared
+by all would leave most connections to whichever worker happens to accept first). Each
 worker opens the shared store itself (`--store postgresql://...`: one SQLite file takes one
 process), and every worker signs receipts with the one receipt key (made here, before they
 start, when `server_dir` has none yet). A worker that exits while the server runs is started
@@ -24,7 +26,7 @@ from agent_pay.settings import Settings
 from agent_pay.store.open import is_postgres
 from agent_pay.wallet import server_receipt_key
 
-__all__ = ["supervise"]
+__all__ = ["listen_shared", "supervise"]
 
 _STOP_TIMEOUT: Final = 30.0  # seconds a worker has to finish its requests, then it is killed
 _RESTART_PAUSE: Final = 1.0  # seconds before a worker that exited is started again
@@ -42,45 +44,57 @@ def supervise(settings: Settings) -> int:
             "(AGENT_PAY_STORE); a SQLite ledger takes one server process per data directory"
         )
     server_receipt_key(settings)  # every worker reads the one made now, if none was set
+    reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        listener = socket.create_server((settings.host, settings.port), backlog=2048)
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserved.bind((settings.host, settings.port))
     except OSError as exc:
+        reserved.close()
         raise ConfigurationError(
             f"cannot listen on {settings.host}:{settings.port}: {exc}"
         ) from None
-    listener.set_inheritable(True)
-    command = [sys.executable, "-m", "agent_pay.cli", *sys.argv[1:]]
-    command += ["--worker-fd", str(listener.fileno())]
+    port = reserved.getsockname()[1]
+    command = [sys.executable, "-m", "agent_pay.cli", *sys.argv[1:], "--port", str(port)]
+    command.append("--as-worker")
     stop = threading.Event()
 
     def handler(_signum: int, _frame: Any) -> None:
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    port = listener.getsockname()[1]
     say(f"agent-pay content server on http://{settings.host}:{port}: {settings.workers} workers")
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        workers = [_start(command, listener) for _ in range(settings.workers)]
+        workers = [_start(command) for _ in range(settings.workers)]
         while not stop.wait(0.5):
             for n, worker in enumerate(workers):
                 if worker.poll() is not None and not stop.is_set():
                     say(f"worker      {worker.pid} exited ({worker.returncode}): starting another")
                     time.sleep(_RESTART_PAUSE)
-                    workers[n] = _start(command, listener)
+                    workers[n] = _start(command)
         say("stopping    (Ctrl-C or SIGTERM): the workers finish the requests in flight")
     finally:
         _stop(workers)
-        listener.close()
+        reserved.close()
         for sig, old in previous.items():
             signal.signal(sig, old)
     say("agent-pay serve: stopped")
     return 0
 
 
-def _start(command: list[str], listener: socket.socket) -> subprocess.Popen[bytes]:
-    # The worker's arguments are this process's own, plus the descriptor: no shell.
-    return subprocess.Popen(command, pass_fds=(listener.fileno(),))  # noqa: S603
+def listen_shared(host: str, port: int) -> socket.socket:
+    """A worker's listening socket on the supervisor's port (`SO_REUSEPORT`)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def _start(command: list[str]) -> subprocess.Popen[bytes]:
+    # The worker's arguments are this process's own, plus the port and `--as-worker`: no shell.
+    return subprocess.Popen(command)  # noqa: S603
 
 
 def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
