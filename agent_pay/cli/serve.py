@@ -60,7 +60,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=positive_int,
         help="server processes on the one port (1; more need a PostgreSQL --store)",
     )
-    parser.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers
+    # Set by --workers on the processes it starts.
+    parser.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--schemes",
         metavar="SCHEME,...",
