@@ -20,7 +20,6 @@ from agent_pay.server.siwx import MemoryNonces
 from agent_pay.store.open import Store, open_store
 from agent_pay.store.postgres.migrations import MIGRATIONS
 from agent_pay.store.postgres.nonces import PostgresNonces
-from agent_pay.store.protocols import PaymentLedger
 from tests.test_ledger import REQUIREMENTS, TX, begin, key, payment
 
 Opener = Callable[[], Store]
@@ -43,7 +42,7 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
         store.close()
 
 
-def _race(ledger: PaymentLedger, steps: list[Callable[[], bool]], racers: int) -> list[int]:
+def _race(steps: list[Callable[[], bool]], racers: int) -> list[int]:
     """`racers` threads run each step together; how many won each."""
     barrier = threading.Barrier(racers)
 
@@ -67,7 +66,7 @@ def test_racing_threads_win_each_step_once(opener: Opener) -> None:
         lambda: ledger.settled(key(1), TX, None),
         lambda: ledger.delivered(key(1)),
     ]
-    assert _race(ledger, steps, 12) == [1, 1, 1, 1]
+    assert _race(steps, 12) == [1, 1, 1, 1]
     entry = ledger.get(key(1))
     assert entry is not None
     assert entry.state is PaymentState.DELIVERED
@@ -126,11 +125,25 @@ def test_what_is_in_flight_is_owned_by_one_live_instance(postgres_url: str, tmp_
                 (first.ledger.instance.id,),  # type: ignore[attr-defined]
             )
         first.ledger.instance._stopped.set()  # type: ignore[attr-defined]
-        won = _race(second.ledger, [lambda: second.ledger.take_over(key(1))], 1) + _race(
-            third.ledger, [lambda: third.ledger.take_over(key(1))], 1
-        )
-        assert sorted(won) == [0, 1], "of two survivors, one takes it over"
+        barrier = threading.Barrier(2)
+
+        def take(store: Store) -> bool:
+            barrier.wait()
+            return store.ledger.take_over(key(1))
+
+        with ThreadPoolExecutor(2) as pool:
+            won = list(pool.map(take, (second, third)))
+        assert sorted(won) == [False, True], "of two survivors racing, one takes it over"
+        if not second.ledger.take_over(key(1)):
+            second, third = third, second  # the third won it
+        # The first was only frozen: its writes are fenced off now that the lease moved.
+        assert not first.ledger.settling(key(1))
+        assert not first.ledger.failed(key(1), "x", "y")
+        assert not first.ledger.record_submission(key(1), TX)
+        assert not third.ledger.settling(key(1)), "nor the survivor that lost"
         assert second.ledger.settling(key(1))
+        assert second.ledger.record_submission(key(1), TX)
+        assert not first.ledger.settled(key(1), TX, None)
         assert second.ledger.settled(key(1), TX, None)
         assert not second.ledger.take_over(key(1)), "settled: nothing to take over"
     finally:
@@ -238,3 +251,20 @@ def test_the_first_receipt_signer_claimed_is_the_stores(postgres_url: str, tmp_p
 def test_an_unreachable_database_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot open the store"):
         open_store("postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=1", tmp_path)
+
+
+def test_a_purchase_on_one_instance_entitles_on_another_at_once(opener: Opener) -> None:
+    """An instance that found nothing bought asks again (another may have just sold it); one
+    that found it bought may remember it (a paid entry stays paid)."""
+    seller, other = opener().ledger, opener().ledger
+    assert other.entitlement(key(1).payer, "/articles/a") is None
+    assert begin(seller, 1)
+    assert seller.settling(key(1))
+    assert seller.settled(key(1), TX, None)
+    found = other.entitlement(key(1).payer, "/articles/a")
+    assert found is not None
+    assert found.key == key(1)
+    assert seller.delivered(key(1))
+    again = other.entitlement(key(1).payer, "/articles/a")
+    assert again is not None
+    assert again.key == key(1)

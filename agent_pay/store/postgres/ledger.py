@@ -5,7 +5,14 @@ Each transition is one `UPDATE ... WHERE state IN (...)` in its own autocommit t
 PostgreSQL's row locks give the loser of a race zero rows, whichever process or host it runs
 on. An entry in flight (verified, settling) also names its `owner`, the instance that wrote it:
 the others leave it alone while that instance's heartbeat is fresh, and take it over, one of
-them, by compare-and-set on the owner once it stopped (`take_over`).
+them, by compare-and-set on the owner once it stopped (`take_over`). Every transition of an
+entry in flight is fenced by its owner: an instance that was only frozen, and whose entry was
+taken over meanwhile, finds its next write refused and waits for the new owner's outcome.
+
+A paid entry stays paid (settled, then delivered: never failed again), so the entitlements
+this process found are kept in memory (`ENTITLEMENT_CACHE` of them, least recently used out):
+a re-read of what it saw bought costs no round trip. What it found *not* bought is asked again
+every time — another instance may have sold it a moment ago.
 """
 
 # Every query below is assembled from this module's constants and "%s" placeholders only; all
@@ -14,7 +21,9 @@ them, by compare-and-set on the owner once it stopped (`take_over`).
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -25,10 +34,15 @@ from agent_pay.server.ledger_sql import COLUMNS, entry_from_row, key_params
 from agent_pay.store.postgres.connection import Pool
 from agent_pay.store.postgres.instance import STALE_OWNER, Instance
 
-__all__ = ["PostgresLedger"]
+__all__ = ["ENTITLEMENT_CACHE", "PostgresLedger"]
+
+ENTITLEMENT_CACHE: Final = 65_536
+"""Paid (payer, resource) pairs each process remembers."""
 
 KEY: Final = "scheme = %s AND payer = %s AND payment_id = %s"
 _IN_FLIGHT_SQL: Final = "state IN ('verified', 'settling')"
+_FENCE: Final = f"(NOT {_IN_FLIGHT_SQL} OR owner = %s)"
+"""SQL: a row out of flight, or in flight and ours (bind: this instance's id)."""
 
 
 class PostgresLedger:
@@ -47,6 +61,8 @@ class PostgresLedger:
         self.pool = pool
         self.instance = instance
         self._clock = clock
+        self._entitled: OrderedDict[tuple[str, str], Entry] = OrderedDict()
+        self._entitled_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresLedger({self.pool.url})"
@@ -67,12 +83,25 @@ class PostgresLedger:
         return [entry_from_row(row) for row in rows]
 
     def entitlement(self, payer: str, resource: str) -> Entry | None:
+        wanted = (payer, resource)
+        with self._entitled_lock:
+            entry = self._entitled.get(wanted)
+            if entry is not None:
+                self._entitled.move_to_end(wanted)
+                return entry
         rows = self.pool.fetch(
             f"SELECT {COLUMNS} FROM payments WHERE payer = %s AND resource = %s "
             "AND state IN ('settled', 'delivered') ORDER BY settled_at LIMIT 1",
             (payer, resource),
         )
-        return entry_from_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        entry = entry_from_row(rows[0])
+        with self._entitled_lock:
+            self._entitled[wanted] = entry
+            if len(self._entitled) > ENTITLEMENT_CACHE:
+                self._entitled.popitem(last=False)
+        return entry
 
     def entries(
         self, *, payer: str | None = None, states: Iterable[PaymentState] | None = None
@@ -165,8 +194,9 @@ class PostgresLedger:
 
     def record_submission(self, key: PaymentKey, tx_hash: str) -> bool:
         return self._write(
-            f"UPDATE payments SET tx_hash = %s, updated_at = %s WHERE {KEY} AND state = 'settling'",
-            (tx_hash, self._clock(), *key_params(key)),
+            f"UPDATE payments SET tx_hash = %s, updated_at = %s WHERE {KEY} "
+            f"AND state = 'settling' AND {_FENCE}",
+            (tx_hash, self._clock(), *key_params(key), self.instance.id),
         )
 
     def settled(
@@ -244,13 +274,14 @@ class PostgresLedger:
         sets = "".join(f", {name} = %s" for name in fields)
         return self._write(
             f"UPDATE payments SET state = %s, updated_at = %s{sets} WHERE {KEY} "
-            "AND state = ANY(%s)",
+            f"AND state = ANY(%s) AND {_FENCE}",
             (
                 str(to_state),
                 self._clock(),
                 *fields.values(),
                 *key_params(key),
                 [str(s) for s in from_states],
+                self.instance.id,
             ),
         )
 
