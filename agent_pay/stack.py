@@ -40,6 +40,7 @@ from agent_pay.server.ledger import PaymentKey
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS, ExactOffers, OfferBuilder
 from agent_pay.serving import serve_app
 from agent_pay.signing import Signer
+from agent_pay.store.errors import StoreUnavailableError
 from agent_pay.store.protocols import PaymentLedger, SpentNonces
 
 __all__ = [
@@ -299,10 +300,14 @@ def _check_schemes(schemes: Sequence[str]) -> None:
 def record_submissions(ledger: PaymentLedger, faults: FaultPlan | None = None) -> SubmittedHook:
     """The in-process facilitator's `on_submitted` hook for a server in the same process: the
     ledger records each "exact" settlement transaction just before it is broadcast (and a fault
-    plan may stop the process right there). If the write fails, nothing is broadcast."""
+    plan may stop the process right there). If the write fails, nothing is broadcast; on a
+    shared store, nor if it is refused: another instance took the payment over (this one was
+    frozen past its lease), and only the owner may settle it."""
 
     def submitted(payer: str, nonce: bytes, tx_hash: str) -> None:
-        ledger.record_submission(PaymentKey("exact", payer, "0x" + nonce.hex()), tx_hash)
+        key = PaymentKey("exact", payer, "0x" + nonce.hex())
+        if not ledger.record_submission(key, tx_hash) and ledger.shared:
+            raise StoreUnavailableError(f"{key} is no longer this instance's to settle")
         if faults is not None:
             faults.hit(FaultPoint.SUBMITTED)
 

@@ -17,6 +17,8 @@ import pytest
 from agent_pay.errors import ConfigurationError
 from agent_pay.server.ledger import PaymentKey, PaymentState
 from agent_pay.server.siwx import MemoryNonces
+from agent_pay.stack import record_submissions
+from agent_pay.store.errors import StoreUnavailableError
 from agent_pay.store.open import Store, open_store
 from agent_pay.store.postgres.migrations import MIGRATIONS
 from agent_pay.store.postgres.nonces import PostgresNonces
@@ -112,19 +114,24 @@ def test_racing_processes_win_each_step_once(postgres_url: str) -> None:
     assert [sum(w[i] for w in won) for i in range(3)] == [1, 1, 1]
 
 
+def _freeze(store: Store, url: str) -> None:
+    """Stop `store`'s heartbeat and age its last one past the lease (a frozen process)."""
+    instance = store.ledger.instance  # type: ignore[attr-defined]
+    instance._stopped.set()
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "UPDATE instances SET heartbeat_at = now() - interval '1 hour' WHERE id = %s",
+            (instance.id,),
+        )
+
+
 def test_what_is_in_flight_is_owned_by_one_live_instance(postgres_url: str, tmp_path: Path) -> None:
     first, second, third = (open_store(postgres_url, tmp_path) for _ in range(3))
     try:
         assert begin(first.ledger, 1)
         assert first.ledger.take_over(key(1)), "its own"
         assert not second.ledger.take_over(key(1)), "alive elsewhere: not ours"
-        # The first instance stops answering (killed: its heartbeat goes stale).
-        with psycopg.connect(postgres_url, autocommit=True) as connection:
-            connection.execute(
-                "UPDATE instances SET heartbeat_at = now() - interval '1 hour' WHERE id = %s",
-                (first.ledger.instance.id,),  # type: ignore[attr-defined]
-            )
-        first.ledger.instance._stopped.set()  # type: ignore[attr-defined]
+        _freeze(first, postgres_url)  # the first stops answering: its heartbeat goes stale
         barrier = threading.Barrier(2)
 
         def take(store: Store) -> bool:
@@ -268,3 +275,27 @@ def test_a_purchase_on_one_instance_entitles_on_another_at_once(opener: Opener) 
     again = other.entitlement(key(1).payer, "/articles/a")
     assert again is not None
     assert again.key == key(1)
+
+
+def test_an_instance_that_lost_a_payment_broadcasts_nothing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The in-process facilitator records each settlement before broadcasting it; on a shared
+    store a refused record (the payment was taken over) stops the broadcast."""
+    frozen, survivor = (open_store(postgres_url, tmp_path) for _ in range(2))
+    try:
+        assert begin(frozen.ledger, 1)
+        assert frozen.ledger.settling(key(1))
+        _freeze(frozen, postgres_url)  # the survivor takes the payment over
+        assert survivor.ledger.take_over(key(1))
+        hook = record_submissions(frozen.ledger)
+        nonce = bytes.fromhex(key(1).payment_id[2:])
+        with pytest.raises(StoreUnavailableError, match="no longer this instance's"):
+            hook(key(1).payer, nonce, TX)
+        record_submissions(survivor.ledger)(key(1).payer, nonce, TX)
+        entry = survivor.ledger.get(key(1))
+        assert entry is not None
+        assert entry.tx_hash == TX
+    finally:
+        frozen.close()
+        survivor.close()
