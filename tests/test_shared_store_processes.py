@@ -10,11 +10,13 @@ delivers the retry with exactly one debit.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -215,5 +217,44 @@ def test_workers_share_one_port_and_one_store(cluster: Cluster) -> None:
             "SELECT COUNT(*) FROM instances WHERE started_at > %s", (before,)
         ).fetchone() or (0,)
     assert live == 2, "two workers, each an instance on the store"
+    # A worker that dies is started again, and the port keeps answering meanwhile.
+    workers = [int(p) for p in Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
+               .read_text().split()]  # fmt: skip
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        assert httpx.get(f"{base}/articles", timeout=10).status_code == 200
+        children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children").read_text()
+        if len(children.split()) == 2 and str(workers[0]) not in children.split():
+            break
+        assert time.monotonic() < deadline, "the dead worker was not replaced"
+        time.sleep(0.2)
     supervisor.terminate()
     assert supervisor.wait(timeout=60) == 0
+
+
+def test_a_payment_left_by_a_killed_instance_is_resolved_without_a_retry(
+    cluster: Cluster, two: tuple[str, str]
+) -> None:
+    """Nobody retries: the other instances' recovery pass, which runs while requests come in,
+    takes the payment over once the killed instance's lease ran out, and abandons it (nothing
+    was sent: the payer is not charged)."""
+    doomed, child = cluster.serve("doomed-unretried", "--fault-kill-at", "verified")
+    signer = cluster.payer()
+    header = cluster.payment(doomed, signer)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{doomed}/articles/{SLUG}", headers={PAYMENT_SIGNATURE_HEADER: header})
+    assert child.wait(timeout=30) == -9
+    assert cluster.row(signer.address)[0] == "verified"
+    deadline = time.monotonic() + 30
+    while cluster.row(signer.address)[0] == "verified":
+        assert time.monotonic() < deadline, "no instance resolved the payment"
+        httpx.get(f"{two[0]}/articles/{SLUG}")  # a free preview: requests keep passes going
+        time.sleep(0.5)
+    with psycopg.connect(cluster.store) as connection:
+        row = connection.execute(
+            "SELECT state, error_reason FROM payments WHERE payer = %s", (signer.address,)
+        ).fetchone()
+    assert row == ("failed", "payment_abandoned")
+    assert cluster.balance(signer.address) == 10**6, "nothing was charged"
