@@ -299,3 +299,17 @@ def test_an_instance_that_lost_a_payment_broadcasts_nothing(
     finally:
         frozen.close()
         survivor.close()
+
+
+def test_in_flight_lists_what_this_instance_may_resolve(postgres_url: str, tmp_path: Path) -> None:
+    alive, stopped, other = (open_store(postgres_url, tmp_path) for _ in range(3))
+    try:
+        assert begin(alive.ledger, 1)
+        assert begin(stopped.ledger, 2)
+        assert begin(other.ledger, 3)
+        _freeze(stopped, postgres_url)
+        assert [e.key for e in other.ledger.in_flight()] == [key(2), key(3)]
+        assert [e.key for e in alive.ledger.in_flight()] == [key(1), key(2)]
+    finally:
+        for store in (alive, stopped, other):
+            store.close()

@@ -31,7 +31,9 @@ class PaymentLedger(Protocol):
     def get(self, key: PaymentKey) -> Entry | None: ...
 
     def in_flight(self) -> list[Entry]:
-        """Entries left verified or settling, oldest first (by anyone: see `take_over`)."""
+        """Entries left verified or settling that this process may resolve, oldest first:
+        every one with one process per ledger; on a shared ledger, its own and those of
+        instances that stopped (to be taken over: `take_over`)."""
         ...
 
     def entitlement(self, payer: str, resource: str) -> Entry | None:

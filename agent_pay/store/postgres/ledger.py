@@ -78,7 +78,9 @@ class PostgresLedger:
 
     def in_flight(self) -> list[Entry]:
         rows = self.pool.fetch(
-            f"SELECT {COLUMNS} FROM payments WHERE {_IN_FLIGHT_SQL} ORDER BY created_at"
+            f"SELECT {COLUMNS} FROM payments WHERE {_IN_FLIGHT_SQL} "
+            f"AND (owner = %s OR owner IS NULL OR {STALE_OWNER}) ORDER BY created_at",
+            (self.instance.id, self.instance.lease),
         )
         return [entry_from_row(row) for row in rows]
 
