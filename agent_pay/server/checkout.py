@@ -158,7 +158,7 @@ class Checkout(Recovery):
         await self.ensure_reconciled()
         waited = False
         for _ in range(8):
-            entry = self._guarded.get(purchase.key)
+            entry = await self._guarded.get(purchase.key)
             if entry is not None:
                 self._check_same(entry, purchase)
                 if entry.paid:
@@ -244,7 +244,7 @@ class Checkout(Recovery):
         with timed("wait"):
             while self._clock() < deadline:
                 await anyio.sleep(_POLL_ELSEWHERE)
-                now = self._guarded.get(entry.key)
+                now = await self._guarded.get(entry.key)
                 if now is None or now.state not in IN_FLIGHT or await self._owned(now):
                     return
         raise ChainUnavailableError(
@@ -359,11 +359,11 @@ class Checkout(Recovery):
         except ChainUnavailableError as exc:
             # Failed only if no transaction of this payment may be pending: this call sent
             # nothing, and the ledger knows of no earlier one (a retry's may still be mined).
-            if not self._guarded.sent(key) and (
+            if not await self._guarded.sent(key) and (
                 exc.broadcast is False or (self.records_submissions and exc.broadcast is None)
             ):
                 await self._guarded.write(self.ledger.failed, key, _NOT_SENT, exc.message)
-            elif exc.transaction is not None and not self._guarded.sent(key):
+            elif exc.transaction is not None and not await self._guarded.sent(key):
                 # A remote facilitator says which transaction may still be mined: the ledger
                 # holds it before the 503 goes out, as it does for our own settlements.
                 await self._guarded.write(self.ledger.record_submission, key, exc.transaction)
@@ -374,13 +374,13 @@ class Checkout(Recovery):
             await self._guarded.write(self.ledger.failed, key, reason, message)
             raise SettlementFailedError(message, reason)
         self.faults.hit(FaultPoint.CONFIRMED)
-        entry = self._guarded.get(key)
+        entry = await self._guarded.get(key)
         if entry is None:  # pragma: no cover - the row was written before settling
             raise ChainUnavailableError("the ledger lost a payment", Reason.LEDGER_UNAVAILABLE)
         if not entry.paid:
             receipt = self.receipts.issue(entry, response.transaction)
             await self._guarded.write(self.ledger.settled, key, response.transaction, receipt)
-            entry = self._guarded.get(key) or entry
+            entry = await self._guarded.get(key) or entry
         self.faults.hit(FaultPoint.SETTLED)
         return entry
 

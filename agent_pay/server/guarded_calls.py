@@ -52,22 +52,27 @@ class GuardedLedger:
         # A ledger in memory has no fsync to keep off the event loop, and its writes (tens of
         # microseconds) cost less than the hop to a worker thread and back.
         self._writes_inline = getattr(ledger, "path", False) is None
+        # A local file is read in microseconds; a shared store is a round trip away, which must
+        # not hold up every other request on the event loop.
+        self._reads_inline = not ledger.shared
 
-    def sent(self, key: PaymentKey) -> bool:
+    async def sent(self, key: PaymentKey) -> bool:
         """Whether the ledger heard of a settlement transaction for `key` (see
         `Checkout.records_submissions`)."""
-        entry = self.get(key)
+        entry = await self.get(key)
         return entry is not None and entry.tx_hash is not None
 
-    def get(self, key: PaymentKey) -> Entry | None:
-        try:
-            return self.ledger.get(key)
-        except STORE_ERRORS as exc:
-            raise ledger_down(exc) from exc
+    async def get(self, key: PaymentKey) -> Entry | None:
+        return await self._read(self.ledger.get, key)
 
-    def in_flight(self) -> list[Entry]:
+    async def in_flight(self) -> list[Entry]:
+        return await self._read(self.ledger.in_flight)
+
+    async def _read(self, method: Callable[..., R], *args: Any) -> R:
         try:
-            return self.ledger.in_flight()
+            if self._reads_inline:
+                return method(*args)
+            return await to_thread.run_sync(partial(method, *args))
         except STORE_ERRORS as exc:
             raise ledger_down(exc) from exc
 

@@ -119,7 +119,7 @@ class Recovery:
         self._reconciling = True
         settled = failed = unresolved = 0
         try:
-            for entry in self._guarded.in_flight():
+            for entry in await self._guarded.in_flight():
                 if entry.key in self._flights:
                     continue  # a live request owns it
                 if not await self._guarded.write(self.ledger.take_over, entry.key):
