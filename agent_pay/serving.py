@@ -3,6 +3,7 @@ service and the node's JSON-RPC endpoint all start this way, under one `ServerLi
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -52,10 +53,17 @@ def serve_app(
     host: str = "127.0.0.1",
     port: int = 0,
     limits: ServerLimits | None = None,
+    *,
+    sock: socket.socket | None = None,
 ) -> Iterator[str]:
-    """Serve `app` with uvicorn in a daemon thread until the block exits; yield its URL."""
+    """Serve `app` with uvicorn in a daemon thread until the block exits; yield its URL.
+    With `sock`, a listening socket (one of several worker processes': `--workers`), accept
+    on it instead of binding `host`:`port`."""
     server = uvicorn.Server(uvicorn_config(app, host, port, limits))
-    thread = threading.Thread(target=server.run, name="agent-pay-server", daemon=True)
+    sockets = None if sock is None else [sock]
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": sockets}, name="agent-pay-server", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:

@@ -116,6 +116,15 @@ class Settings(BaseModel):
     server_dir: Path
     """The content server's own state: its payment ledger, its receipt key, and the channels
     paid to it (`<server_dir>/channels`)."""
+    store: str | None = None
+    """Where `serve` keeps payments: None for SQLite in `server_dir` (one server process),
+    or a PostgreSQL URL (`postgresql://user@host/db`; the password from `PGPASSWORD` or
+    `~/.pgpass` rather than the URL) shared by every worker and instance."""
+    store_lease: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds without a heartbeat after which an instance on a shared store counts as stopped
+    and another resolves the payments it left in flight."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes `serve` runs on one port (more than one needs a PostgreSQL `store`)."""
     schemes: tuple[str, ...] = ()
     """What `serve` offers, in order ("exact", "channel"). Empty: both if the chain has a
     channel contract (and `serve` settles itself), else "exact"."""

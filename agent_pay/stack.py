@@ -35,10 +35,10 @@ from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.server.app import ContentServer
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.faults import FaultPlan
-from agent_pay.server.ledger import Ledger
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
 from agent_pay.server.reads import Renderer, render_article
 from agent_pay.signing import Signer
+from agent_pay.store.protocols import PaymentLedger
 
 __all__ = [
     "DEPLOYER_INDEX",
@@ -75,7 +75,7 @@ class Stack:
         chain: Chain | None = None,
         render: Renderer = render_article,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
-        ledger: Ledger | None = None,
+        ledger: PaymentLedger | None = None,
         receipt_signer: Signer | None = None,
         faults: FaultPlan | None = None,
         schemes: Sequence[str] = ("exact",),
@@ -118,7 +118,7 @@ class Stack:
         articles: Path | Catalogue | None = None,
         render: Renderer = render_article,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
-        ledger: Ledger | None = None,
+        ledger: PaymentLedger | None = None,
         receipt_signer: Signer | None = None,
         faults: FaultPlan | None = None,
         schemes: Sequence[str] = ("exact",),
@@ -209,7 +209,7 @@ class Stack:
         return self.server.app
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> PaymentLedger:
         """The server's payment ledger."""
         return self.server.ledger
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,10 +38,16 @@ os.environ.pop("AGENT_PAY_HOME", None)
 # marked slow; one that starts a process unmarked fails, so the quick loop stays quick.
 
 
+_SERVER_FIXTURES = frozenset({"anvil_url", "postgres_server", "postgres_url"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test on anvil (the `anvil_url` fixture) is slow: anvil is a process."""
+    """A test on anvil (the `anvil_url` fixture) or on PostgreSQL (`postgres_server`,
+    `postgres_url`, or a backend parameter "postgres") is slow: each is a process."""
     for item in items:
-        if "anvil_url" in getattr(item, "fixturenames", ()):
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and "postgres" in callspec.params.values()
+        if on_postgres or _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
@@ -106,3 +113,33 @@ def anvil_url() -> Iterator[str]:
     _require_anvil()
     with run_anvil(binary=find_anvil(environ=os.environ)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL for the session (see `agent_pay.store.local_postgres`): the URL of
+    its maintenance database. Skipped where PostgreSQL is not installed, except under CI."""
+    from agent_pay.store.local_postgres import PostgresNotFoundError, local_postgres
+
+    try:
+        server = local_postgres()
+        url = server.__enter__()
+    except PostgresNotFoundError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(f"{exc} (scripts/test installs it; under CI=true this is a failure)")
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the session's PostgreSQL, for one test."""
+    import psycopg
+
+    name = f"t{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + "/" + name

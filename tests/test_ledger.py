@@ -22,6 +22,8 @@ from agent_pay.server.ledger import (
 )
 from agent_pay.signing import LocalSigner
 from agent_pay.signing.receipt import sign_receipt
+from agent_pay.store.open import open_store
+from agent_pay.store.protocols import PaymentLedger
 
 PAYER = LocalSigner.random().address
 AUTHOR = LocalSigner.random().address
@@ -61,7 +63,7 @@ def key(n: int) -> PaymentKey:
     return PaymentKey("exact", PAYER, "0x" + f"{n:064x}")
 
 
-def begin(ledger: Ledger, n: int, resource: str = "/articles/a") -> bool:
+def begin(ledger: PaymentLedger, n: int, resource: str = "/articles/a") -> bool:
     return ledger.begin(
         key(n),
         resource=resource,
@@ -85,14 +87,22 @@ def receipt_for(resource: str = "/articles/a") -> ReceiptClaims:
     )
 
 
-@pytest.fixture(params=["memory", "file"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+@pytest.fixture(params=["memory", "file", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PaymentLedger]:
+    """Each backend of the store: the tests taking this fixture are its conformance suite."""
+    if request.param == "postgres":
+        store = open_store(request.getfixturevalue("postgres_url"), tmp_path)
+        try:
+            yield store.ledger
+        finally:
+            store.close()
+        return
     opened = Ledger.in_memory() if request.param == "memory" else Ledger.open(tmp_path)
     with opened:
         yield opened
 
 
-def test_a_payment_walks_the_happy_path(ledger: Ledger) -> None:
+def test_a_payment_walks_the_happy_path(ledger: PaymentLedger) -> None:
     assert begin(ledger, 1)
     entry = ledger.get(key(1))
     assert entry is not None
@@ -118,7 +128,7 @@ def test_a_payment_walks_the_happy_path(ledger: Ledger) -> None:
     assert entry.paid
 
 
-def test_transitions_are_compare_and_set(ledger: Ledger) -> None:
+def test_transitions_are_compare_and_set(ledger: PaymentLedger) -> None:
     assert begin(ledger, 1)
     assert not begin(ledger, 1), "a second begin of the same key must lose"
     assert not ledger.delivered(key(1)), "verified cannot jump to delivered"
@@ -130,7 +140,9 @@ def test_transitions_are_compare_and_set(ledger: Ledger) -> None:
     assert not ledger.settling(key(2)), "no row, no transition"
 
 
-def test_a_failed_payment_is_reopened_by_a_retry_for_the_same_resource(ledger: Ledger) -> None:
+def test_a_failed_payment_is_reopened_by_a_retry_for_the_same_resource(
+    ledger: PaymentLedger,
+) -> None:
     assert begin(ledger, 1)
     assert ledger.failed(key(1), "content_unavailable", "render failed")
     failed = ledger.get(key(1))
@@ -145,7 +157,7 @@ def test_a_failed_payment_is_reopened_by_a_retry_for_the_same_resource(ledger: L
     assert reopened.error_reason is None
 
 
-def test_in_flight_and_counts(ledger: Ledger) -> None:
+def test_in_flight_and_counts(ledger: PaymentLedger) -> None:
     for n in range(5):
         begin(ledger, n)
     ledger.settling(key(1))
@@ -162,7 +174,7 @@ def test_in_flight_and_counts(ledger: Ledger) -> None:
     assert counts[PaymentState.DELIVERED] == 0
 
 
-def test_entitlements_come_from_paid_entries_only(ledger: Ledger) -> None:
+def test_entitlements_come_from_paid_entries_only(ledger: PaymentLedger) -> None:
     begin(ledger, 1, "/articles/a")
     assert ledger.entitlement(PAYER, "/articles/a") is None
     ledger.settling(key(1))
@@ -239,7 +251,7 @@ def test_the_fingerprint_ignores_description_but_not_the_signature() -> None:
     assert fingerprint(resigned) != fingerprint(base)
 
 
-def test_entry_summary_is_json_ready(ledger: Ledger) -> None:
+def test_entry_summary_is_json_ready(ledger: PaymentLedger) -> None:
     begin(ledger, 1)
     entry = ledger.get(key(1))
     assert entry is not None

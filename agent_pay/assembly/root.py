@@ -46,6 +46,8 @@ from agent_pay.server.reads import Renderer, render_article
 from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES
 from agent_pay.signing import Signer
+from agent_pay.store.errors import StoreUnavailableError
+from agent_pay.store.protocols import PaymentLedger, SpentNonces
 
 __all__ = ["Assembly", "ChannelWiring", "assemble", "record_submissions", "wire_channels"]
 
@@ -99,7 +101,9 @@ def assemble(
     schemes: Sequence[str] = ("exact",),
     channel_manager: ChannelManager | None = None,
     channel_options: ChannelOptions | None = None,
-    ledger: Ledger | None = None,
+    ledger: PaymentLedger | None = None,
+    siwx_nonces: SpentNonces | None = None,
+    entitlement_secret: bytes | None = None,
     receipt_signer: Signer | None = None,
     faults: FaultPlan | None = None,
     render: Renderer = render_article,
@@ -113,7 +117,10 @@ def assemble(
     Args:
         owner: deploys the channel contract when "channel" is offered and neither
             `channel_manager` nor `channel_options.manager` names one.
-        ledger: the server's payment ledger (in memory when None; a server passes a file).
+        ledger: the server's payment ledger (in memory when None; a server passes a file, or
+            a shared store's: `agent_pay.store.open_store`).
+        siwx_nonces, entitlement_secret: as for `create_server` (a shared store's, and the
+            secret every instance on it derives from the shared receipt key).
         receipt_signer: signs the server's receipts (a random key when None).
         faults: where to inject a crash (fault-injection tests only).
 
@@ -164,6 +171,8 @@ def assemble(
         render=render,
         schemes=offers,
         ledger=ledger,
+        siwx_nonces=siwx_nonces,
+        entitlement_secret=entitlement_secret,
         receipt_signer=receipt_signer,
         faults=faults,
         records_submissions=exact is not None,
@@ -199,13 +208,17 @@ def wire_channels(
     return ChannelWiring(handler, seam, offers, (router,))
 
 
-def record_submissions(ledger: Ledger, faults: FaultPlan | None = None) -> SubmittedHook:
+def record_submissions(ledger: PaymentLedger, faults: FaultPlan | None = None) -> SubmittedHook:
     """The in-process facilitator's `on_submitted` hook for a server in the same process: the
     ledger records each "exact" settlement transaction just before it is broadcast (and a fault
-    plan may stop the process right there). If the write fails, nothing is broadcast."""
+    plan may stop the process right there). If the write fails, nothing is broadcast; on a
+    shared store, nor if it is refused: another instance took the payment over (this one was
+    frozen past its lease), and only the owner may settle it."""
 
     def submitted(payer: str, nonce: bytes, tx_hash: str) -> None:
-        ledger.record_submission(PaymentKey("exact", payer, "0x" + nonce.hex()), tx_hash)
+        key = PaymentKey("exact", payer, "0x" + nonce.hex())
+        if not ledger.record_submission(key, tx_hash) and ledger.shared:
+            raise StoreUnavailableError(f"{key} is no longer this instance's to settle")
         if faults is not None:
             faults.hit(FaultPoint.SUBMITTED)
 

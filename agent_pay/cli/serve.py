@@ -50,6 +50,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="ledger, receipt key, channels ($AGENT_PAY_HOME/server)",
     )
     parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="where payments are kept: postgresql://user@host/db, shared by every worker and "
+        "instance (default: SQLite in --server-dir; AGENT_PAY_STORE)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        help="server processes on the one port (1; more need a PostgreSQL --store)",
+    )
+    # Set by --workers on the processes it starts.
+    parser.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--schemes",
         metavar="SCHEME,...",
         help="what to offer: exact, channel (default: both if the chain has a channel "

@@ -5,6 +5,7 @@ registers their flags, so that `agent-pay --help` loads none of the server's mod
 from __future__ import annotations
 
 import argparse
+import hashlib
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp
@@ -32,12 +33,12 @@ from agent_pay.facilitator.http import create_facilitator_app
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.faults import FaultPlan
-from agent_pay.server.ledger import Ledger
 from agent_pay.server.standby import StandbyApp, create_standby_app
 from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
 from agent_pay.signing import LocalSigner
 from agent_pay.stack import sample_articles_dir
+from agent_pay.store.open import Store, open_store
 from agent_pay.wallet import server_receipt_key
 
 __all__ = ["CHANNELS_SUBDIR", "facilitator", "serve"]
@@ -56,6 +57,10 @@ def _gas_warning(chain: JsonRpcChain, address: str) -> None:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.workers > 1 and not args.as_worker:
+        from agent_pay.cli.workers import supervise
+
+        return supervise(settings)
     # No round trip now: the server starts (previews, 503 for paid reads) while the node is down.
     with JsonRpcChain(settings.chain_url, timeout=settings.rpc_timeout) as chain:
         return _serve(args, settings, chain)
@@ -73,14 +78,20 @@ class _Served:
 
 def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
     articles = Catalogue.from_directory(settings.articles or sample_articles_dir())
-    ledger = Ledger.open(settings.server_dir)  # one server per data directory: it locks it
-    receipt_signer = server_receipt_key(settings)
+    # SQLite: one server per data directory (it locks it); PostgreSQL: any number.
+    store = open_store(settings.store, settings.server_dir, lease=settings.store_lease)
+    try:
+        receipt_signer = server_receipt_key(settings)
+        _check_shared_key(store, receipt_signer)
+    except BaseException:
+        store.close()
+        raise
     faults = fault_plan(args)
     served: list[_Served] = []
 
     def build() -> ASGIApp:
         """Everything that needs the chain; raises NodeUnavailableError while it is down."""
-        built = _build(settings, chain, articles, ledger, receipt_signer, faults)
+        built = _build(settings, chain, articles, store, receipt_signer, faults)
         served.append(built)
         return built.parts.app
 
@@ -100,14 +111,19 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
         app = StandbyApp(build, create_standby_app(articles), on_ready=announce)
         standby: str | None = str(exc)
     except BaseException:
-        ledger.close()  # a wrong setting: release the data directory's lock
+        store.close()  # a wrong setting: release the data directory's lock
         raise
     else:
         standby = None
+    sock = None
+    if args.as_worker:  # one of `--workers`: listen beside the others on the supervisor's port
+        from agent_pay.cli.workers import listen_shared
+
+        sock = listen_shared(settings.host, settings.port)
     try:
-        with serve_app(app, settings.host, settings.port) as url:
+        with serve_app(app, settings.host, settings.port, sock=sock) as url:
             say(f"agent-pay content server on {url}: {len(articles)} articles (GET /articles)")
-            say(f"ledger      {ledger.path}; receipts signed by {receipt_signer.address}")
+            say(f"ledger      {store.where}; receipts signed by {receipt_signer.address}")
             if standby is None:
                 announce()
             else:
@@ -118,6 +134,7 @@ def _serve(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) ->
     finally:
         for built in served:
             _close(built.parts)  # the server has stopped: claim the last vouchers
+        store.close()
     say("agent-pay serve: stopped")
     return 0
 
@@ -126,13 +143,14 @@ def _build(
     settings: Settings,
     chain: JsonRpcChain,
     articles: Catalogue,
-    ledger: Ledger,
+    store: Store,
     receipt_signer: LocalSigner,
     faults: FaultPlan | None,
 ) -> _Served:
     tokens = tokens_on(chain, settings)
     manager = channel_manager_on(chain, settings)
-    schemes, why = _schemes(settings, manager)
+    schemes, why = _schemes(settings, manager, shared=store.shared)
+    secret = _shared_secret(receipt_signer) if store.shared else None
     facilitator: Transactor | str
     if settings.facilitator_url:
         facilitator = settings.facilitator_url
@@ -152,18 +170,48 @@ def _build(
             data_dir=settings.server_dir / CHANNELS_SUBDIR,
             max_timeout_seconds=settings.max_timeout_seconds,
         ),
-        ledger=ledger,
+        ledger=store.ledger,
+        siwx_nonces=store.nonces,
+        entitlement_secret=secret,
         receipt_signer=receipt_signer,
         faults=faults,
         max_timeout_seconds=settings.max_timeout_seconds,
     )
     return _Served(parts, schemes, why, settles)
+def _check_shared_key(store: Store, signer: LocalSigner) -> None:
+    """Every instance on a shared store signs receipts with one key: the first one's."""
+    first = store.claim("receipt_signer", signer.address)
+    if first != signer.address:
+        raise ConfigurationError(
+            f"the store {store.where} has receipts signed by {first}, and this instance's "
+            f"receipt key is {signer.address}: give every instance the same key "
+            "(AGENT_PAY_RECEIPT_KEY, or the same receipt.key file in --server-dir)"
+        )
 
 
-def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[str, ...], str]:
+def _shared_secret(signer: LocalSigner) -> bytes:
+    """The HMAC key of re-read challenges and sign-in nonces, the same on every instance that
+    holds the receipt key (one issues a challenge, another checks it): derived from the key's
+    deterministic (RFC 6979) signature of a fixed digest that nothing else signs, so the key
+    itself never leaves its signer."""
+    digest = hashlib.sha256(b"agent-pay entitlement challenges").digest()
+    return hashlib.sha256(signer.unsafe_sign_hash(digest)).digest()
+
+
+def _schemes(
+    settings: Settings, manager: ChannelManager | None, *, shared: bool = False
+) -> tuple[tuple[str, ...], str]:
     """What to offer, and why."""
     remote = settings.facilitator_url is not None
+    if shared and "channel" in settings.schemes and not remote:
+        raise ConfigurationError(
+            "--schemes channel keeps its channels in this process, not in the shared store: "
+            "serve --schemes exact with --store postgresql://..., channels behind "
+            "--facilitator-url, or channels on SQLite"
+        )
     if not settings.schemes:
+        if shared and not remote:
+            return ("exact",), "channels are not kept in the shared store yet"
         if manager is None:
             return ("exact",), "no channel contract on this chain: agent-pay deploy adds one"
         if remote:

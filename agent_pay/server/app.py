@@ -40,6 +40,7 @@ from agent_pay.server.paywall import Paywall
 from agent_pay.server.reads import Reads, Renderer, reads_router, render_article
 from agent_pay.server.siwx import SignInWithX
 from agent_pay.signing import LocalSigner, Signer
+from agent_pay.store.protocols import PaymentLedger, SpentNonces
 
 __all__ = ["ContentServer", "Renderer", "create_server", "render_article"]
 
@@ -51,7 +52,7 @@ class ContentServer:
     app: FastAPI
     catalogue: Catalogue
     paywall: Paywall
-    ledger: Ledger
+    ledger: PaymentLedger
     checkout: Checkout
     entitlements: Entitlements
     faults: FaultPlan
@@ -66,7 +67,8 @@ def create_server(
     *,
     render: Renderer = render_article,
     schemes: Sequence[OfferBuilder] | None = None,
-    ledger: Ledger | None = None,
+    ledger: PaymentLedger | None = None,
+    siwx_nonces: SpentNonces | None = None,
     receipt_signer: Signer | None = None,
     entitlement_secret: bytes | None = None,
     faults: FaultPlan | None = None,
@@ -79,10 +81,14 @@ def create_server(
         schemes: the payment schemes offered, in order of the server's preference; by
             default only "exact".
         ledger: the payment ledger. A server must pass a file (`Ledger.open(data_dir)`); the
-            default, in memory, forgets every payment when the process ends.
+            default, in memory, forgets every payment when the process ends. Several
+            processes serve as one on a shared one (`agent_pay.store.open_store`).
+        siwx_nonces: where accepted sign-in nonces are kept (this process's memory by
+            default; the shared store's, for several processes).
         receipt_signer: signs receipts; its address is published. A fresh random key by
             default, so receipts from a restarted default server verify under a new address.
-        entitlement_secret: HMAC key of re-read challenges (random by default).
+        entitlement_secret: HMAC key of re-read challenges and sign-in nonces (random by
+            default; several processes serving as one share it).
         faults: where to inject a crash (fault-injection tests only).
         records_submissions: `facilitator` tells the ledger of each settlement transaction
             before broadcasting it (an in-process one built with `record_submissions`), so
@@ -95,7 +101,7 @@ def create_server(
     faults = faults or FaultPlan()
     issuer = ReceiptIssuer(receipt_signer or LocalSigner.random())
     sources = [b for b in paywall.schemes.values() if isinstance(b, EntitlementSource)]
-    siwx = SignInWithX([a.network for a in assets], secret=entitlement_secret)
+    siwx = SignInWithX([a.network for a in assets], secret=entitlement_secret, nonces=siwx_nonces)
     entitlements = Entitlements(
         ledger, issuer, sources=sources, secret=entitlement_secret, siwx=siwx
     )

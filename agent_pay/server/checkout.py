@@ -54,8 +54,8 @@ from agent_pay.server.entitlements import ReceiptIssuer
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.guarded_calls import GuardedLedger, facilitate
 from agent_pay.server.ledger import (
+    IN_FLIGHT,
     Entry,
-    Ledger,
     PaymentKey,
     PaymentState,
     fingerprint,
@@ -64,6 +64,7 @@ from agent_pay.server.purchase import Paid, Purchase
 from agent_pay.server.recovery import RECONCILE_INTERVAL, ReconcileReport, Recovery
 from agent_pay.server.refusals import produce_content, reason_from, rejection
 from agent_pay.server.timings import request_timings, timed
+from agent_pay.store.protocols import PaymentLedger
 
 __all__ = [
     "RECONCILE_INTERVAL",
@@ -79,6 +80,7 @@ T = TypeVar("T")
 
 _NOT_SENT = "settlement_not_sent"  # failed-row reason: the chain failed before broadcast
 _PROOF_HEADERS = "AGENT-PAY-ENTITLEMENT, or SIGN-IN-WITH-X"
+_POLL_ELSEWHERE = 0.05  # seconds between looks at a payment another instance settles
 
 
 @dataclass(slots=True)
@@ -110,7 +112,7 @@ class Checkout(Recovery):
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: PaymentLedger,
         facilitator: Facilitator,
         receipts: ReceiptIssuer,
         *,
@@ -156,7 +158,7 @@ class Checkout(Recovery):
         await self.ensure_reconciled()
         waited = False
         for _ in range(8):
-            entry = self._guarded.get(purchase.key)
+            entry = await self._guarded.get(purchase.key)
             if entry is not None:
                 self._check_same(entry, purchase)
                 if entry.paid:
@@ -168,6 +170,10 @@ class Checkout(Recovery):
                 with timed("wait"):
                     await self._wait(purchase.key, flight)
                 waited = True  # in flight together with the one that paid: share its answer
+                continue
+            if entry is not None and not entry.paid and not await self._owned(entry):
+                await self._wait_elsewhere(entry)  # another live instance settles it
+                waited = True
                 continue
             try:
                 return await self._own(purchase, entry, produce)
@@ -223,6 +229,27 @@ class Checkout(Recovery):
             ) from None
         if outcome is not None and outcome.reason is not Reason.CONTENT_UNAVAILABLE:
             raise copy.copy(outcome)
+
+    async def _owned(self, entry: Entry) -> bool:
+        """Whether this process may carry `entry` on: it is not in flight, or it is ours or
+        its owner stopped (then it is ours now). Only a shared store says no."""
+        if entry.state is PaymentState.FAILED or not self.ledger.shared:
+            return True
+        return await self._guarded.write(self.ledger.take_over, entry.key)
+
+    async def _wait_elsewhere(self, entry: Entry) -> None:
+        """Wait while another instance on the shared store settles `entry`: until it leaves
+        flight, or its owner stops (a heartbeat missed for the lease) and it is ours."""
+        deadline = self._clock() + self.wait_timeout
+        with timed("wait"):
+            while self._clock() < deadline:
+                await anyio.sleep(_POLL_ELSEWHERE)
+                now = await self._guarded.get(entry.key)
+                if now is None or now.state not in IN_FLIGHT or await self._owned(now):
+                    return
+        raise ChainUnavailableError(
+            "the same payment is being settled by another instance", Reason.PAYMENT_IN_PROGRESS
+        )
 
     async def _own(
         self, purchase: Purchase, entry: Entry | None, produce: Callable[[], T]
@@ -332,11 +359,11 @@ class Checkout(Recovery):
         except ChainUnavailableError as exc:
             # Failed only if no transaction of this payment may be pending: this call sent
             # nothing, and the ledger knows of no earlier one (a retry's may still be mined).
-            if not self._guarded.sent(key) and (
+            if not await self._guarded.sent(key) and (
                 exc.broadcast is False or (self.records_submissions and exc.broadcast is None)
             ):
                 await self._guarded.write(self.ledger.failed, key, _NOT_SENT, exc.message)
-            elif exc.transaction is not None and not self._guarded.sent(key):
+            elif exc.transaction is not None and not await self._guarded.sent(key):
                 # A remote facilitator says which transaction may still be mined: the ledger
                 # holds it before the 503 goes out, as it does for our own settlements.
                 await self._guarded.write(self.ledger.record_submission, key, exc.transaction)
@@ -347,13 +374,13 @@ class Checkout(Recovery):
             await self._guarded.write(self.ledger.failed, key, reason, message)
             raise SettlementFailedError(message, reason)
         self.faults.hit(FaultPoint.CONFIRMED)
-        entry = self._guarded.get(key)
+        entry = await self._guarded.get(key)
         if entry is None:  # pragma: no cover - the row was written before settling
             raise ChainUnavailableError("the ledger lost a payment", Reason.LEDGER_UNAVAILABLE)
         if not entry.paid:
             receipt = self.receipts.issue(entry, response.transaction)
             await self._guarded.write(self.ledger.settled, key, response.transaction, receipt)
-            entry = self._guarded.get(key) or entry
+            entry = await self._guarded.get(key) or entry
         self.faults.hit(FaultPoint.SETTLED)
         return entry
 

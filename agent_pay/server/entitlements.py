@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from agent_pay.protocol.extensions import (
     SignedReceipt,
 )
 from agent_pay.protocol.siwx import SiwxPayload
-from agent_pay.server.ledger import Entry, Ledger
+from agent_pay.server.ledger import Entry
 from agent_pay.server.optional_header import OptionalHeader
 from agent_pay.server.refusals import ledger_down
 from agent_pay.server.siwx import SignInWithX
@@ -54,6 +53,8 @@ from agent_pay.signing.receipt import (
     recover_read_proof_signer,
     sign_receipt,
 )
+from agent_pay.store.errors import STORE_ERRORS
+from agent_pay.store.protocols import PaymentLedger
 
 __all__ = [
     "CHALLENGE_TTL_SECONDS",
@@ -133,7 +134,7 @@ class Entitlements:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: PaymentLedger,
         issuer: ReceiptIssuer,
         *,
         sources: Iterable[EntitlementSource] = (),
@@ -214,7 +215,7 @@ class Entitlements:
                 claims = await source.entitlement(payer, resource)
                 if claims is not None:
                     return Grant(self.issuer.sign(claims))
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             # Unknown is not "not bought": a refusal here would have the payer pay again.
             raise ledger_down(exc) from exc
         raise _invalid(f"{payer} has not bought {resource}")

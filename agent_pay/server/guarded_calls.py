@@ -5,7 +5,6 @@ outcome (a sqlite error, a facilitator that crashes or answers 5xx) becomes a 50
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -14,9 +13,11 @@ from anyio import to_thread
 
 from agent_pay.errors import AgentPayError, ChainUnavailableError
 from agent_pay.protocol import PaymentPayload, PaymentRequirements
-from agent_pay.server.ledger import Entry, Ledger, PaymentKey
+from agent_pay.server.ledger import Entry, PaymentKey
 from agent_pay.server.refusals import ledger_down
 from agent_pay.server.timings import timed
+from agent_pay.store.errors import STORE_ERRORS
+from agent_pay.store.protocols import PaymentLedger
 
 __all__ = ["GuardedLedger", "facilitate"]
 
@@ -44,30 +45,35 @@ async def facilitate(
 
 
 class GuardedLedger:
-    """Reads and writes of `ledger` whose sqlite errors become a 503 (`ledger_down`)."""
+    """Reads and writes of `ledger` whose store errors become a 503 (`ledger_down`)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: PaymentLedger) -> None:
         self.ledger = ledger
         # A ledger in memory has no fsync to keep off the event loop, and its writes (tens of
         # microseconds) cost less than the hop to a worker thread and back.
         self._writes_inline = getattr(ledger, "path", False) is None
+        # A local file is read in microseconds; a shared store is a round trip away, which must
+        # not hold up every other request on the event loop.
+        self._reads_inline = not ledger.shared
 
-    def sent(self, key: PaymentKey) -> bool:
+    async def sent(self, key: PaymentKey) -> bool:
         """Whether the ledger heard of a settlement transaction for `key` (see
         `Checkout.records_submissions`)."""
-        entry = self.get(key)
+        entry = await self.get(key)
         return entry is not None and entry.tx_hash is not None
 
-    def get(self, key: PaymentKey) -> Entry | None:
-        try:
-            return self.ledger.get(key)
-        except sqlite3.Error as exc:
-            raise ledger_down(exc) from exc
+    async def get(self, key: PaymentKey) -> Entry | None:
+        return await self._read(self.ledger.get, key)
 
-    def in_flight(self) -> list[Entry]:
+    async def in_flight(self) -> list[Entry]:
+        return await self._read(self.ledger.in_flight)
+
+    async def _read(self, method: Callable[..., R], *args: Any) -> R:
         try:
-            return self.ledger.in_flight()
-        except sqlite3.Error as exc:
+            if self._reads_inline:
+                return method(*args)
+            return await to_thread.run_sync(partial(method, *args))
+        except STORE_ERRORS as exc:
             raise ledger_down(exc) from exc
 
     async def write(self, method: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
@@ -77,5 +83,5 @@ class GuardedLedger:
                 if self._writes_inline:
                     return method(*args, **kwargs)
                 return await to_thread.run_sync(partial(method, *args, **kwargs))
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             raise ledger_down(exc) from exc

@@ -84,6 +84,8 @@ class Ledger:
     (tests, benchmarks, the demo: nothing survives the process).
     """
 
+    shared = False  # one process per file: every entry in flight is this process's
+
     def __init__(
         self,
         writer: sqlite3.Connection,
@@ -263,6 +265,11 @@ class Ledger:
                 resource,
             ),
         )
+
+    def take_over(self, key: PaymentKey) -> bool:
+        """Whether `key` is in flight: this process owns every entry of its file."""
+        entry = self.get(key)
+        return entry is not None and entry.state in IN_FLIGHT
 
     def settling(self, key: PaymentKey) -> bool:
         """verified → settling: the write-ahead record before anything is submitted."""

@@ -10,7 +10,6 @@ resource, it is refused with 409 `payment_identifier_conflict`, nothing charged.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from functools import partial
 
@@ -19,9 +18,11 @@ from anyio import to_thread
 from agent_pay.errors import PaymentConflictError
 from agent_pay.protocol import PaymentPayload
 from agent_pay.protocol.payment_identifier import payment_identifier
-from agent_pay.server.ledger import Ledger, fingerprint
+from agent_pay.server.ledger import fingerprint
 from agent_pay.server.ledger_entry import PaymentKey
 from agent_pay.server.refusals import ledger_down
+from agent_pay.store.errors import STORE_ERRORS
+from agent_pay.store.protocols import PaymentLedger
 
 __all__ = ["PaymentIdentifiers"]
 
@@ -29,7 +30,7 @@ __all__ = ["PaymentIdentifiers"]
 class PaymentIdentifiers:
     """Binds payment identifiers to payments in `ledger`."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: PaymentLedger) -> None:
         self.ledger = ledger
 
     async def bind(
@@ -63,7 +64,7 @@ class PaymentIdentifiers:
         try:
             # A commit with fsync: off the event loop, as the checkout's ledger writes are.
             bound = await to_thread.run_sync(bind)
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             raise ledger_down(exc) from exc
         if bound[0] != fingerprint(payment):
             raise PaymentConflictError(

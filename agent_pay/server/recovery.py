@@ -2,9 +2,12 @@
 
 `Recovery` is a mixin of `Checkout` (which holds the state it reads, see `_Host`): before the
 first request is served, and then in the background while entries remain unresolved, it
-resolves every entry left in flight. It only *observes*: it asks the facilitator to settle
-only an authorization already used or expired (which cannot submit anything), records what the
-chain did, and abandons what was never sent. See `agent_pay.server.checkout`.
+resolves every entry left in flight. On a shared store it resolves only its own and those of
+instances that stopped (taken over by compare-and-set: of several instances one does each),
+and keeps looking every few seconds, for an instance may stop at any time. It only
+*observes*: it asks the facilitator to settle only an authorization already used or expired
+(which cannot submit anything), records what the chain did, and abandons what was never sent.
+See `agent_pay.server.checkout`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import anyio
 from agent_pay.errors import AgentPayError, ChainUnavailableError, Reason, SettlementFailedError
 from agent_pay.protocol import PaymentPayload, PaymentRequirements, VerifyResponse
 from agent_pay.server.guarded_calls import GuardedLedger
-from agent_pay.server.ledger import Entry, Ledger, PaymentKey, PaymentState
+from agent_pay.server.ledger import Entry, PaymentKey, PaymentState
+from agent_pay.store.protocols import PaymentLedger
 
 __all__ = ["RECONCILE_INTERVAL", "ReconcileReport", "Recovery"]
 
@@ -50,7 +54,7 @@ class ReconcileReport:
 class _Host(Protocol):
     """What the recovery pass needs from the checkout it is mixed into."""
 
-    ledger: Ledger
+    ledger: PaymentLedger
     records_submissions: bool
     reconcile_interval: float
     _clock: Callable[[], float]
@@ -115,9 +119,11 @@ class Recovery:
         self._reconciling = True
         settled = failed = unresolved = 0
         try:
-            for entry in self._guarded.in_flight():
+            for entry in await self._guarded.in_flight():
                 if entry.key in self._flights:
                     continue  # a live request owns it
+                if not await self._guarded.write(self.ledger.take_over, entry.key):
+                    continue  # another live instance owns it, or it left flight meanwhile
                 try:
                     with self._flight(entry.key):
                         state = await self._resolve(entry)
@@ -132,7 +138,8 @@ class Recovery:
         finally:
             self._reconciling = False
             self._reconciled = True
-            self._next_reconcile = self._clock() + (self.reconcile_interval if unresolved else 1e18)
+            again = unresolved or self.ledger.shared  # another instance may stop meanwhile
+            self._next_reconcile = self._clock() + (self.reconcile_interval if again else 1e18)
         report = ReconcileReport(settled, failed, unresolved)
         if report.total:
             log.info("reconciled the ledger: %s", report)

@@ -6,8 +6,9 @@ challenges of `agent_pay.server.entitlements`: 8 random bytes, then the first 8 
 HMAC, under a secret only this server holds, of (those bytes, domain, uri, issuedAt,
 expirationTime). The server keeps nothing per nonce it issues; a nonce made for another
 resource, by another server or with other times does not verify. It does remember the nonces
-of the sign-ins it *accepted*, until they expire, so the same signed message is accepted once
-(per server process).
+of the sign-ins it *accepted*, until they expire, so the same signed message is accepted once:
+per process (`MemoryNonces`, the default), or across every instance on a shared store
+(`agent_pay.store.postgres.nonces`).
 
 `SignInWithX.verify` checks a `SIGN-IN-WITH-X` proof against the request it came with and
 returns the address that signed it; what that address may read is the caller's business
@@ -35,9 +36,19 @@ from agent_pay.protocol.siwx import (
     siwx_schema,
 )
 from agent_pay.server.optional_header import OptionalHeader
+from agent_pay.server.refusals import ledger_down
 from agent_pay.signing.siwe import recover_siwe_signer
+from agent_pay.store.errors import STORE_ERRORS
+from agent_pay.store.protocols import SpentNonces
 
-__all__ = ["DEFAULT_STATEMENT", "SIWX_TTL_SECONDS", "SignInWithX", "SiwxHeader", "resource_uri"]
+__all__ = [
+    "DEFAULT_STATEMENT",
+    "SIWX_TTL_SECONDS",
+    "MemoryNonces",
+    "SignInWithX",
+    "SiwxHeader",
+    "resource_uri",
+]
 
 SIWX_TTL_SECONDS: Final = 300
 """How long a declared sign-in message may be signed and presented."""
@@ -69,6 +80,21 @@ def _seconds(value: str, name: str) -> float:
     return moment.timestamp()
 
 
+class MemoryNonces:
+    """The sign-in nonces this process accepted, until they expire (`SpentNonces`)."""
+
+    def __init__(self) -> None:
+        self._accepted: dict[str, float] = {}  # nonce -> expiry
+
+    def spend(self, nonce: str, expires: float, now: float) -> bool:
+        if nonce in self._accepted:
+            return False
+        if len(self._accepted) >= _PRUNE_AT:
+            self._accepted = {n: e for n, e in self._accepted.items() if e > now}
+        self._accepted[nonce] = expires
+        return True
+
+
 class SignInWithX:
     """Declares sign-in messages in 402s and checks the signed ones sent back.
 
@@ -77,6 +103,7 @@ class SignInWithX:
         secret: the HMAC key of nonces (random by default: nonces die with the process).
         ttl: seconds between `issuedAt` and `expirationTime`.
         statement: the human-readable line of the message.
+        nonces: where accepted nonces are kept (this process's memory by default).
     """
 
     def __init__(
@@ -87,13 +114,14 @@ class SignInWithX:
         ttl: int = SIWX_TTL_SECONDS,
         statement: str = DEFAULT_STATEMENT,
         clock: Callable[[], float] = time.time,
+        nonces: SpentNonces | None = None,
     ) -> None:
         self.networks = sorted({n for n in networks if n.startswith("eip155:")})
         self._secret = secret or secrets.token_bytes(32)
         self.ttl = ttl
         self.statement = statement
         self._clock = clock
-        self._accepted: dict[str, float] = {}  # nonce -> expiry, of sign-ins accepted
+        self._spent: SpentNonces = nonces if nonces is not None else MemoryNonces()
         self._chains = [
             SupportedChain(chain_id=n, type=SIWX_SIGNATURE_TYPE).to_wire() for n in self.networks
         ]
@@ -162,11 +190,12 @@ class SignInWithX:
         return signer
 
     def _spend(self, nonce: str, expires: float, now: float) -> None:
-        if nonce in self._accepted:
+        try:
+            fresh = self._spent.spend(nonce, expires, now)
+        except STORE_ERRORS as exc:
+            raise ledger_down(exc) from exc
+        if not fresh:
             raise _invalid("this sign-in was used already; sign the one in this 402")
-        if len(self._accepted) >= _PRUNE_AT:
-            self._accepted = {n: e for n, e in self._accepted.items() if e > now}
-        self._accepted[nonce] = expires
 
     def _nonce(
         self, domain: str, uri: str, issued_at: str, expires_at: str, salt: str | None = None

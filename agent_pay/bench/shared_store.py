@@ -1,0 +1,271 @@
+"""How the shared store scales: `python -m agent_pay.bench.shared_store`.
+
+In one run, on one `agent-pay node` and one durable PostgreSQL started here, three servers —
+`agent-pay serve` on SQLite (1 worker), on PostgreSQL with 1 worker, and with `--workers 2` —
+take the same load in turn from `agent_pay.bench.loadgen` (its own process), for `--rounds`
+rounds (the median round counts):
+
+- free previews (402 + the first third, no store read), and
+- paid re-reads: one payer's `AGENT-PAY-ENTITLEMENT` proof for an article it bought (a
+  signature check and an entitlement lookup in the store on every read).
+
+It prints requests per second, the ratio to SQLite's, and CPU milliseconds per read of the
+server processes, of PostgreSQL's, and of the load generator, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from agent_pay.bench.loadgen import read_cpu_seconds, run_load
+from agent_pay.chain.contract import Transactor
+from agent_pay.chain.devkeys import dev_signer
+from agent_pay.chain.rpc import JsonRpcChain
+from agent_pay.client.schemes import ExactClientScheme
+from agent_pay.node.anvil import free_port, stop_process, wait_for_rpc
+from agent_pay.node.deployment import find_stablecoins
+from agent_pay.protocol import PaymentRequired
+from agent_pay.protocol.codec import (
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
+    decode_header,
+    encode_header,
+)
+from agent_pay.protocol.extensions import (
+    ENTITLEMENT_EXTENSION,
+    ENTITLEMENT_HEADER,
+    EntitlementChallenge,
+    EntitlementProof,
+)
+from agent_pay.signing import LocalSigner
+from agent_pay.signing.receipt import sign_read_proof
+from agent_pay.store.local_postgres import local_postgres
+
+__all__ = ["main"]
+
+SLUG = "why-micropayments-failed"
+
+
+def _cli(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "agent_pay.cli", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited ({process.returncode})")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux procfs)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return found
+
+
+def _postgres_pids(url: str) -> list[int]:
+    """The processes of the PostgreSQL server at `url` (started here: its port is on its
+    command line), its backends included."""
+    port = f"port={urlsplit(url).port}"
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "postgres" in command and port in command:
+                return _tree(int(entry.name))
+    return []
+
+
+def _cpu(pids: Sequence[int]) -> float:
+    return sum(read_cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextmanager
+def _server(
+    name: str, extra: Sequence[str], node_url: str, env: dict[str, str], workdir: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    args = ["serve", "--chain", node_url, "--port", str(port)]
+    args += ["--server-dir", str(workdir / name), *extra]
+    process = _cli(args, env, workdir / f"{name}.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/articles", process)
+        yield base, process
+    finally:
+        stop_process(process, timeout=30)
+
+
+def _proof(base: str, signer: LocalSigner) -> dict[str, str]:
+    """Buy `SLUG` at `base` as `signer`; the re-read header that proves it."""
+    response = httpx.get(f"{base}/articles/{SLUG}")
+    required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
+    offer = next(o for o in required.accepts if o.scheme == "exact")
+    header = encode_header(ExactClientScheme(signer).sign(offer, required))
+    paid = httpx.get(f"{base}/articles/{SLUG}", headers={PAYMENT_SIGNATURE_HEADER: header})
+    if paid.status_code != 200:
+        raise RuntimeError(f"the purchase failed: {paid.text}")
+    again = httpx.get(f"{base}/articles/{SLUG}")
+    extensions = decode_header(again.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired).extensions
+    assert extensions is not None
+    challenge = EntitlementChallenge.from_wire(extensions[ENTITLEMENT_EXTENSION]["info"])
+    resource_path = f"/articles/{SLUG}"
+    nonce = bytes.fromhex(challenge.challenge[2:])
+    signature = sign_read_proof(
+        signer, resource_path, nonce, challenge.expires_at, challenge.signer
+    )
+    proof = EntitlementProof(
+        payer=signer.address,
+        resource=resource_path,
+        challenge=challenge.challenge,
+        expires_at=challenge.expires_at,
+        signature="0x" + signature.hex(),
+    )
+    return {ENTITLEMENT_HEADER: encode_header(proof)}
+
+
+def _measure(
+    base: str,
+    server: subprocess.Popen[bytes],
+    headers: dict[str, str],
+    store: str,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    url = f"{base}/articles/{SLUG}"
+    pids, pg = _tree(server.pid), _postgres_pids(store)
+    before = (_cpu(pids), _cpu(pg), _children_cpu())
+    result = run_load(url, [[headers]] * args.requests, args.concurrency, max_seconds=args.seconds)
+    after = (_cpu(pids), _cpu(pg), _children_cpu())
+    reads = max(1, result.completed)
+    return {
+        "rate": round(result.rate, 1),
+        "statuses": {str(k): v for k, v in result.statuses.items()},
+        "p50_ms": round(result.latency.p50_ms, 2),
+        "p99_ms": round(result.latency.p99_ms, 2),
+        "server_cpu_ms_per_read": round(1000 * (after[0] - before[0]) / reads, 3),
+        "postgres_cpu_ms_per_read": round(1000 * (after[1] - before[1]) / reads, 3),
+        "loadgen_cpu_share": round((after[2] - before[2]) / max(result.seconds, 1e-9), 2),
+    }
+
+
+def _interrupted(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate, and every round's rate beside it."""
+    ordered = sorted(runs, key=lambda r: r["rate"])
+    return {**ordered[len(ordered) // 2], "rates": [r["rate"] for r in runs]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent_pay.bench.shared_store")
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path("bench-shared-store"))
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)  # stop what was started here, as on Ctrl-C
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_PAY_")}
+    env["AGENT_PAY_HOME"] = str(args.workdir / "home")
+    env["AGENT_PAY_RECEIPT_KEY"] = "0x" + os.urandom(32).hex()  # shared by every instance
+    figures: dict[str, Any] = {"loadavg_start": os.getloadavg()}
+    node_port = free_port()
+    node_url = f"http://127.0.0.1:{node_port}"
+    node = _cli(["node", "--port", str(node_port)], env, args.workdir / "node.log")
+    try:
+        wait_for_rpc(node_url, timeout=60, process=node)
+        with (
+            local_postgres(durable=True) as store,
+            JsonRpcChain(node_url) as chain,
+            ExitStack() as servers,
+        ):
+            usdx = find_stablecoins(chain)["USDX"]
+            # exact only on all three: a shared store does not offer channels yet, and a 402
+            # with one offer less is cheaper to build.
+            configs = {
+                "sqlite_1_worker": ["--schemes", "exact"],
+                "postgres_1_worker": ["--schemes", "exact", "--store", store],
+                "postgres_2_workers": ["--schemes", "exact", "--store", store, "--workers", "2"],
+            }
+            running = {}
+            for name, extra in configs.items():
+                signer = LocalSigner.random()
+                usdx.mint_many(Transactor(chain, dev_signer(0)), [(signer.address, 10**6)])
+                base, server = servers.enter_context(
+                    _server(name, extra, node_url, env, args.workdir)
+                )
+                running[name] = (base, server, _proof(base, signer))
+            rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
+                name: {"free_previews": [], "paid_rereads": []} for name in configs
+            }
+            # Rounds in turn, each server idle while another is measured: the machine's other
+            # load falls on every configuration alike.
+            for _ in range(args.rounds):
+                for name, (base, server, proof) in running.items():
+                    for kind, headers in (("free_previews", {}), ("paid_rereads", proof)):
+                        figure = _measure(base, server, headers, store, args)
+                        rounds[name][kind].append(figure)
+                        print(json.dumps({name: {kind: figure}}), file=sys.stderr)
+            for name, kinds in rounds.items():
+                figures[name] = {kind: _median(runs) for kind, runs in kinds.items()}
+    finally:
+        stop_process(node, timeout=10)
+    for kind in ("free_previews", "paid_rereads"):
+        sqlite = figures["sqlite_1_worker"][kind]["rate"] or 1.0
+        figures[f"{kind}_ratio_to_sqlite"] = {
+            name: round(figures[name][kind]["rate"] / sqlite, 2)
+            for name in ("postgres_1_worker", "postgres_2_workers")
+        }
+    figures["loadavg_end"] = os.getloadavg()
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

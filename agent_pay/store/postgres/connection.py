@@ -1,0 +1,83 @@
+"""The connection pool of the PostgreSQL store, and its errors as `StoreUnavailableError`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from agent_pay.store.errors import StoreUnavailableError
+from agent_pay.store.postgres.migrations import migrate
+
+__all__ = ["Pool", "redact"]
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def redact(url: str) -> str:
+    """`url` without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Pool:
+    """A pool of autocommit connections to one database, migrated on opening.
+
+    Args:
+        url: a libpq connection string (`postgresql://user@host:port/db`; the password from
+            the URL, `PGPASSWORD` or `~/.pgpass`).
+        max_size: connections this process may hold at once (a server's worker threads).
+        timeout: seconds to wait for one before the call fails (503 to the client).
+    """
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 5.0):
+        self.url = redact(url)
+        try:
+            # One connection first: it migrates, and a database that cannot be reached fails
+            # here at once rather than after the pool's retries.
+            with psycopg.connect(url, autocommit=True, connect_timeout=max(2, int(timeout))) as c:
+                self.schema_version = migrate(c)
+            self._pool: ConnectionPool[Connection] = ConnectionPool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout,
+                kwargs={"autocommit": True},
+                open=True,
+                name="agent-pay",
+            )
+            self._pool.wait(timeout)
+        except (psycopg.Error, TimeoutError) as exc:
+            self.close()
+            raise StoreUnavailableError(f"cannot open the store {self.url}: {exc}") from None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection for one statement or transaction; psycopg's errors become
+        `StoreUnavailableError`."""
+        try:
+            with self._pool.connection() as connection:
+                yield connection
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement; how many rows it changed."""
+        with self.connection() as connection:
+            return connection.execute(sql.encode(), params).rowcount
+
+    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.connection() as connection:
+            return connection.execute(sql.encode(), params).fetchall()
+
+    def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()

@@ -1,0 +1,89 @@
+"""The PostgreSQL schema, as numbered migrations applied once, in order, under a lock.
+
+`migrate(connection)` takes a transaction-scoped advisory lock, reads the highest version in
+`schema_version`, applies every later migration and records it, all in one transaction: of
+several instances starting together, one migrates and the others find it done. A migration is
+never edited once released; a change is a new one at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import psycopg
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+_LOCK: Final = 0x61676E74_70617931  # "agntpay1": the advisory lock of migrations
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the payment ledger, payment-identifier bindings, sign-in nonces, live instances.
+    """
+    CREATE TABLE payments (
+        scheme        TEXT NOT NULL,
+        payer         TEXT NOT NULL,
+        payment_id    TEXT NOT NULL,
+        resource      TEXT NOT NULL,
+        resource_url  TEXT NOT NULL,
+        network       TEXT NOT NULL,
+        asset         TEXT NOT NULL,
+        pay_to        TEXT NOT NULL,
+        amount        NUMERIC(78, 0) NOT NULL,
+        requirements  TEXT NOT NULL,
+        payload       TEXT NOT NULL,
+        fingerprint   TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN
+                          ('verified', 'settling', 'settled', 'delivered', 'failed')),
+        tx_hash       TEXT,
+        receipt       TEXT,
+        error_reason  TEXT,
+        error_message TEXT,
+        attempts      INTEGER NOT NULL DEFAULT 1,
+        created_at    DOUBLE PRECISION NOT NULL,
+        updated_at    DOUBLE PRECISION NOT NULL,
+        settled_at    DOUBLE PRECISION,
+        delivered_at  DOUBLE PRECISION,
+        owner         TEXT,               -- the instance that wrote the in-flight state
+        PRIMARY KEY (scheme, payer, payment_id)
+    );
+    CREATE INDEX payments_by_reader ON payments (payer, resource, state);
+    CREATE INDEX payments_in_flight ON payments (created_at)
+        WHERE state IN ('verified', 'settling');
+    CREATE TABLE payment_ids (
+        id            TEXT PRIMARY KEY,
+        fingerprint   TEXT NOT NULL,
+        resource      TEXT NOT NULL,
+        created_at    DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE siwx_nonces (
+        nonce         TEXT PRIMARY KEY,
+        expires_at    DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX siwx_nonces_by_expiry ON siwx_nonces (expires_at);
+    CREATE TABLE instances (
+        id            TEXT PRIMARY KEY,   -- host:pid:random, one per server process
+        started_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+        heartbeat_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE TABLE settings (
+        name          TEXT PRIMARY KEY,   -- e.g. receipt_signer: what every instance must share
+        value         TEXT NOT NULL
+    );
+    """,
+)
+
+
+def migrate(connection: psycopg.Connection[tuple[object, ...]]) -> int:
+    """Bring the schema up to date; the version it is at."""
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        row = connection.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        current = int(row[0]) if row else 0  # type: ignore[call-overload]
+        for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+            connection.execute(sql.encode())
+            connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    return len(MIGRATIONS)
