@@ -371,6 +371,7 @@ def test_a_paid_read_is_found_for_its_payer_only(remote: Remote, opened: TestAge
     assert (none.status_code, none.json()) == (200, {})
 
 
+@pytest.mark.slow
 def test_the_servers_channel_side_loads_no_chain_and_no_channel_handler() -> None:
     code = (
         "import sys, agent_pay.server.app, agent_pay.server.channel_offers, "

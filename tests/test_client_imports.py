@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test starts a fresh interpreter
+
 HEAVY = ("eth", "fastapi", "starlette", "uvicorn", "vyper", "web3")
 
 CLIENT_IMPORTS = [

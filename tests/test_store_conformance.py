@@ -14,10 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from agent_pay.assembly.root import record_submissions
 from agent_pay.errors import ConfigurationError
 from agent_pay.server.ledger import PaymentKey, PaymentState
 from agent_pay.server.siwx import MemoryNonces
-from agent_pay.assembly.root import record_submissions
 from agent_pay.store.errors import StoreUnavailableError
 from agent_pay.store.open import Store, open_store
 from agent_pay.store.postgres.migrations import MIGRATIONS
