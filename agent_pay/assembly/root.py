@@ -8,10 +8,12 @@ together in one place from parts given as arguments.
     parts.close()                                    # the channel handler's last claims
 
 The facilitator runs in this process (settling with a given account, which pays the gas) or
-is a remote one (its URL). In process, the "exact" handler is told each settlement transaction
-before it is broadcast and records it in the server's ledger (`record_submissions`): its hook
-is given at construction, so the ledger and fault plan are made first, then the facilitator,
-then the server. `Stack`, `agent-pay serve` and the benchmark all assemble this way.
+is a remote one (its URL); that remote facilitator's service (`agent-pay facilitator`) is put
+together here too (`assemble_facilitator`). In process, the "exact" handler is told each
+settlement transaction before it is broadcast and records it in the server's ledger
+(`record_submissions`): its hook is given at construction, so the ledger and fault plan are
+made first, then the facilitator, then the server. `Stack`, `agent-pay serve` and the
+benchmark all assemble this way.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import Stablecoin
-from agent_pay.facilitator.base import ChannelFacilitator, Facilitator
+from agent_pay.facilitator.base import ChannelFacilitator, Facilitator, SchemeHandler
 from agent_pay.facilitator.channel.local import LocalChannelFacilitator
 from agent_pay.facilitator.channel.remote import HttpChannelFacilitator
 from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 from agent_pay.facilitator.exact import ExactEvmScheme, SubmittedHook
-from agent_pay.facilitator.http import HttpFacilitatorClient
+from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.protocol.networks import caip2
 from agent_pay.server.app import ContentServer, create_server
@@ -47,7 +49,15 @@ from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES
 from agent_pay.signing import Signer
 
-__all__ = ["Assembly", "ChannelWiring", "assemble", "record_submissions", "wire_channels"]
+__all__ = [
+    "Assembly",
+    "ChannelWiring",
+    "FacilitatorService",
+    "assemble",
+    "assemble_facilitator",
+    "record_submissions",
+    "wire_channels",
+]
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,52 @@ def assemble(
     return Assembly(
         chain, tokens, settler, server, exact, channels.handler if channels is not None else None
     )
+
+
+@dataclass(frozen=True)
+class FacilitatorService:
+    """What `assemble_facilitator` put together: the facilitator service's app and the
+    handlers it runs."""
+
+    app: FastAPI
+    exact: ExactEvmScheme
+    channels: ChannelEvmScheme | None
+    """The "channel" handler (started: `close` stops it); None when it keeps no channels."""
+
+    def close(self) -> None:
+        """Stop the channel handler: it claims every voucher still due (one last round) and
+        writes its state. Call it after the service stopped taking requests. (Safe to call
+        more than once.)"""
+        if self.channels is not None:
+            self.channels.close()
+
+
+def assemble_facilitator(
+    chain: Chain,
+    tokens: Mapping[str, Stablecoin],
+    transactor: Transactor,
+    *,
+    channel_manager: ChannelManager | None = None,
+    channel_options: ChannelOptions | None = None,
+    limits: ServerLimits | None = None,
+) -> FacilitatorService:
+    """The facilitator service settling `tokens` on `chain` with `transactor` (which pays the
+    gas): "exact" always; "channel" too, on `channel_manager` (or the contract
+    `channel_options.manager` names), when there is one. Its app serves x402's facilitator
+    endpoints and, with channels, the channel seam's (`agent_pay.facilitator.http.
+    create_facilitator_app`); the channel handler is started."""
+    exact = ExactEvmScheme(tokens.values(), transactor)
+    options = channel_options or ChannelOptions()
+    channels: ChannelEvmScheme | None = None
+    if channel_manager is not None or options.manager is not None:
+        channels = build_channel_scheme(
+            chain, tokens.values(), None, transactor, options, manager=channel_manager
+        )
+    handlers: list[SchemeHandler] = [exact] if channels is None else [exact, channels]
+    app = create_facilitator_app(LocalFacilitator(handlers), limits, channels=channels)
+    if channels is not None:
+        channels.start()  # watch, settle, persist in the background until `close`
+    return FacilitatorService(app, exact, channels)
 
 
 @dataclass(frozen=True)

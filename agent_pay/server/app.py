@@ -5,7 +5,7 @@ app that serves them, and hands both back as one `ContentServer`: whoever holds 
 reaches its parts there, never through the app. The routes are the free listing
 (`agent_pay.server.listing`) and the reads (`agent_pay.server.reads`); their pages are
 `agent_pay.server.pages`; one handler answers every `AgentPayError`
-(`agent_pay.server.error_responses`).
+(`agent_pay.boundary.error_responses`).
 
 The server never touches the chain (it asks its `Facilitator`), never charges for content it
 could not produce, and charges each payment once however often it is sent
@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI
 
 from agent_pay.assets import AssetRegistry
+from agent_pay.boundary.error_responses import handle_errors
 from agent_pay.facilitator.base import Facilitator
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.checkout import Checkout
 from agent_pay.server.declarations import Declarations
 from agent_pay.server.entitlements import Entitlements, EntitlementSource, ReceiptIssuer
-from agent_pay.server.error_responses import handle_errors
 from agent_pay.server.faults import FaultPlan
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.listing import listing_router
