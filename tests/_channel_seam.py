@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from agent_pay.assembly.channels import channel_server
-from agent_pay.assembly.root import FacilitatorService, assemble_facilitator
+from agent_pay.assembly.root import FacilitatorService, assemble, assemble_facilitator
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.dev_roles import DEPLOYER_INDEX, FACILITATOR_SERVICE_INDEX
@@ -23,14 +22,11 @@ from agent_pay.client.channels import ChannelPolicy
 from agent_pay.facilitator.base import ChannelFacilitator
 from agent_pay.facilitator.channel.local import LocalChannelFacilitator
 from agent_pay.facilitator.channel.remote import HttpChannelFacilitator
-from agent_pay.facilitator.http import HttpFacilitatorClient
 from agent_pay.protocol import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo
 from agent_pay.protocol.codec import PAYMENT_REQUIRED_HEADER, decode_header
-from agent_pay.server.app import create_server
 from agent_pay.serving import serve_app
 from agent_pay.signing.voucher import Voucher, sign_voucher, voucher_domain
 from agent_pay.testing import TestAgent, Testbed
-from tests.test_channel_remote import closing
 from tests.test_e2e_channel import CATALOGUE, GRACE, QUIET
 
 T = TypeVar("T")
@@ -119,15 +115,18 @@ def seam_bed() -> Iterator[SeamBed]:
     )
     try:
         with serve_app(service.app) as facilitator:
-            # The content server's own clients of the service, closed as it shuts down.
-            channels = HttpChannelFacilitator.connect(facilitator)
-            settler = HttpFacilitatorClient(facilitator)
-            offers, router = channel_server(bed.assets, channels, QUIET)
-            app = create_server(
-                CATALOGUE, bed.assets, settler, schemes=[offers], routes=[router]
-            ).app
-            with serve_app(closing(app, channels, settler)) as server:
+            # Behind the service: its clients of the service close as the server shuts down.
+            parts = assemble(
+                bed.chain,
+                bed.tokens,
+                facilitator,
+                catalogue=CATALOGUE,
+                schemes=("channel",),
+                channel_options=QUIET,
+            )
+            with parts.serve() as server:
                 yield SeamBed(bed, service, facilitator, server)
+            parts.close()
     finally:
         service.close()
         bed.close()

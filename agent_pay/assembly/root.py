@@ -18,7 +18,7 @@ benchmark all assemble this way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -94,7 +94,9 @@ class Assembly:
     def close(self) -> None:
         """Stop the background parts: the channel handler claims every voucher still due (one
         last round, waiting for its transactions) and writes its state. Call it after the
-        server stopped taking requests. (Safe to call more than once.)"""
+        server stopped taking requests. (Safe to call more than once.) A remote facilitator's
+        clients are not closed here but by the server, as it shuts down (ASGI lifespan):
+        their connections live on its event loop."""
         if self.channels is not None:
             self.channels.close()
 
@@ -162,8 +164,13 @@ def assemble(
         channels = wire_channels(handler, seam, assets, options)
         offers.append(channels.offers)
     settler: Facilitator
+    closing: list[Callable[[], Awaitable[None]]] = []
     if exact is None:
         settler = HttpFacilitatorClient(str(facilitator))
+        # Their connections live on the server's event loop: closed as it shuts down.
+        closing.append(settler.aclose)
+        if channels is not None and isinstance(channels.seam, HttpChannelFacilitator):
+            closing.append(channels.seam.aclose)
     else:
         handlers = [channels.handler] if channels and channels.handler else []
         settler = LocalFacilitator([exact, *handlers])
@@ -178,6 +185,7 @@ def assemble(
         faults=faults,
         records_submissions=exact is not None,
         routes=channels.routes if channels is not None else (),
+        on_shutdown=closing,
     )
     if channels is not None and channels.handler is not None:
         channels.handler.start()  # watch, settle, persist in the background until `close`

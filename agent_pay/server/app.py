@@ -16,7 +16,7 @@ declares x402's extensions too (`agent_pay.server.declarations`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -72,6 +72,7 @@ def create_server(
     faults: FaultPlan | None = None,
     records_submissions: bool = False,
     routes: Sequence[APIRouter] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> ContentServer:
     """The server selling `catalogue`, priced in `assets`, settled by `facilitator`.
 
@@ -88,6 +89,8 @@ def create_server(
             before broadcasting it (an in-process one built with `record_submissions`), so
             a settlement that never got that far is abandoned at once (see `Checkout`).
         routes: more routes to serve (a scheme's own: `channel_router`).
+        on_shutdown: awaited, in order, when the app shuts down (ASGI lifespan): closes
+            what lives on its event loop (the connections of a remote facilitator's clients).
     """
     catalogue.check_tokens({asset.symbol: asset.decimals for asset in assets})
     paywall = Paywall(assets, facilitator, schemes)
@@ -121,6 +124,8 @@ def create_server(
         # Resolve what a crash left in flight before the first request is accepted.
         await checkout.ensure_reconciled()
         yield
+        for close in on_shutdown:
+            await close()
 
     app = FastAPI(
         title="agent-pay content server", docs_url=None, redoc_url=None, lifespan=lifespan
