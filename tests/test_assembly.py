@@ -9,8 +9,10 @@ import socket
 import httpx
 import pytest
 
-from agent_pay.assembly.root import assemble
+from agent_pay.assembly.root import assemble, assemble_facilitator
+from agent_pay.boundary.error_responses import error_response
 from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
 from agent_pay.chain.devkeys import dev_signer
 from agent_pay.errors import ChainUnavailableError, PaymentConflictError, Reason
 from agent_pay.facilitator.http import HttpFacilitatorClient
@@ -22,9 +24,9 @@ from agent_pay.protocol.codec import (
     decode_header,
     encode_header,
 )
-from agent_pay.server.error_responses import error_response
 from agent_pay.server.faults import FaultPlan, FaultPoint
 from agent_pay.server.ledger import Ledger, PaymentState
+from agent_pay.serving import serve_app
 from agent_pay.stack import FACILITATOR_INDEX
 from agent_pay.testing import SyncASGITransport, TestAgent, Testbed
 
@@ -139,3 +141,32 @@ def test_one_handler_answers_every_error_with_its_status() -> None:
         "error": PaymentConflictError.default_reason,
         "message": "another payment has this id",
     }
+
+
+def test_a_facilitator_also_says_whether_an_unfinished_settlement_was_broadcast() -> None:
+    tx = "0x" + "ab" * 32
+    trouble = ChainUnavailableError("receipt lost", broadcast=True, transaction=tx)
+    assert json.loads(bytes(error_response(trouble, settlement_trouble=True).body)) == {
+        "error": Reason.CHAIN_UNAVAILABLE,
+        "message": "receipt lost",
+        "broadcast": True,
+        "transaction": tx,
+    }
+    # The content server answers its payer with the reason only.
+    assert set(json.loads(bytes(error_response(trouble).body))) == {"error", "message"}
+
+
+def test_the_facilitator_service_without_a_channel_contract_settles_exact_only(
+    bed: Testbed,
+) -> None:
+    service = assemble_facilitator(
+        bed.chain, bed.tokens, Transactor(bed.chain, dev_signer(FACILITATOR_SERVICE_INDEX))
+    )
+    assert service.channels is None
+    with serve_app(service.app) as url:
+        kinds = httpx.get(f"{url}/supported").json()["kinds"]
+        assert [k["scheme"] for k in kinds] == ["exact"]
+        assert httpx.post(f"{url}/channels/accept", json={}).status_code == 404
+        malformed = httpx.post(f"{url}/verify", content=b"{")
+    service.close()
+    assert (malformed.status_code, malformed.json()["error"]) == (400, Reason.INVALID_HEADER)

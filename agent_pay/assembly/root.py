@@ -8,15 +8,17 @@ together in one place from parts given as arguments.
     parts.close()                                    # the channel handler's last claims
 
 The facilitator runs in this process (settling with a given account, which pays the gas) or
-is a remote one (its URL). In process, the "exact" handler is told each settlement transaction
-before it is broadcast and records it in the server's ledger (`record_submissions`): its hook
-is given at construction, so the ledger and fault plan are made first, then the facilitator,
-then the server. `Stack`, `agent-pay serve` and the benchmark all assemble this way.
+is a remote one (its URL); that remote facilitator's service (`agent-pay facilitator`) is put
+together here too (`assemble_facilitator`). In process, the "exact" handler is told each
+settlement transaction before it is broadcast and records it in the server's ledger
+(`record_submissions`): its hook is given at construction, so the ledger and fault plan are
+made first, then the facilitator, then the server. `Stack`, `agent-pay serve` and the
+benchmark all assemble this way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,12 +31,12 @@ from agent_pay.chain.base import Chain
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import Stablecoin
-from agent_pay.facilitator.base import ChannelFacilitator, Facilitator
+from agent_pay.facilitator.base import ChannelFacilitator, Facilitator, SchemeHandler
 from agent_pay.facilitator.channel.local import LocalChannelFacilitator
 from agent_pay.facilitator.channel.remote import HttpChannelFacilitator
 from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 from agent_pay.facilitator.exact import ExactEvmScheme, SubmittedHook
-from agent_pay.facilitator.http import HttpFacilitatorClient
+from agent_pay.facilitator.http import HttpFacilitatorClient, create_facilitator_app
 from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.protocol.networks import caip2
 from agent_pay.server.app import ContentServer, create_server
@@ -49,7 +51,15 @@ from agent_pay.signing import Signer
 from agent_pay.store.errors import StoreUnavailableError
 from agent_pay.store.protocols import PaymentLedger, SpentNonces
 
-__all__ = ["Assembly", "ChannelWiring", "assemble", "record_submissions", "wire_channels"]
+__all__ = [
+    "Assembly",
+    "ChannelWiring",
+    "FacilitatorService",
+    "assemble",
+    "assemble_facilitator",
+    "record_submissions",
+    "wire_channels",
+]
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,9 @@ class Assembly:
     def close(self) -> None:
         """Stop the background parts: the channel handler claims every voucher still due (one
         last round, waiting for its transactions) and writes its state. Call it after the
-        server stopped taking requests. (Safe to call more than once.)"""
+        server stopped taking requests. (Safe to call more than once.) A remote facilitator's
+        clients are not closed here but by the server, as it shuts down (ASGI lifespan):
+        their connections live on its event loop."""
         if self.channels is not None:
             self.channels.close()
 
@@ -159,8 +171,13 @@ def assemble(
         channels = wire_channels(handler, seam, assets, options)
         offers.append(channels.offers)
     settler: Facilitator
+    closing: list[Callable[[], Awaitable[None]]] = []
     if exact is None:
         settler = HttpFacilitatorClient(str(facilitator))
+        # Their connections live on the server's event loop: closed as it shuts down.
+        closing.append(settler.aclose)
+        if channels is not None and isinstance(channels.seam, HttpChannelFacilitator):
+            closing.append(channels.seam.aclose)
     else:
         handlers = [channels.handler] if channels and channels.handler else []
         settler = LocalFacilitator([exact, *handlers])
@@ -177,12 +194,59 @@ def assemble(
         faults=faults,
         records_submissions=exact is not None,
         routes=channels.routes if channels is not None else (),
+        on_shutdown=closing,
     )
     if channels is not None and channels.handler is not None:
         channels.handler.start()  # watch, settle, persist in the background until `close`
     return Assembly(
         chain, tokens, settler, server, exact, channels.handler if channels is not None else None
     )
+
+
+@dataclass(frozen=True)
+class FacilitatorService:
+    """What `assemble_facilitator` put together: the facilitator service's app and the
+    handlers it runs."""
+
+    app: FastAPI
+    exact: ExactEvmScheme
+    channels: ChannelEvmScheme | None
+    """The "channel" handler (started: `close` stops it); None when it keeps no channels."""
+
+    def close(self) -> None:
+        """Stop the channel handler: it claims every voucher still due (one last round) and
+        writes its state. Call it after the service stopped taking requests. (Safe to call
+        more than once.)"""
+        if self.channels is not None:
+            self.channels.close()
+
+
+def assemble_facilitator(
+    chain: Chain,
+    tokens: Mapping[str, Stablecoin],
+    transactor: Transactor,
+    *,
+    channel_manager: ChannelManager | None = None,
+    channel_options: ChannelOptions | None = None,
+    limits: ServerLimits | None = None,
+) -> FacilitatorService:
+    """The facilitator service settling `tokens` on `chain` with `transactor` (which pays the
+    gas): "exact" always; "channel" too, on `channel_manager` (or the contract
+    `channel_options.manager` names), when there is one. Its app serves x402's facilitator
+    endpoints and, with channels, the channel seam's (`agent_pay.facilitator.http.
+    create_facilitator_app`); the channel handler is started."""
+    exact = ExactEvmScheme(tokens.values(), transactor)
+    options = channel_options or ChannelOptions()
+    channels: ChannelEvmScheme | None = None
+    if channel_manager is not None or options.manager is not None:
+        channels = build_channel_scheme(
+            chain, tokens.values(), None, transactor, options, manager=channel_manager
+        )
+    handlers: list[SchemeHandler] = [exact] if channels is None else [exact, channels]
+    app = create_facilitator_app(LocalFacilitator(handlers), limits, channels=channels)
+    if channels is not None:
+        channels.start()  # watch, settle, persist in the background until `close`
+    return FacilitatorService(app, exact, channels)
 
 
 @dataclass(frozen=True)

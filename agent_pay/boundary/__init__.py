@@ -8,7 +8,8 @@ node (`agent-pay node`) all run on uvicorn through `agent_pay.serving.serve_app`
 - `connections.py`: a request head must arrive whole, and not too large, within a deadline
   (uvicorn times out neither a silent new connection nor one trickling its headers);
 - `body.py`: a request body is read up to a size and within a deadline, or refused (413, 408);
-- `json_depth.py`: JSON nesting is bounded before a recursive parser sees it.
+- `json_depth.py`: JSON nesting is bounded before a recursive parser sees it;
+- `error_responses.py`: every `AgentPayError` a route raises is answered by one handler.
 """
 
 from agent_pay.boundary.body import read_body

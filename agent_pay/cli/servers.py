@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp
 
-from agent_pay.assembly.channels import ChannelOptions, build_channel_scheme
-from agent_pay.assembly.root import Assembly, assemble
+from agent_pay.assembly.channels import ChannelOptions
+from agent_pay.assembly.root import Assembly, assemble, assemble_facilitator
 from agent_pay.assets import format_amount
 from agent_pay.chain.channel import ChannelManager
 from agent_pay.chain.contract import Transactor
@@ -28,9 +28,6 @@ from agent_pay.cli._common import (
 )
 from agent_pay.cli.receipts import fault_plan
 from agent_pay.errors import ConfigurationError
-from agent_pay.facilitator.exact import ExactEvmScheme
-from agent_pay.facilitator.http import create_facilitator_app
-from agent_pay.facilitator.local import LocalFacilitator
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.faults import FaultPlan
 from agent_pay.server.standby import StandbyApp, create_standby_app
@@ -252,32 +249,25 @@ def facilitator(args: argparse.Namespace, settings: Settings) -> int:
 def _facilitator(args: argparse.Namespace, settings: Settings, chain: JsonRpcChain) -> int:
     tokens = tokens_on(chain, settings)
     account, who = facilitator_account(settings, chain, dev_index=FACILITATOR_SERVICE_INDEX)
-    transactor = Transactor(chain, account)
-    scheme = ExactEvmScheme(tokens.values(), transactor)
-    manager = channel_manager_on(chain, settings)
-    channels = None
-    if manager is not None:  # channels too, kept here; servers ask for them (/channels/...)
-        options = ChannelOptions(data_dir=settings.home / "facilitator" / CHANNELS_SUBDIR)
-        channels = build_channel_scheme(
-            chain, tokens.values(), transactor, transactor, options, manager=manager
-        )
-    app = create_facilitator_app(
-        LocalFacilitator([scheme] if channels is None else [scheme, channels]), channels=channels
+    service = assemble_facilitator(  # channels too, if the chain has a contract: kept here
+        chain,
+        tokens,
+        Transactor(chain, account),
+        channel_manager=channel_manager_on(chain, settings),
+        channel_options=ChannelOptions(data_dir=settings.home / "facilitator" / CHANNELS_SUBDIR),
     )
-    if channels is not None:
-        channels.start()
     try:
-        with serve_app(app, settings.facilitator_host, settings.facilitator_port) as url:
+        with serve_app(service.app, settings.facilitator_host, settings.facilitator_port) as url:
             say(f"agent-pay facilitator on {url} (POST /verify, POST /settle, GET /supported)")
-            say(f"chain       {chain.chain_id} at {chain.url}; scheme exact on {scheme.network}")
-            if channels is not None:
-                say(f"channels    on {channels.manager.address} (POST /channels/accept, ...)")
+            say(f"chain       {chain.chain_id} at {chain.url}; exact on {service.exact.network}")
+            if service.channels is not None:
+                manager = service.channels.manager.address
+                say(f"channels    on {manager} (POST /channels/accept, ...)")
             say("tokens      " + ", ".join(f"{s} {t.address}" for s, t in tokens.items()))
             say(f"gas         paid by {account.address} ({who})")
             _gas_warning(chain, account.address)
             wait_for_shutdown()
     finally:
-        if channels is not None:
-            channels.close()  # the server has stopped: claim the last vouchers
+        service.close()  # the service has stopped: claim the last vouchers
     say("agent-pay facilitator: stopped")
     return 0

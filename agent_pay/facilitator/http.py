@@ -6,7 +6,8 @@ that calls a remote one (ours or a stock x402 facilitator). Payment outcomes are
 `FacilitatorRequest` whose payload fits its scheme is 400 with the reason (`invalid_payload`,
 `invalid_payment_header`, `invalid_x402_version`, `json_too_deep`), a body over `MAX_BODY_BYTES`
 413 before the rest is read, a body slower than the server's body timeout 408; chain trouble is
-503 with Retry-After.
+503 with Retry-After (one handler answers every `AgentPayError`:
+`agent_pay.boundary.error_responses`).
 
 With the channel handler it settles with, the app also serves the channel seam's endpoints
 (`POST /channels/accept`, ...: `agent_pay.facilitator.channel.endpoints`), which
@@ -20,9 +21,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from agent_pay.boundary import ServerLimits, read_body
+from agent_pay.boundary.error_responses import handle_errors
 from agent_pay.errors import ChainUnavailableError, MalformedPaymentError, Reason
 from agent_pay.facilitator.base import Facilitator
 from agent_pay.protocol import (
@@ -79,24 +81,7 @@ def create_facilitator_app(
         body = await read_body(request, MAX_BODY_BYTES, body_timeout)
         return decode_json(body, FacilitatorRequest)
 
-    @app.exception_handler(MalformedPaymentError)
-    async def malformed(_: Request, exc: MalformedPaymentError) -> Response:
-        return JSONResponse({"error": exc.reason, "message": exc.message}, exc.status_code)
-
-    @app.exception_handler(ChainUnavailableError)
-    async def unavailable(_: Request, exc: ChainUnavailableError) -> Response:
-        # A settlement's caller must know whether it may still be charged: say whether the
-        # transaction reached the node, and which one may still be mined.
-        body: dict[str, Any] = {"error": exc.reason, "message": exc.message}
-        if exc.broadcast is not None:
-            body["broadcast"] = exc.broadcast
-        if exc.transaction is not None:
-            body["transaction"] = exc.transaction
-        return JSONResponse(
-            body,
-            503,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
+    handle_errors(app, settlement_trouble=True)
 
     @app.post("/verify")
     async def verify(request: Request) -> Response:

@@ -5,7 +5,7 @@ app that serves them, and hands both back as one `ContentServer`: whoever holds 
 reaches its parts there, never through the app. The routes are the free listing
 (`agent_pay.server.listing`) and the reads (`agent_pay.server.reads`); their pages are
 `agent_pay.server.pages`; one handler answers every `AgentPayError`
-(`agent_pay.server.error_responses`).
+(`agent_pay.boundary.error_responses`).
 
 The server never touches the chain (it asks its `Facilitator`), never charges for content it
 could not produce, and charges each payment once however often it is sent
@@ -16,19 +16,19 @@ declares x402's extensions too (`agent_pay.server.declarations`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI
 
 from agent_pay.assets import AssetRegistry
+from agent_pay.boundary.error_responses import handle_errors
 from agent_pay.facilitator.base import Facilitator
 from agent_pay.server.catalogue import Catalogue
 from agent_pay.server.checkout import Checkout
 from agent_pay.server.declarations import Declarations
 from agent_pay.server.entitlements import Entitlements, EntitlementSource, ReceiptIssuer
-from agent_pay.server.error_responses import handle_errors
 from agent_pay.server.faults import FaultPlan
 from agent_pay.server.ledger import Ledger
 from agent_pay.server.listing import listing_router
@@ -74,6 +74,7 @@ def create_server(
     faults: FaultPlan | None = None,
     records_submissions: bool = False,
     routes: Sequence[APIRouter] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> ContentServer:
     """The server selling `catalogue`, priced in `assets`, settled by `facilitator`.
 
@@ -94,6 +95,8 @@ def create_server(
             before broadcasting it (an in-process one built with `record_submissions`), so
             a settlement that never got that far is abandoned at once (see `Checkout`).
         routes: more routes to serve (a scheme's own: `channel_router`).
+        on_shutdown: awaited, in order, when the app shuts down (ASGI lifespan): closes
+            what lives on its event loop (the connections of a remote facilitator's clients).
     """
     catalogue.check_tokens({asset.symbol: asset.decimals for asset in assets})
     paywall = Paywall(assets, facilitator, schemes)
@@ -127,6 +130,8 @@ def create_server(
         # Resolve what a crash left in flight before the first request is accepted.
         await checkout.ensure_reconciled()
         yield
+        for close in on_shutdown:
+            await close()
 
     app = FastAPI(
         title="agent-pay content server", docs_url=None, redoc_url=None, lifespan=lifespan

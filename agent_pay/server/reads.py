@@ -5,7 +5,7 @@ settle → record "settled" → respond with PAYMENT-RESPONSE and a signed recei
 (`agent_pay.server.checkout`). A read paid inline (a channel voucher:
 `agent_pay.server.inline`) skips the ledger and carries no receipt, but earns the re-read,
 which answers with the signed receipt. A payment refused is the 402 again, with its reason;
-every other error is the server's one handler's (`agent_pay.server.error_responses`).
+every other error is the server's one handler's (`agent_pay.boundary.error_responses`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_pay.errors import PaymentRejectedError
 from agent_pay.facilitator.base import ChannelTerms
-from agent_pay.facilitator.channel.records import Acceptance, PaidRead
+from agent_pay.facilitator.channel.records import Acceptance, ChannelRefusedError, PaidRead
 from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 from agent_pay.protocol import PaymentPayload, PaymentRequirements
 
@@ -36,6 +37,11 @@ class LocalChannelFacilitator:
         *,
         url: str | None = None,
     ) -> Acceptance | None:
+        # As the facilitator's endpoint does: an offer it does not settle is refused, not paid.
+        try:
+            self.handler.check_requirements(payment, requirements)
+        except PaymentRejectedError as exc:
+            raise ChannelRefusedError(exc.message, exc.reason) from None
         return self._vouchers.accept(payment, requirements, resource, url=url)
 
     async def release(self, acceptance: Acceptance) -> None:
