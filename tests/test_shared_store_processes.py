@@ -222,6 +222,13 @@ def test_workers_share_one_port_and_one_store(cluster: Cluster) -> None:
     workers = [int(p) for p in Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
                .read_text().split()]  # fmt: skip
     assert len(workers) == 2
+    # Both must be listening first: a worker registers on the store before it has built its app
+    # and opened its socket, and until then its twin is the port's only listener.
+    port = int(base.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 60
+    while _listeners(port) < 2:
+        assert time.monotonic() < deadline, "the second worker never listened"
+        time.sleep(0.2)
     os.kill(workers[0], signal.SIGKILL)
     deadline = time.monotonic() + 60
     while True:
@@ -233,6 +240,13 @@ def test_workers_share_one_port_and_one_store(cluster: Cluster) -> None:
         time.sleep(0.2)
     supervisor.terminate()
     assert supervisor.wait(timeout=60) == 0
+
+
+def _listeners(port: int) -> int:
+    """How many sockets listen on `port` (state 0A in /proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    fields = (line.split() for line in lines)
+    return sum(1 for f in fields if f[3] == "0A" and int(f[1].split(":")[1], 16) == port)
 
 
 def test_a_payment_left_by_a_killed_instance_is_resolved_without_a_retry(
