@@ -27,6 +27,7 @@ from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.client.schemes import ExactClientScheme
+from agent_pay.errors import Reason
 from agent_pay.node.anvil import free_port, wait_for_rpc
 from agent_pay.node.deployment import find_stablecoins
 from agent_pay.protocol import PaymentRequired
@@ -149,7 +150,7 @@ def test_one_payment_sent_to_two_instances_at_once_settles_once(
     # (200), or comes after it was delivered and is told it was used (402, not charged).
     assert sorted(a.status_code for a in answers)[0] == 200, [a.text for a in answers]
     for answer in answers:
-        assert answer.status_code == 200 or answer.json()["error"] == "nonce_already_used"
+        assert answer.status_code == 200 or answer.json()["error"] == Reason.NONCE_ALREADY_USED
     assert cluster.balance(signer.address) == 10**6 - PRICE
     assert cluster.row(signer.address)[0] in ("settled", "delivered")
 
