@@ -20,6 +20,22 @@ def test_several_workers_need_a_shared_store(
     assert "--workers 2 needs a shared store: --store postgresql://" in capsys.readouterr().err
 
 
+def test_serve_refuses_in_process_channels_on_a_shared_store_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before the store or the chain is reached: nothing listens on either address."""
+    store, chain = "postgresql://agent@127.0.0.1:1/none", "http://127.0.0.1:1"
+    args = ["--store", store, "--chain", chain, "--server-dir", str(tmp_path)]
+    code = main(["serve", *args, "--schemes", "exact,channel"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--schemes channel keeps its channels in this process, not in the shared store" in err
+    assert "channels behind --facilitator-url" in err
+    code = main(["serve", *args, "--schemes", "exact,channel", "--workers", "2"])
+    assert code == 1
+    assert "not in the shared store" in capsys.readouterr().err
+
+
 def test_channels_are_refused_on_a_shared_store(tmp_path: Path) -> None:
     settings = load_settings({"schemes": "channel", "home": str(tmp_path)})
     with pytest.raises(ConfigurationError, match="not in the shared store"):

@@ -35,13 +35,19 @@ from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
 from agent_pay.signing import LocalSigner
 from agent_pay.stack import sample_articles_dir
-from agent_pay.store.open import Store, open_store
+from agent_pay.store.open import Store, is_postgres, open_store
 from agent_pay.wallet import server_receipt_key
 
 __all__ = ["CHANNELS_SUBDIR", "facilitator", "serve"]
 
 CHANNELS_SUBDIR = "channels"
 """Where in `server_dir` the channels paid to this server are kept."""
+
+_IN_PROCESS_CHANNELS = (
+    "--schemes channel keeps its channels in this process, not in the shared store: "
+    "serve --schemes exact with --store postgresql://..., channels behind "
+    "--facilitator-url, or channels on SQLite"
+)
 
 
 def _gas_warning(chain: JsonRpcChain, address: str) -> None:
@@ -54,6 +60,9 @@ def _gas_warning(chain: JsonRpcChain, address: str) -> None:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
+    in_process_channels = "channel" in settings.schemes and settings.facilitator_url is None
+    if in_process_channels and is_postgres(settings.store):  # before any connection is made
+        raise ConfigurationError(_IN_PROCESS_CHANNELS)
     if settings.workers > 1 and not args.as_worker:
         from agent_pay.cli.workers import supervise
 
@@ -201,11 +210,7 @@ def _schemes(
     """What to offer, and why."""
     remote = settings.facilitator_url is not None
     if shared and "channel" in settings.schemes and not remote:
-        raise ConfigurationError(
-            "--schemes channel keeps its channels in this process, not in the shared store: "
-            "serve --schemes exact with --store postgresql://..., channels behind "
-            "--facilitator-url, or channels on SQLite"
-        )
+        raise ConfigurationError(_IN_PROCESS_CHANNELS)
     if not settings.schemes:
         if shared and not remote:
             return ("exact",), "channels are not kept in the shared store yet"
