@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +49,24 @@ def test_channels_are_refused_on_a_shared_store(tmp_path: Path) -> None:
         ("exact",),
         "channels are not kept in the shared store yet",
     )
+
+
+@pytest.mark.slow  # starts the workers as processes
+def test_workers_that_all_fail_before_listening_stop_the_supervisor(tmp_path: Path) -> None:
+    """A store no worker can reach: each says why and exits; the supervisor does not start
+    them again and again, and exits 1 without announcing a URL."""
+    store = "postgresql://agent@127.0.0.1:1/none"
+    args = ["serve", "--workers", "2", "--store", store, "--server-dir", str(tmp_path)]
+    started = time.monotonic()
+    run = subprocess.run(  # noqa: S603 - our own command, no shell
+        [sys.executable, "-m", "agent_pay.cli", *args, "--chain", "http://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AGENT_PAY_HOME": str(tmp_path / "home")},
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "every worker exited before listening" in run.stdout
+    assert "content server on" not in run.stdout
+    assert run.stderr.count("127.0.0.1:1") >= 2  # each worker named the store it could not reach
+    assert time.monotonic() - started < 60

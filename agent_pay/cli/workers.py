@@ -62,10 +62,18 @@ def supervise(settings: Settings) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    say(f"agent-pay content server on http://{settings.host}:{port}: {settings.workers} workers")
     workers: list[subprocess.Popen[bytes]] = []
     try:
         workers = [_start(command) for _ in range(settings.workers)]
+        # Announced once it takes requests; workers that all exit first never would (a wrong
+        # setting: each printed why), so they are not started again and again.
+        if not _answering(settings.host, port, workers, stop):
+            if stop.is_set():
+                return 0
+            say("agent-pay serve: every worker exited before listening (see above)")
+            return 1
+        url = f"http://{settings.host}:{port}"
+        say(f"agent-pay content server on {url}: {settings.workers} workers")
         while not stop.wait(0.5):
             for n, worker in enumerate(workers):
                 if worker.poll() is not None and not stop.is_set():
@@ -80,6 +88,22 @@ def supervise(settings: Settings) -> int:
             signal.signal(sig, old)
     say("agent-pay serve: stopped")
     return 0
+
+
+def _answering(
+    host: str, port: int, workers: list[subprocess.Popen[bytes]], stop: threading.Event
+) -> bool:
+    """Wait until a worker accepts connections on the port; False if every worker exited or
+    we were told to stop first (a worker builds its app before it opens its socket)."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            if all(w.poll() is not None for w in workers):
+                return False
+            stop.wait(0.1)
+    return False
 
 
 def listen_shared(host: str, port: int) -> socket.socket:
