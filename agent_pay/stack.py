@@ -38,7 +38,7 @@ from agent_pay.server.faults import FaultPlan
 from agent_pay.server.offers import DEFAULT_MAX_TIMEOUT_SECONDS
 from agent_pay.server.reads import Renderer, render_article
 from agent_pay.signing import Signer
-from agent_pay.store.protocols import PaymentLedger
+from agent_pay.store.protocols import PaymentLedger, SpentNonces
 
 __all__ = [
     "DEPLOYER_INDEX",
@@ -76,6 +76,8 @@ class Stack:
         render: Renderer = render_article,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
         ledger: PaymentLedger | None = None,
+        siwx_nonces: SpentNonces | None = None,
+        entitlement_secret: bytes | None = None,
         receipt_signer: Signer | None = None,
         faults: FaultPlan | None = None,
         schemes: Sequence[str] = ("exact",),
@@ -83,7 +85,9 @@ class Stack:
     ) -> Self:
         """Deploy the default stablecoins on `chain` (a fresh embedded one by default) and wire
         the facilitator and the server to them. The server's payment `ledger` is in memory
-        unless one is given; `receipt_signer` (random by default) signs its receipts.
+        unless one is given; `receipt_signer` (random by default) signs its receipts;
+        `siwx_nonces` and `entitlement_secret` are as for `create_server` (several servers
+        on one shared store pass the store's nonces and one secret).
 
         `schemes` are offered in that order: "exact", and "channel" (which deploys a channel
         contract, unless `channel_options.manager` names one, and runs its handler in the
@@ -100,6 +104,8 @@ class Stack:
             schemes=schemes,
             channel_options=channel_options,
             ledger=ledger,
+            siwx_nonces=siwx_nonces,
+            entitlement_secret=entitlement_secret,
             receipt_signer=receipt_signer,
             faults=faults,
             render=render,
@@ -119,6 +125,8 @@ class Stack:
         render: Renderer = render_article,
         max_timeout_seconds: int = DEFAULT_MAX_TIMEOUT_SECONDS,
         ledger: PaymentLedger | None = None,
+        siwx_nonces: SpentNonces | None = None,
+        entitlement_secret: bytes | None = None,
         receipt_signer: Signer | None = None,
         faults: FaultPlan | None = None,
         schemes: Sequence[str] = ("exact",),
@@ -158,6 +166,8 @@ class Stack:
             channel_manager=channel_manager,
             channel_options=channel_options,
             ledger=ledger,
+            siwx_nonces=siwx_nonces,
+            entitlement_secret=entitlement_secret,
             receipt_signer=receipt_signer,
             faults=faults,
             render=render,

@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from eth_account import Account
@@ -30,7 +32,10 @@ from x402.http.clients.httpx import x402_httpx_transport
 from x402.mechanisms.evm.exact import register_exact_evm_client
 from x402.mechanisms.evm.signers import EthAccountSigner
 
-from agent_pay.errors import Reason
+from agent_pay.chain.contract import Transactor
+from agent_pay.chain.dev_roles import FACILITATOR_SERVICE_INDEX
+from agent_pay.chain.devkeys import dev_signer
+from agent_pay.errors import PaymentRejectedError, Reason
 from agent_pay.protocol import PaymentRequired
 from agent_pay.protocol.codec import (
     PAYMENT_REQUIRED_HEADER,
@@ -40,6 +45,8 @@ from agent_pay.protocol.codec import (
 from agent_pay.protocol.siwx import SIGN_IN_WITH_X, SIWX_HEADER, SiwxPayload
 from agent_pay.server.siwx import SignInWithX
 from agent_pay.signing.siwe import siwe_message
+from agent_pay.stack import Stack
+from agent_pay.store.open import open_store
 from agent_pay.testing import FakeClock, Testbed
 
 SLUG = "why-micropayments-failed"  # 0.1 USDX
@@ -307,3 +314,76 @@ async def test_an_unreadable_sign_in_header_is_a_400(bed: Testbed) -> None:
         response = await present(bed, value)
         assert response.status_code == 400
         assert response.json()["error"] == Reason.SIWX_MALFORMED
+
+
+# -- several servers on one shared store -------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_sign_in_is_spent_once_across_servers_on_a_shared_store(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two servers on one PostgreSQL store (one chain, one entitlement secret): a sign-in one
+    accepted is a replay at the other. The nonce is written from a worker thread."""
+    secret = bytes(range(32))
+    stores = [open_store(postgres_url, tmp_path / name) for name in ("a", "b")]
+    try:
+        a = Testbed.create(
+            ledger=stores[0].ledger, siwx_nonces=stores[0].nonces, entitlement_secret=secret
+        )
+        b = Stack.connect(
+            a.chain,
+            a.tokens,
+            Transactor(a.chain, dev_signer(FACILITATOR_SERVICE_INDEX)),
+            ledger=stores[1].ledger,
+            siwx_nonces=stores[1].nonces,
+            entitlement_secret=secret,
+        )
+        buyer = funded(a)
+        await bought(a, buyer)
+        header = await signed_in(buyer, await declared(a), f"{BASE}/articles/{SLUG}")
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=b.app), base_url=BASE
+        ) as http:
+            first = await http.get(f"/articles/{SLUG}", headers={SIWX_HEADER: header})
+        assert first.status_code == 200, first.text  # bought on a, re-read on b
+        assert_refused(await present(a, header), a)  # and spent for a too
+    finally:
+        for store in stores:
+            store.close()
+
+
+class _SlowNonces:
+    """A shared store's nonce table, as slow as a far database: each write takes 0.25 s."""
+
+    def __init__(self) -> None:
+        self.spent: set[str] = set()
+
+    def spend(self, nonce: str, expires: float, now: float) -> bool:
+        time.sleep(0.25)
+        fresh = nonce not in self.spent
+        self.spent.add(nonce)
+        return fresh
+
+
+@pytest.mark.anyio
+async def test_a_shared_stores_nonce_write_leaves_the_event_loop_free() -> None:
+    siwx = SignInWithX(["eip155:31337"], secret=b"k" * 32, nonces=_SlowNonces())
+    url = f"{BASE}/articles/{SLUG}"
+    account: LocalAccount = Account.create()
+    payload = decode_header(await signed_in(account, siwx.declaration(url), url), SiwxPayload)
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(heartbeat)
+        assert await siwx.use(payload, url) == account.address
+        tasks.cancel_scope.cancel()
+    assert ticks >= 8  # the loop ran on while the nonce was written (0 when it blocks)
+    with pytest.raises(PaymentRejectedError, match="used already"):
+        await siwx.use(payload, url)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+import anyio.to_thread
+
 from agent_pay.errors import PaymentRejectedError, Reason
 from agent_pay.protocol.extensions import (
     ENTITLEMENT_EXTENSION,
@@ -161,7 +163,7 @@ class Entitlements:
             signer=self.server,
         )
 
-    def proven_payer(
+    async def proven_payer(
         self,
         url: str,
         *,
@@ -184,7 +186,7 @@ class Entitlements:
         if siwx is not None:
             if self.siwx is None:
                 raise _invalid("this server does not accept SIGN-IN-WITH-X")
-            payers.add(self.siwx.verify(siwx, url))
+            payers.add(await self.siwx.use(siwx, url))
         if len(payers) > 1:
             raise _invalid("the two proofs name different payers")
         return payers.pop() if payers else None
@@ -208,7 +210,10 @@ class Entitlements:
             ChainUnavailableError: the records cannot be read (503: retry).
         """
         try:
-            entry = self.ledger.entitlement(payer, resource)
+            if self.ledger.shared:  # a round trip to the database: off the event loop
+                entry = await anyio.to_thread.run_sync(self.ledger.entitlement, payer, resource)
+            else:  # a local SQLite file, or memory: inline, as every read's fast path is
+                entry = self.ledger.entitlement(payer, resource)
             if entry is not None:
                 return Grant(entry.receipt)
             for source in self.sources:

@@ -87,7 +87,7 @@ class Reads:
             # It re-reads what the payer bought; beside a payment, it also lets the payer
             # claim its own authorization once the header alone no longer reads.
             try:
-                prover = self.entitlements.proven_payer(
+                prover = await self.entitlements.proven_payer(
                     str(request.url), entitlement=proof, siwx=sign_in
                 )
                 if prover is not None:

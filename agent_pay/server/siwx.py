@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import anyio.to_thread
+
 from agent_pay.errors import PaymentRejectedError, Reason
 from agent_pay.protocol.siwx import (
     SIGN_IN_WITH_X,
@@ -154,6 +156,24 @@ class SignInWithX:
         Raises:
             PaymentRejectedError: `Reason.ENTITLEMENT_INVALID`, saying why.
         """
+        signer, expires, now = self._checked(payload, url)
+        if spend:
+            self._spend(payload.nonce, expires, now)
+        return signer
+
+    async def use(self, payload: SiwxPayload, url: str) -> str:
+        """`verify` with the sign-in used up, for a request being served: where the used
+        nonces are kept elsewhere (a shared store) that write runs in a worker thread, off
+        the event loop; this process's own memory is written inline."""
+        signer, expires, now = self._checked(payload, url)
+        if isinstance(self._spent, MemoryNonces):
+            self._spend(payload.nonce, expires, now)
+        else:
+            await anyio.to_thread.run_sync(self._spend, payload.nonce, expires, now)
+        return signer
+
+    def _checked(self, payload: SiwxPayload, url: str) -> tuple[str, float, float]:
+        """The signer of `payload` for `url`, its expiry and now (see `verify`)."""
         parts = urlsplit(url)
         if payload.domain != parts.netloc:
             raise _invalid(f"the sign-in is for {payload.domain[:100]!r}, not {parts.netloc!r}")
@@ -185,9 +205,7 @@ class SignInWithX:
             raise _invalid(f"bad sign-in signature: {exc}") from None
         if signer != payload.address:
             raise _invalid("the sign-in is not signed by its address's key")
-        if spend:
-            self._spend(payload.nonce, expires, now)
-        return signer
+        return signer, expires, now
 
     def _spend(self, nonce: str, expires: float, now: float) -> None:
         try:
