@@ -5,12 +5,20 @@ Retry-After that charges nothing."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent_pay.cli import main
+from agent_pay.errors import Reason
+from agent_pay.serving import serve_app
+from agent_pay.store.local_postgres import PostgresNotFoundError, local_postgres, stopped
+from agent_pay.store.open import open_store
 from agent_pay.store.postgres.connection import redact
+from agent_pay.testing import Testbed
 
 SECRET = "hunter2"
 
@@ -58,3 +66,56 @@ def test_a_store_that_cannot_be_opened_is_a_clear_message(
     assert "agent-pay serve: cannot open the store postgres" in err
     assert "Traceback" not in err
     assert SECRET not in err
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[str]:
+    """A PostgreSQL of this test's own (it is stopped and started again: not the session's)."""
+    try:
+        server = local_postgres()
+        url = server.__enter__()
+    except PostgresNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+def test_postgresql_stopped_while_serving_is_a_503_that_charges_nothing(
+    own_postgres: str, tmp_path: Path
+) -> None:
+    store = open_store(own_postgres, tmp_path)
+    bed = Testbed.create(ledger=store.ledger)
+    agent = bed.agent(funds={"USDX": "5"}, tokens=["USDX"])
+    first, second = [article for article in bed.catalogue if "USDX" in article.prices][:2]
+    price = int(second.prices["USDX"] * 10**6)  # USDX has 6 decimals
+    try:
+        with (
+            serve_app(bed.app) as url,
+            httpx.Client(base_url=url, timeout=30) as anonymous,
+            httpx.Client(base_url=url, auth=agent.auth, timeout=30) as http,
+        ):
+            assert http.get(f"/articles/{first.slug}").status_code == 200
+            paid = bed.balance(agent.address)
+            with stopped(own_postgres):
+                preview = anonymous.get(f"/articles/{second.slug}")
+                assert (preview.status_code, preview.json()["complete"]) == (402, False)
+                refused = http.get(f"/articles/{second.slug}")
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"] == Reason.LEDGER_UNAVAILABLE
+                assert "Retry-After" in refused.headers
+                assert bed.balance(agent.address) == paid  # nothing charged
+            back = http.get(f"/articles/{second.slug}")
+            for _ in range(10):  # the pool reconnects in its own time
+                if back.status_code != 503:
+                    break
+                time.sleep(0.5)
+                back = http.get(f"/articles/{second.slug}")
+            assert back.status_code == 200, back.text
+            assert back.json()["complete"] is True
+        assert bed.balance(agent.address) == paid - price  # charged once, for the one read
+    finally:
+        store.close()
+        bed.close()
