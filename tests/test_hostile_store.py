@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +20,7 @@ from agent_pay.serving import serve_app
 from agent_pay.store.local_postgres import PostgresNotFoundError, local_postgres, stopped
 from agent_pay.store.open import open_store
 from agent_pay.store.postgres.connection import redact
+from agent_pay.store.protocols import PaymentLedger
 from agent_pay.testing import Testbed
 
 SECRET = "hunter2"
@@ -106,6 +109,9 @@ def test_postgresql_stopped_while_serving_is_a_503_that_charges_nothing(
                 assert refused.status_code == 503, refused.text
                 assert refused.json()["error"] == Reason.LEDGER_UNAVAILABLE
                 assert "Retry-After" in refused.headers
+                again = http.get(f"/articles/{first.slug}")  # a re-read of what was paid
+                assert again.status_code in (200, 503), again.text
+                assert again.status_code == 200 or "Retry-After" in again.headers
                 assert bed.balance(agent.address) == paid  # nothing charged
             back = http.get(f"/articles/{second.slug}")
             for _ in range(10):  # the pool reconnects in its own time
@@ -116,6 +122,58 @@ def test_postgresql_stopped_while_serving_is_a_503_that_charges_nothing(
             assert back.status_code == 200, back.text
             assert back.json()["complete"] is True
         assert bed.balance(agent.address) == paid - price  # charged once, for the one read
+    finally:
+        store.close()
+        bed.close()
+
+
+class StopsAtSettled:
+    """A ledger whose database stops just as a settlement is to be recorded (after the
+    transfer went to the chain)."""
+
+    def __init__(self, ledger: PaymentLedger, url: str) -> None:
+        self._ledger, self._url = ledger, url
+        self.outage: AbstractContextManager[None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def settled(self, *args: Any, **kwargs: Any) -> Any:
+        if self.outage is None:
+            self.outage = stopped(self._url)
+            self.outage.__enter__()
+        return self._ledger.settled(*args, **kwargs)
+
+
+@pytest.mark.slow
+def test_postgresql_stopping_after_the_transfer_loses_no_payment_and_doubles_none(
+    own_postgres: str, tmp_path: Path
+) -> None:
+    store = open_store(own_postgres, tmp_path)
+    ledger = StopsAtSettled(store.ledger, own_postgres)
+    bed = Testbed.create(ledger=ledger)
+    agent = bed.agent(funds={"USDX": "5"}, tokens=["USDX"])
+    article = next(article for article in bed.catalogue if "USDX" in article.prices)
+    price = int(article.prices["USDX"] * 10**6)
+    before = bed.balance(agent.address)
+    try:
+        with (
+            serve_app(bed.app) as url,
+            httpx.Client(base_url=url, auth=agent.auth, timeout=30) as http,
+        ):
+            during = http.get(f"/articles/{article.slug}")
+            assert during.status_code in (200, 503), during.text
+            assert ledger.outage is not None
+            ledger.outage.__exit__(None, None, None)
+            after = http.get(f"/articles/{article.slug}")
+            for _ in range(10):  # the pool reconnects in its own time
+                if after.status_code != 503:
+                    break
+                time.sleep(0.5)
+                after = http.get(f"/articles/{article.slug}")
+            assert after.status_code == 200, after.text
+            assert after.json()["complete"] is True
+        assert bed.balance(agent.address) == before - price  # paid once, not twice, not lost
     finally:
         store.close()
         bed.close()
