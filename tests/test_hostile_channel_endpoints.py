@@ -23,9 +23,11 @@ from agent_pay.facilitator.channel.remote import HttpChannelFacilitator
 from agent_pay.facilitator.http import HttpFacilitatorClient
 from agent_pay.protocol import PaymentPayload
 from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, encode_header
+from agent_pay.protocol.extensions import ENTITLEMENT_HEADER
 from agent_pay.server.app import create_server
 from agent_pay.serving import serve_app
 from agent_pay.testing import TestAgent
+from tests._entitlement import challenge_for, proof_header
 from tests.test_channel_remote import (
     PRICE,
     Remote,
@@ -314,3 +316,56 @@ def test_a_facilitator_that_misbehaves_is_a_503_or_402_never_content(
     assert "error" in response.json()
     if response.status_code == 503:
         assert "Retry-After" in response.headers
+
+
+def _paid_read(payer: str, resource: str) -> bytes:
+    record = {
+        "channelId": "0x" + "ab" * 32,
+        "cumulative": str(PRICE),
+        "payer": payer,
+        "payee": "0x" + "cd" * 20,
+        "token": "0x" + "ef" * 20,
+        "resource": resource,
+        "url": resource,
+        "price": str(PRICE),
+        "at": 0.0,
+    }
+    return json.dumps({"paidRead": record}).encode()
+
+
+STRANGER = "0x" + "12" * 20
+PAID_READS: dict[str, Callable[[TestAgent, str], tuple[int, bytes, float]]] = {
+    "500": lambda _a, _p: (500, b"oops", 0.0),
+    "garbage": lambda _a, _p: (200, b"\xff", 0.0),
+    "slow": lambda _a, _p: (200, b"{}", 3.0),
+    "a record of odd types": lambda _a, _p: (200, b'{"paidRead": {"payer": 7}}', 0.0),
+    "another payer's read": lambda _a, path: (200, _paid_read(STRANGER, path), 0.0),
+    "another resource's read": lambda a, _p: (200, _paid_read(a.address, "/articles/x"), 0.0),
+}
+
+
+@pytest.mark.parametrize("misbehaviour", sorted(PAID_READS))
+def test_a_re_read_asked_of_a_facilitator_that_misbehaves_shows_no_content(
+    remote: Remote, misbehaviour: str
+) -> None:
+    agent = channel_agent(remote)
+    liar = Liar()
+    slug = "note-120"
+    liar.answer = PAID_READS[misbehaviour](agent, f"/articles/{slug}")
+    with serve_app(liar) as liar_url:
+        channels = HttpChannelFacilitator(liar_url, remote.channels.terms, timeout=1)
+        facilitator = HttpFacilitatorClient(remote.facilitator)
+        offers, _ = channel_server(remote.bed.assets, channels, QUIET)
+        app = create_server(
+            remote.bed.catalogue, remote.bed.assets, facilitator, schemes=[offers]
+        ).app
+        with (
+            serve_app(closing(app, channels, facilitator)) as url,
+            httpx.Client(base_url=url, timeout=10) as http,
+        ):
+            path = f"/articles/{slug}"
+            header = proof_header(agent.signer, challenge_for(http, slug), path)
+            response = http.get(path, headers={ENTITLEMENT_HEADER: header})
+    assert response.status_code in (402, 503), response.text
+    assert response.json()["complete"] is False if response.status_code == 402 else True
+    assert "error" in response.json()

@@ -163,6 +163,10 @@ class HttpChannelFacilitator:
         record = _read(await self._post("/channels/paid-read", body), PaidReadAnswer).paid_read
         if record is None:
             return None
+        if record.payer.lower() != payer.lower() or record.resource != resource:
+            raise ChainUnavailableError(
+                "facilitator answered with a paid read of another payer or resource"
+            )
         return PaidRead(
             bytes.fromhex(record.channel_id[2:]),
             record.cumulative,
