@@ -7,38 +7,24 @@ cases; its service is reused here.)
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
 
-from agent_pay.assembly.channels import channel_server
 from agent_pay.errors import Reason
-from agent_pay.facilitator.channel.remote import HttpChannelFacilitator
-from agent_pay.facilitator.http import HttpFacilitatorClient
-from agent_pay.protocol import PaymentPayload
-from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, encode_header
-from agent_pay.protocol.extensions import ENTITLEMENT_HEADER
-from agent_pay.server.app import create_server
-from agent_pay.serving import serve_app
 from agent_pay.testing import TestAgent
-from tests._entitlement import challenge_for, proof_header
 from tests.test_channel_remote import (
     PRICE,
     Remote,
     _accept_body,
     _post,
     channel_agent,
-    closing,
     opened,
     remote,
 )
-from tests.test_e2e_channel import QUIET
 
 __all__ = ["opened", "remote"]  # the fixtures, shared with tests.test_channel_remote
 
@@ -219,153 +205,3 @@ def test_the_same_voucher_accepted_concurrently_pays_one_read(remote: Remote) ->
     assert len(accepted) == 1
     refusals = [a.json()["refusal"]["reason"] for a in answers if "refusal" in a.json()]
     assert refusals == [Reason.CHANNEL_VOUCHER_USED] * 7
-
-
-# -- a content server behind a facilitator that misbehaves ----------------------------------------
-
-
-class Liar:
-    """A facilitator whose `/channels/accept` answers whatever `answer` says."""
-
-    def __init__(self) -> None:
-        self.answer: tuple[int, bytes, float] = (200, b"{}", 0.0)  # status, body, delay
-        self.releases = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["path"] == "/channels/release":
-            self.releases += 1
-        status, body, delay = self.answer
-        await asyncio.sleep(delay)
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-def _acceptance(agent: TestAgent, statement: object, **changes: object) -> bytes:
-    assert agent.channels is not None
-    (record,) = agent.channels.channels()
-    accepted = {
-        "channelId": record.channel_id,
-        "payer": agent.address,
-        "cumulativeAmount": str(2 * PRICE),
-        "price": str(PRICE),
-        "replayed": False,
-        "statement": statement,
-        "releaseToken": "ab" * 32,
-        **changes,
-    }
-    return json.dumps({"acceptance": accepted}).encode()
-
-
-ANSWERS: dict[str, Callable[[TestAgent], tuple[int, bytes, float]]] = {
-    "500": lambda _: (500, b"Internal Server Error", 0.0),
-    "502 html": lambda _: (502, b"<html>bad gateway</html>", 0.0),
-    "404": lambda _: (404, b'{"detail": "Not Found"}', 0.0),
-    "garbage": lambda _: (200, b"\x00\xffnot json", 0.0),
-    "a list": lambda _: (200, b"[]", 0.0),
-    "both": lambda a: (200, _acceptance(a, {})[:-1] + b', "refusal": {}}', 0.0),
-    "slow": lambda _: (200, b"{}", 3.0),
-    "400 no reason": lambda _: (400, b"bad", 0.0),
-    "400 unknown reason": lambda _: (400, b'{"error": "no_such_reason"}', 0.0),
-    "refusal, unknown reason": lambda _: (
-        200,
-        b'{"refusal": {"reason": "free_read", "message": "take it"}}',
-        0.0,
-    ),
-    "empty statement": lambda a: (200, _acceptance(a, {}), 0.0),
-    "statement not an object": lambda a: (200, _acceptance(a, "paid")[:-1] + b"}", 0.0),
-    "statement of odd types": lambda a: (
-        200,
-        _acceptance(a, {"channelId": 7, "highest": -1, "payer": [], "served": "lots"}),
-        0.0,
-    ),
-    "negative price": lambda a: (200, _acceptance(a, {}, price="-1"), 0.0),
-    "odd channel id": lambda a: (200, _acceptance(a, {}, channelId="0x12"), 0.0),
-}
-
-
-@pytest.mark.parametrize("misbehaviour", sorted(ANSWERS))
-def test_a_facilitator_that_misbehaves_is_a_503_or_402_never_content(
-    remote: Remote, misbehaviour: str
-) -> None:
-    agent = channel_agent(remote)
-    slug = f"note-{100 + sorted(ANSWERS).index(misbehaviour):03d}"
-    with httpx.Client(base_url=remote.server, auth=agent.auth) as http:
-        assert http.get("/articles/note-099").status_code == 200  # opens the channel
-    liar = Liar()
-    liar.answer = ANSWERS[misbehaviour](agent)
-    with serve_app(liar) as liar_url:
-        channels = HttpChannelFacilitator(liar_url, remote.channels.terms, timeout=1)
-        facilitator = HttpFacilitatorClient(remote.facilitator)
-        offers, _ = channel_server(remote.bed.assets, channels, QUIET)
-        app = create_server(
-            remote.bed.catalogue, remote.bed.assets, facilitator, schemes=[offers]
-        ).app
-        with (
-            serve_app(closing(app, channels, facilitator)) as url,
-            httpx.Client(base_url=url, timeout=10) as http,
-        ):
-            body = _accept_body(remote, agent, slug, cumulative=2 * PRICE, base=url)
-            payment = PaymentPayload.from_wire(body["paymentPayload"])
-            response = http.get(
-                f"/articles/{slug}", headers={PAYMENT_SIGNATURE_HEADER: encode_header(payment)}
-            )
-    assert response.status_code in (400, 402, 503), response.text
-    assert "error" in response.json()
-    if response.status_code == 503:
-        assert "Retry-After" in response.headers
-
-
-def _paid_read(payer: str, resource: str) -> bytes:
-    record = {
-        "channelId": "0x" + "ab" * 32,
-        "cumulative": str(PRICE),
-        "payer": payer,
-        "payee": "0x" + "cd" * 20,
-        "token": "0x" + "ef" * 20,
-        "resource": resource,
-        "url": resource,
-        "price": str(PRICE),
-        "at": 0.0,
-    }
-    return json.dumps({"paidRead": record}).encode()
-
-
-STRANGER = "0x" + "12" * 20
-PAID_READS: dict[str, Callable[[TestAgent, str], tuple[int, bytes, float]]] = {
-    "500": lambda _a, _p: (500, b"oops", 0.0),
-    "garbage": lambda _a, _p: (200, b"\xff", 0.0),
-    "slow": lambda _a, _p: (200, b"{}", 3.0),
-    "a record of odd types": lambda _a, _p: (200, b'{"paidRead": {"payer": 7}}', 0.0),
-    "another payer's read": lambda _a, path: (200, _paid_read(STRANGER, path), 0.0),
-    "another resource's read": lambda a, _p: (200, _paid_read(a.address, "/articles/x"), 0.0),
-}
-
-
-@pytest.mark.parametrize("misbehaviour", sorted(PAID_READS))
-def test_a_re_read_asked_of_a_facilitator_that_misbehaves_shows_no_content(
-    remote: Remote, misbehaviour: str
-) -> None:
-    agent = channel_agent(remote)
-    liar = Liar()
-    slug = "note-120"
-    liar.answer = PAID_READS[misbehaviour](agent, f"/articles/{slug}")
-    with serve_app(liar) as liar_url:
-        channels = HttpChannelFacilitator(liar_url, remote.channels.terms, timeout=1)
-        facilitator = HttpFacilitatorClient(remote.facilitator)
-        offers, _ = channel_server(remote.bed.assets, channels, QUIET)
-        app = create_server(
-            remote.bed.catalogue, remote.bed.assets, facilitator, schemes=[offers]
-        ).app
-        with (
-            serve_app(closing(app, channels, facilitator)) as url,
-            httpx.Client(base_url=url, timeout=10) as http,
-        ):
-            path = f"/articles/{slug}"
-            header = proof_header(agent.signer, challenge_for(http, slug), path)
-            response = http.get(path, headers={ENTITLEMENT_HEADER: header})
-    assert response.status_code in (402, 503), response.text
-    assert response.json()["complete"] is False if response.status_code == 402 else True
-    assert "error" in response.json()
