@@ -223,14 +223,14 @@ def _check_accepted(
     accepted: AcceptedVoucher, payment: PaymentPayload, requirements: PaymentRequirements
 ) -> None:
     """ChainUnavailableError unless `accepted` is the voucher in `payment` paying the price
-    `requirements` ask, by the payer its statement names: an acceptance of anything else
-    pays for no read here."""
+    `requirements` ask (a replay: the price it paid then), by the payer its statement names:
+    an acceptance of anything else pays for no read here."""
     voucher = payment.payload
     payer = accepted.statement.get("payer", accepted.payer)
     if (
         accepted.channel_id.lower() != str(voucher.get("channelId", "")).lower()
         or str(accepted.cumulative_amount) != str(voucher.get("cumulativeAmount"))
-        or accepted.price != requirements.amount
+        or (accepted.price != requirements.amount and not accepted.replayed)
         or not isinstance(payer, str)
         or payer.lower() != accepted.payer.lower()
     ):
