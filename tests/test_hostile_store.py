@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from agent_pay.cli import main
-from agent_pay.errors import Reason
+from agent_pay.errors import ConfigurationError, Reason
 from agent_pay.serving import serve_app
 from agent_pay.store.local_postgres import PostgresNotFoundError, local_postgres, stopped
 from agent_pay.store.open import open_store
@@ -177,3 +178,14 @@ def test_postgresql_stopping_after_the_transfer_loses_no_payment_and_doubles_non
     finally:
         store.close()
         bed.close()
+
+
+@pytest.mark.slow
+def test_a_schema_newer_than_this_code_is_refused_at_start(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    open_store(postgres_url, tmp_path).close()  # migrated
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("INSERT INTO schema_version (version) VALUES (999)")
+    with pytest.raises(ConfigurationError, match="schema version 999"):
+        open_store(postgres_url, tmp_path)
