@@ -5,6 +5,9 @@ Retry-After that charges nothing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -189,3 +192,20 @@ def test_a_schema_newer_than_this_code_is_refused_at_start(
         connection.execute("INSERT INTO schema_version (version) VALUES (999)")
     with pytest.raises(ConfigurationError, match="schema version 999"):
         open_store(postgres_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_serve_on_a_malformed_postgresql_url_exits_with_a_message(tmp_path: Path) -> None:
+    url = f"postgresql://agent:{SECRET}@[::1/agent_pay"  # the bracket never closes
+    done = subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "agent_pay.cli", "serve", "--store", url, "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AGENT_PAY_HOME": str(tmp_path)},
+        check=False,
+    )
+    assert done.returncode in (1, 2)
+    assert "cannot open the store postgresql://agent:***@[::1/agent_pay" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert SECRET not in done.stderr + done.stdout
