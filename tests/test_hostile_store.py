@@ -6,11 +6,12 @@ Retry-After that charges nothing."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,59 @@ def test_serve_on_a_malformed_postgresql_url_exits_with_a_message(tmp_path: Path
     assert "cannot open the store postgresql://agent:***@[::1/agent_pay" in done.stderr
     assert "Traceback" not in done.stderr
     assert SECRET not in done.stderr + done.stdout
+
+
+@contextmanager
+def frozen(url: str) -> Iterator[None]:
+    """PostgreSQL at `url` stopped dead (SIGSTOP: its sockets open, nothing answered) until
+    the block exits: a database that hangs rather than goes away."""
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    postmaster = (Path(row[0]) / "postmaster.pid").read_text().split()[0]
+    children = [
+        int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _parent(pid) == postmaster
+    ]
+    pids = [int(postmaster), *children]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _parent(pid: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a PostgreSQL that hangs (its sockets open, nothing answered) hangs the paid read: "
+    "the pool hands out an idle connection whose query waits forever (no client-side "
+    "deadline on a statement); the heartbeat times out, the request does not",
+)
+def test_postgresql_that_hangs_is_a_503_in_bounded_time(own_postgres: str, tmp_path: Path) -> None:
+    store = open_store(own_postgres, tmp_path)
+    bed = Testbed.create(ledger=store.ledger)
+    agent = bed.agent(funds={"USDX": "5"}, tokens=["USDX"])
+    first, second = [article for article in bed.catalogue if "USDX" in article.prices][:2]
+    try:
+        with (
+            serve_app(bed.app) as url,
+            httpx.Client(base_url=url, auth=agent.auth, timeout=30) as http,
+        ):
+            assert http.get(f"/articles/{first.slug}").status_code == 200
+            paid = bed.balance(agent.address)
+            with frozen(own_postgres):
+                response = http.get(f"/articles/{second.slug}")  # ReadTimeout after 30 s
+            assert response.status_code == 503
+            assert bed.balance(agent.address) == paid
+    finally:
+        store.close()
+        bed.close()
