@@ -68,7 +68,7 @@ class ReleaseTokens:
 
     def token(self, acceptance: Acceptance) -> str:
         token = secrets.token_hex(32)
-        self._given[token] = acceptance
+        self._given[token] = acceptance._replace(statement={})  # all a release needs
         if len(self._given) > self._capacity:
             self._given.popitem(last=False)
         return token
