@@ -2,7 +2,8 @@
 
 `local_postgres()` runs the machine's `initdb` and `pg_ctl` (from `/usr/lib/postgresql/*/bin`,
 else the PATH) in a fresh temporary directory, on a free loopback port, and yields its
-connection URL; the server and its directory are gone when the block exits. PostgreSQL refuses
+connection URL; the server and its directory are gone when the block exits. `stopped(url)`
+stops such a server for a while (a database that goes away, then comes back). PostgreSQL refuses
 to run as root, so under root it runs as the `postgres` user (or `nobody`) through `runuser`,
 owning its directory.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from agent_pay.errors import ConfigurationError
 
-__all__ = ["PostgresNotFoundError", "find_postgres_bin", "local_postgres"]
+__all__ = ["PostgresNotFoundError", "find_postgres_bin", "local_postgres", "stopped"]
 
 
 class PostgresNotFoundError(ConfigurationError):
@@ -132,6 +134,31 @@ def local_postgres(
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def stopped(url: str) -> Iterator[None]:
+    """Stop the server at `url` (one `local_postgres` runs) until the block exits, then start
+    it again, on the same port with the same settings."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    data = Path(row[0])
+    # The server's command line, as pg_ctl recorded it: `postgres "-D" "<data>" <options>`.
+    argv = shlex.split((data / "postmaster.opts").read_text())
+    options = [a for i, a in enumerate(argv[1:], 1) if "-D" not in (a, argv[i - 1])]
+    prefix, _ = _as_unprivileged()
+    pg_ctl = str(find_postgres_bin() / "pg_ctl")
+    _run([*prefix, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"])
+    try:
+        yield
+    finally:
+        log = str(data.parent / "server.log")
+        _run(
+            [*prefix, pg_ctl, "-D", str(data), "-l", log, "-w", "-o", shlex.join(options), "start"]
+        )
 
 
 def _start(prefix: list[str], bin_dir: Path, data: Path, log: Path, options: list[str]) -> int:

@@ -6,16 +6,15 @@ so that a content server in another process charges vouchers through it
 A voucher refused is a 200 answer with the refusal, as `/verify` answers a refused payment; a
 body that does not fit its model is 400 with the reason (`invalid_payload`, ...), over the size
 cap 413, and a release whose token is not one this facilitator gave 400
-`channel_release_invalid`. Only the facilitator's own answers can release a read: a release
-token is an HMAC, under a key of this process, of the acceptance it releases.
+`channel_release_invalid`. Only the facilitator's own answers can release a read, each once: a
+release token is a random name this process gave one acceptance (`ReleaseTokens`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -56,17 +55,40 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 class ReleaseTokens:
-    """HMAC-SHA256 tokens naming acceptances, under a key that dies with the process."""
+    """One random token per acceptance given, each releasing that acceptance once.
 
-    def __init__(self, key: bytes | None = None) -> None:
-        self._key = key if key is not None else secrets.token_bytes(32)
+    A token names one acceptance, not a voucher: the same voucher accepted again after a
+    release, or retried (a replayed acceptance), gets a new token, so an old release sent
+    again cannot undo a read that was served. The most recent `capacity` tokens are kept (a
+    release follows its acceptance within a read's time); they die with the process."""
 
-    def token(self, channel: bytes, cumulative: int, price: int) -> str:
-        message = b"%s:%d:%d" % (channel, cumulative, price)
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+    def __init__(self, capacity: int = 65_536) -> None:
+        self._capacity = capacity
+        self._given: OrderedDict[str, Acceptance] = OrderedDict()
 
-    def valid(self, channel: bytes, cumulative: int, price: int, token: str) -> bool:
-        return hmac.compare_digest(self.token(channel, cumulative, price), token)
+    def token(self, acceptance: Acceptance) -> str:
+        token = secrets.token_hex(32)
+        self._given[token] = acceptance._replace(statement={})  # all a release needs
+        if len(self._given) > self._capacity:
+            self._given.popitem(last=False)
+        return token
+
+    def redeem(self, channel: bytes, cumulative: int, price: int, token: str) -> Acceptance:
+        """The acceptance `token` was given for, once; MalformedPaymentError if it names no
+        acceptance of (`channel`, `cumulative`, `price`) this facilitator gave."""
+        given = self._given.get(token)
+        if given is None or (given.channel_id, given.cumulative_amount, given.price) != (
+            channel,
+            cumulative,
+            price,
+        ):
+            raise MalformedPaymentError(
+                "this release token was not given by this facilitator for this acceptance, "
+                "or was used already",
+                Reason.CHANNEL_RELEASE_INVALID,
+            )
+        del self._given[token]
+        return given
 
 
 def channel_endpoints(
@@ -103,13 +125,9 @@ def channel_endpoints(
     async def release(request: Request) -> Response:
         body = await read(request, ReleaseRequest)
         channel = bytes.fromhex(body.channel_id[2:])
-        if not tokens.valid(channel, body.cumulative_amount, body.price, body.release_token):
-            raise MalformedPaymentError(
-                "this release token was not given by this facilitator for this acceptance",
-                Reason.CHANNEL_RELEASE_INVALID,
-            )
-        acceptance = Acceptance(channel, "", body.cumulative_amount, body.price, False, {})
-        handler.release(acceptance)
+        handler.release(
+            tokens.redeem(channel, body.cumulative_amount, body.price, body.release_token)
+        )
         return JSONResponse({}, headers=_NO_STORE)
 
     @router.post("/channels/paid-read")
@@ -149,9 +167,7 @@ def _accepted(acceptance: Acceptance, tokens: ReleaseTokens) -> AcceptedVoucher:
         price=acceptance.price,
         replayed=acceptance.replayed,
         statement=acceptance.statement,
-        release_token=tokens.token(
-            acceptance.channel_id, acceptance.cumulative_amount, acceptance.price
-        ),
+        release_token=tokens.token(acceptance),
     )
 
 

@@ -22,6 +22,7 @@ from agent_pay.protocol import X402_VERSION, PaymentPayload, PaymentRequirements
 from agent_pay.protocol.channel import CHANNEL_SCHEME, ChannelStatement
 from agent_pay.protocol.channel_facilitator import (
     AcceptAnswer,
+    AcceptedVoucher,
     AcceptRequest,
     PaidReadAnswer,
     PaidReadRequest,
@@ -118,6 +119,7 @@ class HttpChannelFacilitator:
         accepted = answer.acceptance
         if accepted is None:
             return None
+        _check_accepted(accepted, payment, requirements)
         channel = bytes.fromhex(accepted.channel_id[2:])
         self._learn(channel, accepted.payer)
         return Acceptance(
@@ -163,6 +165,10 @@ class HttpChannelFacilitator:
         record = _read(await self._post("/channels/paid-read", body), PaidReadAnswer).paid_read
         if record is None:
             return None
+        if record.payer.lower() != payer.lower() or record.resource != resource:
+            raise ChainUnavailableError(
+                "facilitator answered with a paid read of another payer or resource"
+            )
         return PaidRead(
             bytes.fromhex(record.channel_id[2:]),
             record.cumulative,
@@ -211,6 +217,24 @@ def _read(raw: bytes, model: type[M]) -> M:
         return decode_json(raw, model)
     except MalformedPaymentError as exc:
         raise ChainUnavailableError(f"facilitator sent an unreadable answer: {exc}") from exc
+
+
+def _check_accepted(
+    accepted: AcceptedVoucher, payment: PaymentPayload, requirements: PaymentRequirements
+) -> None:
+    """ChainUnavailableError unless `accepted` is the voucher in `payment` paying the price
+    `requirements` ask (a replay: the price it paid then), by the payer its statement names:
+    an acceptance of anything else pays for no read here."""
+    voucher = payment.payload
+    payer = accepted.statement.get("payer", accepted.payer)
+    if (
+        accepted.channel_id.lower() != str(voucher.get("channelId", "")).lower()
+        or str(accepted.cumulative_amount) != str(voucher.get("cumulativeAmount"))
+        or (accepted.price != requirements.amount and not accepted.replayed)
+        or not isinstance(payer, str)
+        or payer.lower() != accepted.payer.lower()
+    ):
+        raise ChainUnavailableError("facilitator accepted another voucher than the one sent")
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

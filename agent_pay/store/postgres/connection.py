@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -18,13 +18,14 @@ __all__ = ["Pool", "redact"]
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
+_USER_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/?#@\s\"']*):[^/?#@\s\"']*@", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """`url` without its password, fit for a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """`url` without its password (in the user part or a `password=` parameter), fit for a
+    log line. Any text: a URL that does not parse, or a message quoting one, is redacted."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(r"\1:***@", url))
 
 
 class Pool:
@@ -56,7 +57,9 @@ class Pool:
             self._pool.wait(timeout)
         except (psycopg.Error, TimeoutError) as exc:
             self.close()
-            raise StoreUnavailableError(f"cannot open the store {self.url}: {exc}") from None
+            raise StoreUnavailableError(
+                f"cannot open the store {self.url}: {redact(str(exc))}"
+            ) from None
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -66,7 +69,7 @@ class Pool:
             with self._pool.connection() as connection:
                 yield connection
         except psycopg.Error as exc:
-            raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+            raise StoreUnavailableError(f"{type(exc).__name__}: {redact(str(exc))}") from exc
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Run one statement; how many rows it changed."""

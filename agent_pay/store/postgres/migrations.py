@@ -12,6 +12,8 @@ from typing import Final
 
 import psycopg
 
+from agent_pay.store.errors import StoreUnavailableError
+
 __all__ = ["MIGRATIONS", "migrate"]
 
 _LOCK: Final = 0x61676E74_70617931  # "agntpay1": the advisory lock of migrations
@@ -74,7 +76,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 
 
 def migrate(connection: psycopg.Connection[tuple[object, ...]]) -> int:
-    """Bring the schema up to date; the version it is at."""
+    """Bring the schema up to date; the version it is at. StoreUnavailableError if a newer
+    agent-pay wrote it (this one would misread it)."""
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
         connection.execute(
@@ -83,6 +86,11 @@ def migrate(connection: psycopg.Connection[tuple[object, ...]]) -> int:
         )
         row = connection.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
         current = int(row[0]) if row else 0  # type: ignore[call-overload]
+        if current > len(MIGRATIONS):
+            raise StoreUnavailableError(
+                f"the store is at schema version {current}, newer than this agent-pay knows "
+                f"({len(MIGRATIONS)}): run the agent-pay that wrote it, or a newer one"
+            )
         for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
             connection.execute(sql.encode())
             connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
