@@ -120,6 +120,6 @@ def channel_server(
     assets: AssetRegistry, channels: ChannelFacilitator, options: ChannelOptions | None = None
 ) -> tuple[ChannelOffers, APIRouter]:
     """The content server's side of the channel scheme on the seam `channels` (in process or
-    remote): its offers (an `OfferBuilder` for `create_app`) and `GET /channels/{id}` (a
+    remote): its offers (an `OfferBuilder` for `create_server`) and `GET /channels/{id}` (a
     router to include in the app)."""
     return channel_offers(assets, channels, options), channel_router(channels)
