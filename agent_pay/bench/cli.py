@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent_pay.argtypes import positive_float, positive_int
 from agent_pay.bench.config import DEFAULT_SLUG, BenchConfig
 
 # The benchmark's own modules (py-evm, the server, the load generator) load when it runs.
@@ -27,24 +28,8 @@ runs in its own process (one uvicorn worker); the load comes from another proces
 """
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
+    return positive_float(text, "seconds")
 
 
 def _check_slug(slug: str) -> str | None:
@@ -66,14 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small counts: about 20 s")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
-    parser.add_argument("--free-requests", type=_positive, help="free-preview reads under load")
-    parser.add_argument("--paid-requests", type=_positive, help="paid reads under load, per scheme")
-    parser.add_argument("--unloaded-requests", type=_positive, help="reads on one connection")
-    parser.add_argument("--concurrency", type=_positive, help="connections under load (16)")
-    parser.add_argument("--agents", type=_positive, help="distinct paying agents (100)")
+    parser.add_argument("--free-requests", type=positive_int, help="free-preview reads under load")
+    parser.add_argument(
+        "--paid-requests", type=positive_int, help="paid reads under load, per scheme"
+    )
+    parser.add_argument("--unloaded-requests", type=positive_int, help="reads on one connection")
+    parser.add_argument("--concurrency", type=positive_int, help="connections under load (16)")
+    parser.add_argument("--agents", type=positive_int, help="distinct paying agents (100)")
     parser.add_argument("--phase-seconds", type=_seconds, help="time cap per phase (60)")
-    parser.add_argument("--mining-batch", type=_positive, help="settlements mined in one block")
-    parser.add_argument("--stock-requests", type=_positive, help="paid reads on stock x402")
+    parser.add_argument("--mining-batch", type=positive_int, help="settlements mined in one block")
+    parser.add_argument("--stock-requests", type=positive_int, help="paid reads on stock x402")
     parser.add_argument("--no-stock", action="store_true", help="skip the stock x402 comparison")
     parser.add_argument("--slug", default=DEFAULT_SLUG, help="article to read (%(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")

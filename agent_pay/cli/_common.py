@@ -11,6 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TextIO
 
+from agent_pay.argtypes import non_negative_int, port_arg, positive_float, positive_int
 from agent_pay.chain.dev_roles import FACILITATOR_INDEX, FACILITATOR_SERVICE_INDEX
 from agent_pay.errors import ConfigurationError
 from agent_pay.settings import Settings
@@ -50,47 +51,6 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 class UsageError(ConfigurationError):
     """The command line asks for something that cannot be: exit 2, like argparse's errors."""
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def port_arg(text: str) -> int:
-    """A TCP port, 1-65535 (0 would mean "any free one", which nobody could then find)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
-    return value
 
 
 def amount_arg(text: str) -> str:

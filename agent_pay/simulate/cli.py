@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from agent_pay.argtypes import non_negative_float, positive_float, positive_int
+
 # The simulation's own modules (py-evm, the server, matplotlib) load when it runs.
 
 __all__ = ["main", "register", "write_outputs"]
@@ -29,81 +31,51 @@ with PNG plots and a self-contained HTML report. Deterministic for a seed.
 """
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _non_negative_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--agents", type=_positive, default=1_000, help="agents (%(default)s)")
+    parser.add_argument("--agents", type=positive_int, default=1_000, help="agents (%(default)s)")
     # dest is not "articles": the agent-pay command maps flags named like its settings (where
     # `articles` is the catalogue directory) onto them.
     parser.add_argument(
         "--articles",
         dest="article_count",
-        type=_positive,
+        type=positive_int,
         default=1_000,
         help="articles (%(default)s)",
     )
-    parser.add_argument("--authors", type=_positive, help="authors (default: articles / 10)")
-    parser.add_argument("--days", type=_positive, default=10, help="days (%(default)s)")
+    parser.add_argument("--authors", type=positive_int, help="authors (default: articles / 10)")
+    parser.add_argument("--days", type=positive_int, default=10, help="days (%(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="the market's seed (%(default)s)")
     parser.add_argument(
         "--reads-per-day",
-        type=_positive_number,
+        type=positive_float,
         default=10.0,
         help="mean visits per agent per day (%(default)s)",
     )
     parser.add_argument("--scheme", choices=["exact", "channel"], default="exact")
     parser.add_argument(
         "--batch",
-        type=_positive,
+        type=positive_int,
         default=128,
         help="reads run together and settled in one block (%(default)s)",
     )
     parser.add_argument(
         "--channel-deposit-reads",
-        type=_positive,
+        type=positive_int,
         default=10,
         help="channel scheme: deposit this many reads' worth (%(default)s)",
     )
     parser.add_argument(
         "--channel-after-reads",
-        type=_positive,
+        type=positive_int,
         default=3,
         help="channel scheme: open one once this many reads from an author are expected; "
         "until then pay exact (%(default)s)",
     )
     parser.add_argument(
-        "--gas-price-gwei", type=_non_negative_number, default=1.0, help="assumed (%(default)s)"
+        "--gas-price-gwei", type=non_negative_float, default=1.0, help="assumed (%(default)s)"
     )
     parser.add_argument(
-        "--eth-usd", type=_non_negative_number, default=3_000.0, help="assumed (%(default)s)"
+        "--eth-usd", type=non_negative_float, default=3_000.0, help="assumed (%(default)s)"
     )
     parser.add_argument(
         "--out",
