@@ -72,9 +72,7 @@ def remote() -> Iterator[Remote]:
     exact = ExactEvmScheme(
         bed.tokens.values(), Transactor(bed.chain, dev_signer(FACILITATOR_SERVICE_INDEX))
     )
-    service = create_facilitator_app(
-        LocalFacilitator([exact, bed.channels]), channels=bed.channels
-    )
+    service = create_facilitator_app(LocalFacilitator([exact, bed.channels]), channels=bed.channels)
     with serve_app(service) as facilitator_url:
         channels = HttpChannelFacilitator.connect(facilitator_url)
         facilitator = HttpFacilitatorClient(facilitator_url)

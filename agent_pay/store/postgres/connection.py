@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from agent_pay.store.errors import StoreUnavailableError
+from agent_pay.store.postgres.deadline import DEFAULT_DEADLINE, Deadlines
 from agent_pay.store.postgres.migrations import migrate
 
 __all__ = ["Pool", "redact"]
@@ -36,10 +37,22 @@ class Pool:
             the URL, `PGPASSWORD` or `~/.pgpass`).
         max_size: connections this process may hold at once (a server's worker threads).
         timeout: seconds to wait for one before the call fails (503 to the client).
+        deadline: seconds a statement or transaction may take before its connection is cut
+            and the call fails (`agent_pay.store.postgres.deadline`): a database that hangs
+            is a 503, not a request that never ends.
     """
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 5.0,
+        deadline: float = DEFAULT_DEADLINE,
+    ):
         self.url = redact(url)
+        self._deadlines = Deadlines(deadline)
         try:
             # One connection first: it migrates, and a database that cannot be reached fails
             # here at once rather than after the pool's retries.
@@ -50,7 +63,7 @@ class Pool:
                 min_size=min_size,
                 max_size=max_size,
                 timeout=timeout,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "connect_timeout": max(2, int(timeout))},
                 open=True,
                 name="agent-pay",
             )
@@ -65,10 +78,18 @@ class Pool:
     def connection(self) -> Iterator[Connection]:
         """A connection for one statement or transaction; psycopg's errors become
         `StoreUnavailableError`."""
+        cut = None
         try:
-            with self._pool.connection() as connection:
+            with (
+                self._pool.connection() as connection,
+                self._deadlines.watch(connection.pgconn.socket) as cut,
+            ):
                 yield connection
         except psycopg.Error as exc:
+            if cut is not None and cut.happened:
+                raise StoreUnavailableError(
+                    f"the store {self.url} did not answer within {self._deadlines.seconds:g} s"
+                ) from exc
             raise StoreUnavailableError(f"{type(exc).__name__}: {redact(str(exc))}") from exc
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
@@ -84,3 +105,4 @@ class Pool:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.close()
+        self._deadlines.close()
