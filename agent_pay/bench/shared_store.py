@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from agent_pay.bench.loadgen import read_cpu_seconds, run_load
+from agent_pay.bench.wrk import run_wrk, wrk_available
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
@@ -177,17 +178,28 @@ def _measure(
     url = f"{base}/articles/{SLUG}"
     pids, pg = _tree(server.pid), _postgres_pids(store)
     before = (_cpu(pids), _cpu(pg), _children_cpu())
-    result = run_load(url, [[headers]] * args.requests, args.concurrency, max_seconds=args.seconds)
-    after = (_cpu(pids), _cpu(pg), _children_cpu())
-    reads = max(1, result.completed)
+    if args.loadgen == "wrk":
+        load = run_wrk(url, headers, concurrency=args.concurrency, seconds=args.seconds)
+        loadgen_cpu = load.cpu_seconds
+        after = (_cpu(pids), _cpu(pg), _children_cpu())
+        completed, rate, seconds = load.completed, load.rate, load.seconds
+        statuses, latency = load.statuses, load.latency
+    else:
+        lanes = [[headers]] * args.requests
+        result = run_load(url, lanes, args.concurrency, max_seconds=args.seconds)
+        after = (_cpu(pids), _cpu(pg), _children_cpu())
+        loadgen_cpu = after[2] - before[2]
+        completed, rate, seconds = result.completed, result.rate, result.seconds
+        statuses, latency = result.statuses, result.latency
+    reads = max(1, completed)
     return {
-        "rate": round(result.rate, 1),
-        "statuses": {str(k): v for k, v in result.statuses.items()},
-        "p50_ms": round(result.latency.p50_ms, 2),
-        "p99_ms": round(result.latency.p99_ms, 2),
+        "rate": round(rate, 1),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "p50_ms": round(latency.p50_ms, 2),
+        "p99_ms": round(latency.p99_ms, 2),
         "server_cpu_ms_per_read": round(1000 * (after[0] - before[0]) / reads, 3),
         "postgres_cpu_ms_per_read": round(1000 * (after[1] - before[1]) / reads, 3),
-        "loadgen_cpu_share": round((after[2] - before[2]) / max(result.seconds, 1e-9), 2),
+        "loadgen_cpu_share": round(loadgen_cpu / max(seconds, 1e-9), 2),
     }
 
 
@@ -208,13 +220,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("bench-shared-store"))
+    parser.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="wrk (C, if installed: apt-get install wrk) or our Python one; auto: wrk if found",
+    )
     args = parser.parse_args(argv)
+    if args.loadgen == "auto":
+        args.loadgen = "wrk" if wrk_available() else "python"
     signal.signal(signal.SIGTERM, _interrupted)  # stop what was started here, as on Ctrl-C
     args.workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_PAY_")}
     env["AGENT_PAY_HOME"] = str(args.workdir / "home")
     env["AGENT_PAY_RECEIPT_KEY"] = "0x" + os.urandom(32).hex()  # shared by every instance
-    figures: dict[str, Any] = {"loadavg_start": os.getloadavg()}
+    figures: dict[str, Any] = {"loadavg_start": os.getloadavg(), "loadgen": args.loadgen}
     node_port = free_port()
     node_url = f"http://127.0.0.1:{node_port}"
     node = _cli(["node", "--port", str(node_port)], env, args.workdir / "node.log")
