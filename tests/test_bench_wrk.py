@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent_pay.bench.wrk import run_wrk
+from agent_pay.bench.wrk import run_wrk, run_wrk_lanes
 from agent_pay.serving import serve_app
 
 pytestmark = pytest.mark.slow
@@ -68,3 +68,49 @@ def test_wrk_without_a_server_is_an_error_not_figures(wrk: None) -> None:
 
     with pytest.raises(RuntimeError, match="wrk"):
         run_wrk(f"http://127.0.0.1:{free_port()}/", {}, concurrency=1, seconds=1)
+
+
+class _Recording:
+    """Answers 200, recording each connection's `X-Seq` headers in the order they came."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_connection: dict[tuple[str, int], list[str]] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        value = dict(scope["headers"]).get(b"x-seq", b"").decode()
+        with self.lock:
+            self.by_connection.setdefault(tuple(scope["client"]), []).append(value)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_each_lane_is_sent_in_order_on_its_own_connection(wrk: None) -> None:
+    lanes = [[{"X-Seq": f"{lane}-{i}"} for i in range(100_000)] for lane in range(3)]
+    app = _Recording()
+    with serve_app(app) as url:
+        result = run_wrk_lanes(f"{url}/", lanes, seconds=1)
+    assert result.exhausted == 0
+    assert result.completed > 100
+    assert result.statuses == {200: result.completed}
+    sequences = list(app.by_connection.values())
+    assert len(sequences) == 3
+    assert sorted(seq[0] for seq in sequences) == ["0-0", "1-0", "2-0"]
+    for seq in sequences:
+        lane = seq[0].split("-")[0]
+        assert seq == [f"{lane}-{i}" for i in range(len(seq))]  # in order, none skipped
+
+
+def test_a_lane_that_runs_out_is_counted(wrk: None) -> None:
+    lanes = [[{"X-Seq": f"{lane}-{i}"} for i in range(5)] for lane in range(2)]
+    app = _Recording()
+    with serve_app(app) as url:
+        result = run_wrk_lanes(f"{url}/", lanes, seconds=1)
+    assert result.exhausted == 2
+    sequences = sorted(app.by_connection.values())
+    # Each lane in order, once; what wrk sends after a lane ran out carries no lane's header.
+    assert [[v for v in seq if v] for seq in sequences] == [
+        [f"{lane}-{i}" for i in range(5)] for lane in range(2)
+    ]

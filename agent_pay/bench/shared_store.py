@@ -2,15 +2,19 @@
 
 In one run, on one `agent-pay node` and one durable PostgreSQL started here, three servers —
 `agent-pay serve` on SQLite (1 worker), on PostgreSQL with 1 worker, and with `--workers 2` —
-take the same load in turn from `agent_pay.bench.loadgen` (its own process), for `--rounds`
-rounds (the median round counts):
+take the same load in turn, for `--rounds` rounds (the median round counts):
 
-- free previews (402 + the first third, no store read), and
+- free previews (402 + the first third, no store read);
 - paid re-reads: one payer's `AGENT-PAY-ENTITLEMENT` proof for an article it bought (a
-  signature check and an entitlement lookup in the store on every read).
+  signature check and an entitlement lookup in the store on every read);
+- channel reads (with `--schemes exact,channel`, the default): one payer per connection, its
+  channel opened by one paid read, then its vouchers, signed before the clock starts and sent
+  in order (`agent_pay.bench.voucher_lanes`).
 
-It prints requests per second, the ratio to SQLite's, and CPU milliseconds per read of the
-server processes, of PostgreSQL's, and of the load generator, as JSON.
+The load comes from `wrk` where it is installed (`agent_pay.bench.wrk`: C, a fraction of our
+own load generator's CPU per request), else from `agent_pay.bench.loadgen`. It prints requests
+per second, the ratio to SQLite's, and CPU milliseconds per read of the server processes and of
+PostgreSQL's, and the load generator's share of a core, as JSON.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from agent_pay.bench.loadgen import read_cpu_seconds, run_load
-from agent_pay.bench.wrk import run_wrk, wrk_available
+from agent_pay.bench.voucher_lanes import ChannelPayers, open_channels
+from agent_pay.bench.wrk import run_wrk, run_wrk_lanes, wrk_available
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
@@ -59,6 +64,7 @@ from agent_pay.store.local_postgres import local_postgres
 __all__ = ["main"]
 
 SLUG = "why-micropayments-failed"
+CONFIGS = ("sqlite_1_worker", "postgres_1_worker", "postgres_2_workers")
 
 
 def _cli(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -171,21 +177,37 @@ def _proof(base: str, signer: LocalSigner) -> dict[str, str]:
 def _measure(
     base: str,
     server: subprocess.Popen[bytes],
-    headers: dict[str, str],
+    load: dict[str, str] | list[list[dict[str, str]]],
     store: str,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    """One measurement: `load` is the headers of every request (wrk where chosen), or lanes of
+    requests each sent in order (vouchers: our load generator, which keeps a lane's order)."""
     url = f"{base}/articles/{SLUG}"
     pids, pg = _tree(server.pid), _postgres_pids(store)
     before = (_cpu(pids), _cpu(pg), _children_cpu())
-    if args.loadgen == "wrk":
-        load = run_wrk(url, headers, concurrency=args.concurrency, seconds=args.seconds)
-        loadgen_cpu = load.cpu_seconds
+    if isinstance(load, list) and args.loadgen == "wrk":
+        wrk = run_wrk_lanes(url, load, seconds=args.seconds)
+        if wrk.exhausted:
+            raise RuntimeError(f"{wrk.exhausted} lanes ran out of vouchers: raise --voucher-rate")
+        loadgen_cpu = wrk.cpu_seconds
         after = (_cpu(pids), _cpu(pg), _children_cpu())
-        completed, rate, seconds = load.completed, load.rate, load.seconds
-        statuses, latency = load.statuses, load.latency
+        completed, rate, seconds = wrk.completed, wrk.rate, wrk.seconds
+        statuses, latency = wrk.statuses, wrk.latency
+    elif isinstance(load, list):
+        result = run_load(url, load, args.concurrency, max_seconds=args.seconds)
+        after = (_cpu(pids), _cpu(pg), _children_cpu())
+        loadgen_cpu = after[2] - before[2]
+        completed, rate, seconds = result.completed, result.rate, result.seconds
+        statuses, latency = result.statuses, result.latency
+    elif args.loadgen == "wrk":
+        wrk = run_wrk(url, load, concurrency=args.concurrency, seconds=args.seconds)
+        loadgen_cpu = wrk.cpu_seconds
+        after = (_cpu(pids), _cpu(pg), _children_cpu())
+        completed, rate, seconds = wrk.completed, wrk.rate, wrk.seconds
+        statuses, latency = wrk.statuses, wrk.latency
     else:
-        lanes = [[headers]] * args.requests
+        lanes = [[load]] * args.requests
         result = run_load(url, lanes, args.concurrency, max_seconds=args.seconds)
         after = (_cpu(pids), _cpu(pg), _children_cpu())
         loadgen_cpu = after[2] - before[2]
@@ -201,6 +223,18 @@ def _measure(
         "postgres_cpu_ms_per_read": round(1000 * (after[1] - before[1]) / reads, 3),
         "loadgen_cpu_share": round(loadgen_cpu / max(seconds, 1e-9), 2),
     }
+
+
+def _load(
+    kind: str, proof: dict[str, str], opened: ChannelPayers | None, per_lane: int
+) -> dict[str, str] | list[list[dict[str, str]]]:
+    """What one measurement of `kind` sends."""
+    if kind == "free_previews":
+        return {}
+    if kind == "paid_rereads":
+        return proof
+    assert opened is not None
+    return opened.lanes(per_lane)  # signed before the clock starts
 
 
 def _interrupted(_signum: int, _frame: Any) -> None:
@@ -221,12 +255,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("bench-shared-store"))
     parser.add_argument(
+        "--schemes",
+        default="exact,channel",
+        help="what the servers offer: exact,channel (also measures voucher reads) or exact",
+    )
+    parser.add_argument(
+        "--configs",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=list(CONFIGS),
+        help=f"which servers to start and load, of {','.join(CONFIGS)}",
+    )
+    parser.add_argument(
+        "--voucher-rate",
+        type=int,
+        default=8000,
+        help="vouchers signed per second of a measurement (more than the servers can take)",
+    )
+    parser.add_argument(
         "--loadgen",
         choices=("auto", "wrk", "python"),
         default="auto",
         help="wrk (C, if installed: apt-get install wrk) or our Python one; auto: wrk if found",
     )
     args = parser.parse_args(argv)
+    if unknown := set(args.configs) - set(CONFIGS):
+        parser.error(f"--configs: unknown {', '.join(sorted(unknown))}")
     if args.loadgen == "auto":
         args.loadgen = "wrk" if wrk_available() else "python"
     signal.signal(signal.SIGTERM, _interrupted)  # stop what was started here, as on Ctrl-C
@@ -246,41 +299,60 @@ def main(argv: Sequence[str] | None = None) -> int:
             ExitStack() as servers,
         ):
             usdx = find_stablecoins(chain)["USDX"]
-            # exact only on all three: a shared store does not offer channels yet, and a 402
-            # with one offer less is cheaper to build.
-            configs = {
-                "sqlite_1_worker": ["--schemes", "exact"],
-                "postgres_1_worker": ["--schemes", "exact", "--store", store],
-                "postgres_2_workers": ["--schemes", "exact", "--store", store, "--workers", "2"],
+            schemes = ["--schemes", args.schemes]
+            every = {
+                "sqlite_1_worker": schemes,
+                "postgres_1_worker": [*schemes, "--store", store],
+                "postgres_2_workers": [*schemes, "--store", store, "--workers", "2"],
             }
+            configs = {name: every[name] for name in args.configs}
+            channels = "channel" in args.schemes.split(",")
+            # Each connection sends one payer's vouchers; enough for `--voucher-rate` a second.
+            per_lane = max(20, -(-args.voucher_rate * int(args.seconds) // args.concurrency))
+            minter = Transactor(chain, dev_signer(0))
             running = {}
             for name, extra in configs.items():
                 signer = LocalSigner.random()
-                usdx.mint_many(Transactor(chain, dev_signer(0)), [(signer.address, 10**6)])
+                payers = [LocalSigner.random() for _ in range(args.concurrency if channels else 0)]
+                reads_each = per_lane * args.rounds + 2
+                usdx.mint_many(
+                    minter,
+                    [(signer.address, 10**6)] + [(p.address, reads_each * 10**6) for p in payers],
+                )
                 base, server = servers.enter_context(
                     _server(name, extra, node_url, env, args.workdir)
                 )
-                running[name] = (base, server, _proof(base, signer))
+                path = f"/articles/{SLUG}"
+                opened = (
+                    open_channels(base, path, payers, usdx.asset, reads_each=reads_each)
+                    if channels
+                    else None
+                )
+                running[name] = (base, server, _proof(base, signer), opened)
+            kinds = ["free_previews", "paid_rereads"] + (["channel_reads"] if channels else [])
             rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
-                name: {"free_previews": [], "paid_rereads": []} for name in configs
+                name: {kind: [] for kind in kinds} for name in configs
             }
             # Rounds in turn, each server idle while another is measured: the machine's other
             # load falls on every configuration alike.
             for _ in range(args.rounds):
-                for name, (base, server, proof) in running.items():
-                    for kind, headers in (("free_previews", {}), ("paid_rereads", proof)):
-                        figure = _measure(base, server, headers, store, args)
+                for name, (base, server, proof, opened) in running.items():
+                    for kind in kinds:
+                        figure = _measure(
+                            base, server, _load(kind, proof, opened, per_lane), store, args
+                        )
                         rounds[name][kind].append(figure)
                         print(json.dumps({name: {kind: figure}}), file=sys.stderr)
-            for name, kinds in rounds.items():
-                figures[name] = {kind: _median(runs) for kind, runs in kinds.items()}
+            for name, by_kind in rounds.items():
+                figures[name] = {kind: _median(runs) for kind, runs in by_kind.items()}
     finally:
         stop_process(node, timeout=10)
-    for kind in ("free_previews", "paid_rereads"):
+    for kind in figures.get("sqlite_1_worker", {}):
         sqlite = figures["sqlite_1_worker"][kind]["rate"] or 1.0
         figures[f"{kind}_ratio_to_sqlite"] = {
             name: round(figures[name][kind]["rate"] / sqlite, 2)
-            for name in ("postgres_1_worker", "postgres_2_workers")
+            for name in args.configs
+            if name != "sqlite_1_worker"
         }
     figures["loadavg_end"] = os.getloadavg()
     print(json.dumps(figures, indent=2))
