@@ -221,17 +221,19 @@ def frozen(url: str) -> Iterator[None]:
         row = connection.execute("SHOW data_directory").fetchone()
     assert row is not None
     postmaster = (Path(row[0]) / "postmaster.pid").read_text().split()[0]
-    children = [
-        int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _parent(pid) == postmaster
-    ]
-    pids = [int(postmaster), *children]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    stopped = [int(postmaster)]
     try:
+        os.kill(int(postmaster), signal.SIGSTOP)  # first: it starts no child after this
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and _parent(pid) == postmaster:
+                # A child on its way out (our own connection's backend) may be gone by now.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGSTOP)
+                    stopped.append(int(pid))
         yield
     finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):  # a child that was on its way out
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
 
