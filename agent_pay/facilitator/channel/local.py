@@ -1,13 +1,17 @@
 """The in-process `ChannelFacilitator`: the content server's channel seam on a `ChannelEvmScheme`
 in the same process. Every call is pure CPU on the event loop, as the fast path needs (the
-methods are coroutines only to share the seam with the remote one; none suspends)."""
+methods are coroutines only to share the seam with the remote one; none suspends but a
+look-up of a paid read on a shared store, a round trip run off the loop)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from anyio import to_thread
+
 from agent_pay.errors import PaymentRejectedError
 from agent_pay.facilitator.base import ChannelTerms
+from agent_pay.facilitator.channel.persistence import ChannelLeases
 from agent_pay.facilitator.channel.records import Acceptance, ChannelRefusedError, PaidRead
 from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 from agent_pay.protocol import PaymentPayload, PaymentRequirements
@@ -25,6 +29,7 @@ class LocalChannelFacilitator:
         self.terms: ChannelTerms = handler.terms
         self._vouchers = handler.vouchers
         self._book = handler.book
+        self._shared = isinstance(handler.store, ChannelLeases)
 
     def __repr__(self) -> str:
         return f"LocalChannelFacilitator({self.handler!r})"
@@ -51,7 +56,10 @@ class LocalChannelFacilitator:
         return self._book.statement(channel)
 
     async def paid_read(self, payer: str, resource: str) -> PaidRead | None:
-        # Reads the store when the read left memory: a short SQLite query, as the ledger's.
+        # Reads the store when the read left memory: a short SQLite query, as the ledger's;
+        # a shared store is a round trip away, off the event loop.
+        if self._shared:
+            return await to_thread.run_sync(self._book.paid_read, payer, resource)
         return self._book.paid_read(payer, resource)
 
     def known_payer(self, channel: bytes) -> str | None:

@@ -27,6 +27,7 @@ from agent_pay.facilitator.base import ChannelTerms, Settlement
 from agent_pay.facilitator.channel.accounts import ChannelAccounts
 from agent_pay.facilitator.channel.deposits import ChannelDeposits
 from agent_pay.facilitator.channel.lifecycle import ChannelBackground
+from agent_pay.facilitator.channel.persistence import ChannelPersistence
 from agent_pay.facilitator.channel.records import Acceptance, PaidRead
 from agent_pay.facilitator.channel.settler import (
     DEFAULT_BATCH_SIZE,
@@ -64,7 +65,8 @@ class ChannelEvmScheme:
         manager: the channel contract.
         tokens: the stablecoins channels may hold (all on the manager's chain).
         transactor: pays the gas of opens, top-ups and claims.
-        store: where channel accounts persist (in memory by default: a restart forgets them).
+        store: where channel accounts persist (in memory by default: a restart forgets them;
+            on a store shared by several instances, with leases: `ChannelLeases`).
         refresh_interval: seconds between polls of the chain for channel events.
         settle_every_vouchers / settle_every_seconds / settle_batch_size: see
             `ChannelSettler`.
@@ -81,7 +83,7 @@ class ChannelEvmScheme:
         tokens: Iterable[Stablecoin],
         transactor: Transactor,
         *,
-        store: ChannelStore | None = None,
+        store: ChannelPersistence | None = None,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         settle_every_vouchers: int = DEFAULT_EVERY_VOUCHERS,
         settle_every_seconds: float = DEFAULT_EVERY_SECONDS,
@@ -96,7 +98,7 @@ class ChannelEvmScheme:
         self.network = caip2(self.chain.chain_id)
         self._tokens = {t.address: t for t in tokens}
         self._transactor = transactor
-        self.store = store if store is not None else ChannelStore.in_memory()
+        self.store: ChannelPersistence = store if store is not None else ChannelStore.in_memory()
         self.book = ChannelAccounts(manager, self.store)
         self.accounts = self.book.by_channel
         self.checker = VoucherChecker(manager.domain)
