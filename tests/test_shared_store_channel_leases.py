@@ -1,0 +1,165 @@
+"""Channels kept in process on one PostgreSQL store by two `agent-pay serve` instances.
+
+Real processes: `agent-pay node` (with its channel contract), a PostgreSQL started by the test,
+two `agent-pay serve --store postgresql://... --schemes exact,channel` instances A and B, no
+facilitator service: each instance accepts vouchers on the channels whose lease it holds
+(agent_pay.store.postgres.channels). A channel opened on A pays on B (its lease handed over);
+one voucher sent to both at once is served as one instance serves it twice (a replay,
+uncharged); A killed mid-stream, B takes the lease once it expires and the payer reads on; the
+payee's claim (made by whoever holds the channel, on its way out) is the highest voucher the
+payer signed, and never more than the reads it had.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent_pay.chain.contract import Transactor
+from agent_pay.chain.devkeys import dev_signer
+from agent_pay.chain.rpc import JsonRpcChain
+from agent_pay.chain.stablecoin import Stablecoin
+from agent_pay.client.channels import ChannelClientScheme, ChannelPolicy
+from agent_pay.client.policy import SpendingPolicy
+from agent_pay.node.anvil import free_port, wait_for_rpc
+from agent_pay.node.deployment import find_channel_manager, find_stablecoins
+from agent_pay.protocol.codec import PAYMENT_SIGNATURE_HEADER, encode_header
+from agent_pay.signing import LocalSigner
+from tests.test_many_processes import Processes, processes, wait_for_http
+from tests.test_shared_store_channels import AUTHOR, EIP, PRICES, VYPER, _channel_offer
+
+__all__ = ["processes"]  # the fixture
+
+DEPOSIT = 3_000_000
+FUNDS = 4_000_000
+
+
+def _serve(processes: Processes, node_url: str, store: str, workdir: Path, key: str) -> str:
+    port = free_port()
+    server = processes.start(
+        [
+            "serve",
+            "--chain",
+            node_url,
+            "--store",
+            store,
+            "--schemes",
+            "exact,channel",
+            "--port",
+            str(port),
+            "--server-dir",
+            str(workdir),
+        ],
+        AGENT_PAY_HOME=str(workdir),
+        AGENT_PAY_RECEIPT_KEY=key,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{base}/articles", server)
+    return base
+
+
+def _read(http: httpx.Client, url: str, *, patience: float = 0) -> httpx.Response:
+    """GET `url`, again while it answers 503 `channel_busy` (for `patience` seconds)."""
+    deadline = time.monotonic() + patience
+    while True:
+        response = http.get(url)
+        busy = response.status_code == 503 and "channel_busy" in response.text
+        if not busy or time.monotonic() > deadline:
+            return response
+        assert response.headers["Retry-After"] == "1"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_in_process_channels_on_one_store_across_two_instances(
+    processes: Processes, postgres_url: str, tmp_path: Path
+) -> None:
+    node_port = free_port()
+    node_url = f"http://127.0.0.1:{node_port}"
+    node = processes.start(["node", "--port", str(node_port)])  # deploys the channel contract
+    wait_for_rpc(node_url, timeout=30, process=node)
+    key = "0x" + os.urandom(32).hex()
+    a = _serve(processes, node_url, postgres_url, tmp_path / "a", key)
+    server_a = processes.children[-1]
+    b = _serve(processes, node_url, postgres_url, tmp_path / "b", key)
+    server_b = processes.children[-1]
+    agent = LocalSigner.random()
+    with JsonRpcChain(node_url) as chain:
+        usdx: Stablecoin = find_stablecoins(chain)["USDX"]
+        usdx.mint_many(Transactor(chain, dev_signer(0)), [(agent.address, FUNDS)])
+        author_before = usdx.balance_of(AUTHOR)
+        policy = SpendingPolicy.per_token([usdx.asset], max_per_payment="1", budget="4")
+        channels = ChannelClientScheme(
+            agent,
+            policy,
+            channel_policy=ChannelPolicy(
+                min_expected_reads=1, deposits={usdx.asset.address: DEPOSIT}
+            ),
+        )
+        auth = channels.payment_auth(exact=False)
+        delivered = 0
+
+        # Opened on A, then a voucher on B: A hands the channel over.
+        with httpx.Client(auth=auth, timeout=60) as http:
+            for base, slug in ((a, EIP), (b, VYPER), (a, EIP)):
+                read = _read(http, f"{base}/articles/{slug}", patience=5)
+                assert read.status_code == 200, read.text
+                assert read.json()["complete"] is True
+                delivered += PRICES[slug]
+        assert usdx.balance_of(agent.address) == FUNDS - DEPOSIT
+        (record,) = channels.channels()
+
+        # One voucher, the same header, at A and B at once: served by both, counted once.
+        offer, required = _channel_offer(b, EIP, usdx.asset.address)
+        header = encode_header(channels.sign(offer, required))
+
+        def send(base: str) -> httpx.Response:
+            deadline = time.monotonic() + 5
+            while True:
+                answer = httpx.get(
+                    f"{base}/articles/{EIP}", headers={PAYMENT_SIGNATURE_HEADER: header}
+                )
+                if answer.status_code != 503 or time.monotonic() > deadline:
+                    return answer
+                time.sleep(0.1)
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(send, (a, b)))
+        assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+        delivered += PRICES[EIP]
+
+        # A stream on A, A killed in the middle of it; the payer reads on at B.
+        with httpx.Client(auth=auth, timeout=60) as http:
+            for slug in (VYPER, EIP):
+                assert _read(http, f"{a}/articles/{slug}", patience=5).status_code == 200
+                delivered += PRICES[slug]
+        os.killpg(server_a.pid, signal.SIGKILL)
+        server_a.wait(timeout=10)
+        started = time.monotonic()
+        with httpx.Client(auth=auth, timeout=60) as http:
+            for slug in (EIP, VYPER):
+                read = _read(http, f"{b}/articles/{slug}", patience=15)
+                assert read.status_code == 200, read.text
+                delivered += PRICES[slug]
+        assert time.monotonic() - started < 15  # the lease (5 s) expired, B took it
+        statement = httpx.get(f"{b}/channels/{record.channel_id}").json()
+        (record,) = channels.channels()
+        assert int(statement["highest"]) == record.top  # the payer's highest voucher
+
+        # B claims on its way out: the highest voucher, never more than what was read.
+        server_b.send_signal(signal.SIGTERM)
+        _, stderr = server_b.communicate(timeout=60)
+        assert server_b.returncode == 0, stderr.decode(errors="replace")
+        manager = find_channel_manager(chain)
+        assert manager is not None
+        claimed = manager.channel(bytes.fromhex(record.channel_id[2:])).claimed
+        assert claimed == record.top <= delivered
+        assert usdx.balance_of(AUTHOR) - author_before == claimed
+        assert usdx.balance_of(agent.address) == FUNDS - DEPOSIT
+    assert node.poll() is None
