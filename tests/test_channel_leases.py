@@ -8,6 +8,7 @@ channel's lease, which moves on request with the channel's state, reads in fligh
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -279,3 +280,42 @@ def test_vouchers_follow_the_lease_between_two_instances(onchain: Chain, pool: P
         a.close()
         b.close()
     assert onchain.manager.channel(channel).claimed == 5 * P
+
+
+def test_a_channel_moves_back_and_forth_with_reads_in_flight(onchain: Chain, pool: Pool) -> None:
+    """Eight threads pay 48 reads, each voucher at A or B at random, while the channel's lease
+    moves between them: every voucher is accepted exactly once, and the holder at the end
+    counts every read, with no range left unpaid."""
+    payer, payee = LocalSigner.random(), LocalSigner.random().address
+    channel = _open_channel(onchain, payer, payee, 100 * P)
+    instances = (_handler(onchain, pool, "a"), _handler(onchain, pool, "b"))
+    offer = _offer(onchain, payee)
+    vouchers = [_voucher(onchain, payer, channel, n * P, offer) for n in range(1, 49)]
+    busy = 0
+
+    def pay(n: int) -> int:
+        nonlocal busy
+        handler = random.Random(n).choice(instances)
+        while True:
+            try:
+                if handler.accept(vouchers[n], offer, "/a") is None:
+                    handler.settle(vouchers[n], offer)
+                return n
+            except ChannelBusyError:
+                busy += 1
+                time.sleep(0.01)
+
+    try:
+        with ThreadPoolExecutor(8) as threads:
+            assert sorted(threads.map(pay, range(48))) == list(range(48))
+        held = [h.book.get(channel) for h in instances]
+        (account,) = [a for a in held if a is not None]
+        assert account.served == account.highest == 48 * P
+        assert account.unpaid == []
+    finally:
+        for handler in instances:
+            handler.close()
+    moved = sum(h.store.handed_over for h in instances if isinstance(h.store, PostgresChannelStore))
+    assert moved >= 2, moved
+    (row,) = pool.fetch("SELECT state FROM channel_states")
+    assert '"served":"4800"' in row[0].replace(" ", "")
