@@ -193,6 +193,10 @@ def test_a_flood_of_lease_takes_is_bounded(pool: Pool) -> None:
             Slow.taking -= 1
 
         def attach(self, forget: object) -> None: ...
+
+        def orphans(self) -> list[bytes]:
+            return []
+
         def load(self) -> list[ChannelAccount]:
             return []
 
@@ -233,10 +237,13 @@ def onchain() -> Chain:
     return new_chain()
 
 
-def _handler(env: Chain, pool: Pool, me: str) -> ChannelEvmScheme:
-    store = PostgresChannelStore(pool, me, env.manager.address, flush_interval=0.01)
+def _handler(
+    env: Chain, pool: Pool, me: str, *, start: bool = True, **options: float
+) -> ChannelEvmScheme:
+    store = PostgresChannelStore(pool, me, env.manager.address, flush_interval=0.01, **options)
     handler = ChannelEvmScheme(env.manager, [env.token], env.relayer, store=store)
-    store.start()
+    if start:
+        store.start()
     return handler
 
 
@@ -319,3 +326,24 @@ def test_a_channel_moves_back_and_forth_with_reads_in_flight(onchain: Chain, poo
     assert moved >= 2, moved
     (row,) = pool.fetch("SELECT state FROM channel_states")
     assert '"served":"4800"' in row[0].replace(" ", "")
+
+
+def test_a_killed_holders_channel_is_claimed_by_another_instance(
+    onchain: Chain, pool: Pool
+) -> None:
+    payer, payee = LocalSigner.random(), LocalSigner.random().address
+    channel = _open_channel(onchain, payer, payee, 10 * P)
+    offer = _offer(onchain, payee)
+    a = _handler(onchain, pool, "a", start=False, lease=1.0, margin=0.3)
+    b = _handler(onchain, pool, "b")
+    try:
+        for n in (1, 2):
+            a.settle(_voucher(onchain, payer, channel, n * P, offer), offer)
+        a.store.flush()  # then A is killed: no claim, no release
+        assert b.settler.settle().claimed == 0  # A's lease is live: not B's to claim
+        time.sleep(1.1)
+        assert b.settler.settle().claimed == 1  # expired: B adopts it and claims it
+        assert onchain.manager.channel(channel).claimed == 2 * P
+        assert b.book.get(channel) is not None
+    finally:
+        b.close()

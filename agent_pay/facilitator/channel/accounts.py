@@ -10,6 +10,7 @@ forcing a round trip to the store, waits its turn or is answered 503 `channel_bu
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Final
@@ -20,8 +21,11 @@ from agent_pay.errors import ChainUnavailableError
 from agent_pay.facilitator.channel.book import ChannelAccount
 from agent_pay.facilitator.channel.persistence import ChannelLeases, ChannelPersistence
 from agent_pay.facilitator.channel.records import ChannelBusyError, PaidRead
+from agent_pay.store.errors import StoreUnavailableError
 
 __all__ = ["MAX_TAKING", "TROUBLE", "ChannelAccounts"]
+
+log = logging.getLogger(__name__)
 
 TROUBLE = (ChainError, OSError, TimeoutError)
 """What reading the chain may raise when the node is in trouble."""
@@ -94,6 +98,19 @@ class ChannelAccounts:
                 return account
         finally:
             self._taking.release()
+
+    def adopt_orphans(self) -> int:
+        """On a shared store: take the channels no live instance holds that still have a
+        voucher to claim (`ChannelLeases.orphans`), for the settler; how many."""
+        if self._leases is None:
+            return 0
+        adopted = 0
+        for channel in self._leases.orphans():
+            try:
+                adopted += self.lookup(channel) is not None
+            except (ChainUnavailableError, StoreUnavailableError) as exc:  # the next round
+                log.warning("could not adopt channel 0x%s: %s", channel.hex(), exc)
+        return adopted
 
     def remember(self, channel: bytes, state: ChannelState) -> ChannelAccount:
         """The account of `channel`, made from `state` if new, refreshed with it if not (on a

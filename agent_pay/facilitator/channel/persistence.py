@@ -70,6 +70,11 @@ class ChannelLeases(ChannelPersistence, Protocol):
         the chain cannot be read, StoreUnavailableError when the store cannot."""
         ...
 
+    def orphans(self) -> list[bytes]:
+        """Channels no live instance holds that have a voucher above what was claimed (their
+        holder was killed before it claimed them), oldest first, a batch at most."""
+        ...
+
     def attach(self, forget: Callable[[ChannelAccount], None]) -> None:
         """Call `forget(account)` whenever this instance loses an account's lease (handed
         over on request, or taken after it expired): its vouchers are another's now."""

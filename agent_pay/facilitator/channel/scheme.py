@@ -112,6 +112,7 @@ class ChannelEvmScheme:
             every_seconds=settle_every_seconds,
             batch_size=settle_batch_size,
             receipt_timeout=receipt_timeout,
+            before_round=self.book.adopt_orphans,
         )
         self.vouchers = VoucherAcceptor(
             self.book,

@@ -83,6 +83,17 @@ DELETE FROM channel_paid_reads WHERE payer = %s AND resource = %s AND contract =
   AND channel_id = %s AND cumulative = %s
 """
 
+ORPHANS: Final = """
+SELECT s.channel_id FROM channel_states s
+LEFT JOIN channel_leases l ON l.contract = s.contract AND l.channel_id = s.channel_id
+WHERE s.contract = %(contract)s AND s.status < 3
+  AND (l.holder IS NULL OR l.expires_at < now())
+  AND (s.state::json->>'highest')::numeric > (s.state::json->>'claimed')::numeric
+ORDER BY s.updated_at LIMIT %(limit)s
+"""
+"""Channels no live instance holds with a voucher above what was claimed (status < CLOSED):
+their holder stopped before it claimed them."""
+
 FIND_READ: Final = """
 SELECT channel_id, cumulative, url, price, at, payer, payee, token FROM channel_paid_reads
 WHERE payer = %(payer)s AND resource = %(resource)s AND contract = %(contract)s

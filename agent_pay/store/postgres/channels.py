@@ -151,6 +151,11 @@ class PostgresChannelStore:
         state = json.loads(rows[0][0])
         return state["payer"], state["payee"], state["token"]
 
+    def orphans(self, limit: int = 50) -> list[bytes]:
+        """See `ChannelLeases.orphans`."""
+        rows = self._pool.fetch(sql.ORPHANS, self._params(limit=limit))
+        return [bytes.fromhex(row[0][2:]) for row in rows]
+
     # -- leases
 
     def acquire(
