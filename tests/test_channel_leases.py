@@ -197,6 +197,9 @@ def test_a_flood_of_lease_takes_is_bounded(pool: Pool) -> None:
         def orphans(self) -> list[bytes]:
             return []
 
+        def stored(self, channel: bytes) -> None:
+            return None
+
         def load(self) -> list[ChannelAccount]:
             return []
 
@@ -345,5 +348,10 @@ def test_a_killed_holders_channel_is_claimed_by_another_instance(
         assert b.settler.settle().claimed == 1  # expired: B adopts it and claims it
         assert onchain.manager.channel(channel).claimed == 2 * P
         assert b.book.get(channel) is not None
+        deadline = time.monotonic() + 2
+        while (told := a.statement(channel)) is not None and told["claimed"] != str(2 * P):
+            assert time.monotonic() < deadline, told  # A tells it as B writes it
+            time.sleep(0.01)
+        assert told is not None
     finally:
         b.close()

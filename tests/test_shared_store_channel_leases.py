@@ -1,8 +1,8 @@
 """Channels kept in process on one PostgreSQL store by two `agent-pay serve` instances.
 
 Real processes: `agent-pay node` (with its channel contract), a PostgreSQL started by the test,
-two `agent-pay serve --store postgresql://... --schemes exact,channel` instances A and B, no
-facilitator service: each instance accepts vouchers on the channels whose lease it holds
+two `agent-pay serve --store postgresql://... --schemes exact,channel` instances A and B (B
+with `--workers 2`: three processes on the store), no facilitator service: each instance accepts vouchers on the channels whose lease it holds
 (agent_pay.store.postgres.channels). A channel opened on A pays on B (its lease handed over);
 one voucher sent to both at once is served as one instance serves it twice (a replay,
 uncharged); A killed mid-stream, B takes the lease once it expires and the payer reads on; the
@@ -40,7 +40,9 @@ DEPOSIT = 3_000_000
 FUNDS = 4_000_000
 
 
-def _serve(processes: Processes, node_url: str, store: str, workdir: Path, key: str) -> str:
+def _serve(
+    processes: Processes, node_url: str, store: str, workdir: Path, key: str, workers: int = 1
+) -> str:
     port = free_port()
     server = processes.start(
         [
@@ -55,6 +57,8 @@ def _serve(processes: Processes, node_url: str, store: str, workdir: Path, key: 
             str(port),
             "--server-dir",
             str(workdir),
+            "--workers",
+            str(workers),
         ],
         AGENT_PAY_HOME=str(workdir),
         AGENT_PAY_RECEIPT_KEY=key,
@@ -87,7 +91,7 @@ def test_in_process_channels_on_one_store_across_two_instances(
     key = "0x" + os.urandom(32).hex()
     a = _serve(processes, node_url, postgres_url, tmp_path / "a", key)
     server_a = processes.children[-1]
-    b = _serve(processes, node_url, postgres_url, tmp_path / "b", key)
+    b = _serve(processes, node_url, postgres_url, tmp_path / "b", key, workers=2)
     server_b = processes.children[-1]
     agent = LocalSigner.random()
     with JsonRpcChain(node_url) as chain:

@@ -155,8 +155,12 @@ class ChannelAccounts:
                 self._by_payer.pop(account.payer, None)
 
     def statement(self, channel: bytes) -> dict[str, Any] | None:
-        """Where `channel` stands (the wire's `ChannelStatement`), or None if unknown here."""
+        """Where `channel` stands (the wire's `ChannelStatement`), or None if unknown here. On
+        a shared store, a channel another instance holds is told as last written (at most a
+        checkpoint interval behind)."""
         account = self.by_channel.get(channel)
+        if (account is None or not account.held) and self._leases is not None:
+            account = self._leases.stored(channel) or account
         return account.statement() if account is not None else None
 
     def paid_read(self, payer: str, resource: str) -> PaidRead | None:

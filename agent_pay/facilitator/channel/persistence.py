@@ -70,6 +70,11 @@ class ChannelLeases(ChannelPersistence, Protocol):
         the chain cannot be read, StoreUnavailableError when the store cannot."""
         ...
 
+    def stored(self, channel: bytes) -> ChannelAccount | None:
+        """`channel`'s account as last written (by whichever instance held it), not held: to
+        read, not to accept on."""
+        ...
+
     def orphans(self) -> list[bytes]:
         """Channels no live instance holds that have a voucher above what was claimed (their
         holder was killed before it claimed them), oldest first, a batch at most."""

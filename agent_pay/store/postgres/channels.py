@@ -151,6 +151,11 @@ class PostgresChannelStore:
         state = json.loads(rows[0][0])
         return state["payer"], state["payee"], state["token"]
 
+    def stored(self, channel: bytes) -> ChannelAccount | None:
+        """See `ChannelLeases.stored`."""
+        rows = self._pool.fetch(sql.STATE, self._params(channel="0x" + channel.hex()))
+        return restore(json.loads(rows[0][0])) if rows else None
+
     def orphans(self, limit: int = 50) -> list[bytes]:
         """See `ChannelLeases.orphans`."""
         rows = self._pool.fetch(sql.ORPHANS, self._params(limit=limit))
