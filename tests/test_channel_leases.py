@@ -13,13 +13,16 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
+import anyio
 import pytest
 
 from agent_pay.chain.channel import ChannelState, ChannelStatus
-from agent_pay.errors import PaymentRejectedError, Reason
+from agent_pay.errors import MalformedPaymentError, PaymentRejectedError, Reason
 from agent_pay.facilitator.channel.accounts import ChannelAccounts
 from agent_pay.facilitator.channel.book import ChannelAccount
+from agent_pay.facilitator.channel.local import LocalChannelFacilitator
 from agent_pay.facilitator.channel.records import ChannelBusyError
 from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 from agent_pay.signing import LocalSigner
@@ -355,3 +358,31 @@ def test_a_killed_holders_channel_is_claimed_by_another_instance(
         assert told is not None
     finally:
         b.close()
+
+
+def test_hostile_vouchers_on_the_shared_store(onchain: Chain, pool: Pool) -> None:
+    """Through the content server's seam: an id no channel has, a voucher for a channel on
+    another contract, and a malformed id take no lease and write nothing."""
+    payer, payee = LocalSigner.random(), LocalSigner.random().address
+    handler = _handler(onchain, pool, "a")
+    seam = LocalChannelFacilitator(handler)
+    offer = _offer(onchain, payee)
+    try:
+        for _ in range(5):  # a flood of ids no contract knows: each one chain read, no row
+            stray = _voucher(onchain, payer, os.urandom(32), P, offer)
+            assert anyio.run(partial(seam.accept, stray, offer, "/a")) is None
+        elsewhere = offer.model_copy(
+            update={"extra": {**offer.extra, "channelManager": "0x" + "55" * 20}}
+        )
+        foreign = _voucher(onchain, payer, os.urandom(32), P, elsewhere)
+        with pytest.raises(PaymentRejectedError) as caught:
+            anyio.run(partial(seam.accept, foreign, elsewhere, "/a"))
+        assert caught.value.reason == Reason.REQUIREMENTS_MISMATCH
+        odd = _voucher(onchain, payer, os.urandom(32), P, offer)
+        odd = odd.model_copy(update={"payload": {**odd.payload, "channelId": "0x1234"}})
+        with pytest.raises(MalformedPaymentError):
+            anyio.run(partial(seam.accept, odd, offer, "/a"))
+    finally:
+        handler.close()
+    assert _leases(pool) == []
+    assert pool.fetch("SELECT count(*) FROM channel_states") == [(0,)]
