@@ -43,6 +43,7 @@ __all__ = ["CHANNELS_SUBDIR", "facilitator", "serve"]
 CHANNELS_SUBDIR = "channels"
 """Where in `server_dir` the channels paid to this server are kept."""
 
+
 def _gas_warning(chain: JsonRpcChain, address: str) -> None:
     balance = chain.get_balance(address)
     if balance < 10**16:
@@ -175,6 +176,8 @@ def _build(
         max_timeout_seconds=settings.max_timeout_seconds,
     )
     return _Served(parts, schemes, why, settles)
+
+
 def _check_shared_key(store: Store, signer: LocalSigner) -> None:
     """Every instance on a shared store signs receipts with one key: the first one's."""
     first = store.claim("receipt_signer", signer.address)

@@ -102,6 +102,7 @@ def open_store(
         return str(rows[0][0])
 
     shared = PostgresLedger(pool, instance, clock=clock)
+
     def channels(contract: str) -> PostgresChannelStore:
         return PostgresChannelStore(pool, instance.id, contract)
 

@@ -245,11 +245,14 @@ class PostgresChannelStore:
 
     def flush(self) -> int:
         """One checkpoint (see the module docstring); how many snapshots it wrote."""
-        wanted = {bytes.fromhex(row[0][2:]) for row in self._pool.fetch(sql.WANTED, self._params())}
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, {}
         with self._held_lock:
             held = dict(self._held)
+        if not held:  # nothing to write, renew or hand over
+            return 0
+        rows = self._pool.fetch(sql.WANTED, self._params())
+        wanted = {bytes.fromhex(row[0][2:]) for row in rows}
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, {}
         soon = time.monotonic() + self.lease / 2
         with self._held_lock:
             self._leaving = wanted & held.keys()
