@@ -7,7 +7,10 @@ rounds (the median round counts):
 
 - free previews (402 + the first third, no store read), and
 - paid re-reads: one payer's `AGENT-PAY-ENTITLEMENT` proof for an article it bought (a
-  signature check and an entitlement lookup in the store on every read).
+  signature check and an entitlement lookup in the store on every read), and
+- channel reads: one voucher per read, `--concurrency` channels each read on by one
+  connection (`agent_pay.bench.voucher_lanes`; on PostgreSQL each channel's lease is taken by
+  the worker its connection reaches, once, and its vouchers are then decided in memory).
 
 It prints requests per second, the ratio to SQLite's, and CPU milliseconds per read of the
 server processes, of PostgreSQL's, and of the load generator, as JSON.
@@ -32,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from agent_pay.bench.loadgen import read_cpu_seconds, run_load
+from agent_pay.bench.voucher_lanes import voucher_lanes
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.devkeys import dev_signer
 from agent_pay.chain.rpc import JsonRpcChain
@@ -58,6 +62,7 @@ from agent_pay.store.local_postgres import local_postgres
 __all__ = ["main"]
 
 SLUG = "why-micropayments-failed"
+KINDS = ("free_previews", "paid_rereads", "channel_reads")
 
 
 def _cli(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -170,14 +175,14 @@ def _proof(base: str, signer: LocalSigner) -> dict[str, str]:
 def _measure(
     base: str,
     server: subprocess.Popen[bytes],
-    headers: dict[str, str],
+    lanes: list[list[dict[str, str]]],
     store: str,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     url = f"{base}/articles/{SLUG}"
     pids, pg = _tree(server.pid), _postgres_pids(store)
     before = (_cpu(pids), _cpu(pg), _children_cpu())
-    result = run_load(url, [[headers]] * args.requests, args.concurrency, max_seconds=args.seconds)
+    result = run_load(url, lanes, args.concurrency, max_seconds=args.seconds)
     after = (_cpu(pids), _cpu(pg), _children_cpu())
     reads = max(1, result.completed)
     return {
@@ -207,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--vouchers", type=int, default=8_000, help="channel reads per round (signed ahead)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("bench-shared-store"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # stop what was started here, as on Ctrl-C
@@ -226,12 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ExitStack() as servers,
         ):
             usdx = find_stablecoins(chain)["USDX"]
-            # exact only on all three: a shared store does not offer channels yet, and a 402
-            # with one offer less is cheaper to build.
+            schemes = ["--schemes", "exact,channel"]
             configs = {
-                "sqlite_1_worker": ["--schemes", "exact"],
-                "postgres_1_worker": ["--schemes", "exact", "--store", store],
-                "postgres_2_workers": ["--schemes", "exact", "--store", store, "--workers", "2"],
+                "sqlite_1_worker": schemes,
+                "postgres_1_worker": [*schemes, "--store", store],
+                "postgres_2_workers": [*schemes, "--store", store, "--workers", "2"],
             }
             running = {}
             for name, extra in configs.items():
@@ -242,21 +249,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 running[name] = (base, server, _proof(base, signer))
             rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
-                name: {"free_previews": [], "paid_rereads": []} for name in configs
+                name: {kind: [] for kind in KINDS} for name in configs
             }
             # Rounds in turn, each server idle while another is measured: the machine's other
             # load falls on every configuration alike.
             for _ in range(args.rounds):
                 for name, (base, server, proof) in running.items():
-                    for kind, headers in (("free_previews", {}), ("paid_rereads", proof)):
-                        figure = _measure(base, server, headers, store, args)
+                    reads = max(1, args.vouchers // args.concurrency)
+                    vouchers = voucher_lanes(
+                        f"{base}/articles/{SLUG}", chain, usdx, lanes=args.concurrency, reads=reads
+                    )
+                    loads: dict[str, list[list[dict[str, str]]]] = {
+                        "free_previews": [[{}]] * args.requests,
+                        "paid_rereads": [[proof]] * args.requests,
+                        "channel_reads": vouchers,
+                    }
+                    for kind, lanes in loads.items():
+                        figure = _measure(base, server, lanes, store, args)
                         rounds[name][kind].append(figure)
                         print(json.dumps({name: {kind: figure}}), file=sys.stderr)
             for name, kinds in rounds.items():
                 figures[name] = {kind: _median(runs) for kind, runs in kinds.items()}
     finally:
         stop_process(node, timeout=10)
-    for kind in ("free_previews", "paid_rereads"):
+    for kind in KINDS:
         sqlite = figures["sqlite_1_worker"][kind]["rate"] or 1.0
         figures[f"{kind}_ratio_to_sqlite"] = {
             name: round(figures[name][kind]["rate"] / sqlite, 2)
