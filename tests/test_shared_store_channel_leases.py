@@ -2,12 +2,12 @@
 
 Real processes: `agent-pay node` (with its channel contract), a PostgreSQL started by the test,
 two `agent-pay serve --store postgresql://... --schemes exact,channel` instances A and B (B
-with `--workers 2`: three processes on the store), no facilitator service: each instance accepts vouchers on the channels whose lease it holds
-(agent_pay.store.postgres.channels). A channel opened on A pays on B (its lease handed over);
-one voucher sent to both at once is served as one instance serves it twice (a replay,
-uncharged); A killed mid-stream, B takes the lease once it expires and the payer reads on; the
-payee's claim (made by whoever holds the channel, on its way out) is the highest voucher the
-payer signed, and never more than the reads it had.
+with `--workers 2`: three processes on the store), no facilitator service: each accepts
+vouchers on the channels whose lease it holds (agent_pay.store.postgres.channels). A channel
+opened on A pays on B (its lease handed over); one voucher sent to both at once is served as
+one instance serves it twice (a replay, uncharged); A killed mid-stream, B takes the lease
+once it expires and the payer reads on; the payee's claim (made by whoever holds the channel,
+on its way out) is the highest voucher the payer signed, and never more than the reads it had.
 """
 
 from __future__ import annotations
