@@ -28,7 +28,10 @@ What a lost checkpoint costs is what it costs on SQLite (see `ChannelStore`): th
 never the payer; a SIGKILL loses at most the last flush interval's vouchers, and whoever takes
 the lease next loads the last snapshot written, so the forgotten slice is served again to
 the payer's next voucher as an unpaid range. A checkpoint that cannot be written (the
-database is down) is retried; the instance accepts on its leases until they run out.
+database is down) is retried; the instance accepts on its leases until they run out. A read
+whose content failed after its channel moved cannot be undone here (`VoucherAcceptor.release`
+finds no account): its slice stays paid at the new holder, and the payer's retry of the same
+voucher is served there as a replay.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class PostgresChannelStore:
         self._held: dict[bytes, tuple[ChannelAccount, int]] = {}  # channel -> account, epoch
         self._held_lock = threading.Lock()
         self._leaving: set[bytes] = set()  # being handed over by the checkpoint under way
+        self._closing = False
         self._dirty: dict[bytes, ChannelAccount] = {}
         self._dirty_lock = threading.Lock()
         self._terms: dict[bytes, tuple[str, str, str]] = {}
@@ -172,7 +176,7 @@ class PostgresChannelStore:
         """See `ChannelLeases.acquire`."""
         channel_hex = "0x" + channel.hex()
         with self._held_lock:
-            leaving = channel in self._leaving
+            leaving = self._closing or channel in self._leaving
         if leaving:
             raise ChannelBusyError(f"channel {channel_hex} is being handed over: retry")
         if held is not None and self._renew(channel, held):
@@ -354,6 +358,7 @@ class PostgresChannelStore:
             self._thread.join(timeout=10)
             self._thread = None
         with self._held_lock:
+            self._closing = True  # no lease taken or renewed from now on
             held = [account for account, _ in self._held.values()]
         try:
             for account in held:  # stop accepting, and write each one's last state
