@@ -3,11 +3,17 @@
 Real processes: `agent-pay node` (with its channel contract), a PostgreSQL started by the test,
 two `agent-pay serve --store postgresql://... --schemes exact,channel` instances A and B (B
 with `--workers 2`: three processes on the store), no facilitator service: each accepts
-vouchers on the channels whose lease it holds (agent_pay.store.postgres.channels). A channel
-opened on A pays on B (its lease handed over); one voucher sent to both at once is served as
-one instance serves it twice (a replay, uncharged); A killed mid-stream, B takes the lease
-once it expires and the payer reads on; the payee's claim (made by whoever holds the channel,
-on its way out) is the highest voucher the payer signed, and never more than the reads it had.
+vouchers on the channels whose lease it holds (agent_pay.store.postgres.channels).
+
+- A channel opened on A pays on B (its lease handed over).
+- One voucher sent to both at once is served as one instance serves it twice (a replay,
+  counted once).
+- A frozen (SIGSTOP): B takes the lease once it expires; A, thawed, takes it back; nothing
+  lost, nothing counted twice.
+- A killed mid-stream: B takes the lease once it expires and the payer reads on; what A's
+  last checkpoint missed is the payee's loss, at most what A accepted last.
+- The payee's claim (by B, on its way out) is the payer's highest voucher: exactly what the
+  payer signed for the reads it had.
 """
 
 from __future__ import annotations
@@ -107,54 +113,74 @@ def test_in_process_channels_on_one_store_across_two_instances(
             ),
         )
         auth = channels.payment_auth(exact=False)
-        delivered = 0
+        paid = 0  # what the payer signed for the reads it had: each voucher's price, once
+
+        def pay(base: str, slug: str, patience: float = 5) -> httpx.Response:
+            """One read of `slug` at `base` paid by the payer's next voucher, sent again
+            (the same voucher) while the answer is 503 `channel_busy`."""
+            nonlocal paid
+            offer, required = _channel_offer(base, slug, usdx.asset.address)
+            header = {PAYMENT_SIGNATURE_HEADER: encode_header(channels.sign(offer, required))}
+            with httpx.Client(headers=header, timeout=60) as http:
+                read = _read(http, f"{base}/articles/{slug}", patience=patience)
+            assert read.status_code == 200, read.text
+            paid += PRICES[slug]
+            return read
 
         # Opened on A, then a voucher on B: A hands the channel over.
         with httpx.Client(auth=auth, timeout=60) as http:
-            for base, slug in ((a, EIP), (b, VYPER), (a, EIP)):
+            for base, slug in ((a, EIP), (b, VYPER)):
                 read = _read(http, f"{base}/articles/{slug}", patience=5)
                 assert read.status_code == 200, read.text
                 assert read.json()["complete"] is True
-                delivered += PRICES[slug]
+                paid += PRICES[slug]
         assert usdx.balance_of(agent.address) == FUNDS - DEPOSIT
         (record,) = channels.channels()
+        assert record.top == paid
 
         # One voucher, the same header, at A and B at once: served by both, counted once.
         offer, required = _channel_offer(b, EIP, usdx.asset.address)
         header = encode_header(channels.sign(offer, required))
+        paid += PRICES[EIP]
 
         def send(base: str) -> httpx.Response:
-            deadline = time.monotonic() + 5
-            while True:
-                answer = httpx.get(
-                    f"{base}/articles/{EIP}", headers={PAYMENT_SIGNATURE_HEADER: header}
-                )
-                if answer.status_code != 503 or time.monotonic() > deadline:
-                    return answer
-                time.sleep(0.1)
+            with httpx.Client(headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=60) as http:
+                return _read(http, f"{base}/articles/{EIP}", patience=5)
 
         with ThreadPoolExecutor(2) as pool:
             answers = list(pool.map(send, (a, b)))
         assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
-        delivered += PRICES[EIP]
+
+        # A frozen (SIGSTOP) while it holds the channel, its last read written: B takes the
+        # lease once it expires; A, thawed, accepts nothing on its old lease and takes the
+        # channel back from B. Nothing lost, nothing counted twice.
+        pay(a, VYPER)
+        time.sleep(0.3)  # A's checkpoint (every 50 ms) has written it
+        os.killpg(server_a.pid, signal.SIGSTOP)
+        try:
+            pay(b, EIP, patience=15)
+        finally:
+            os.killpg(server_a.pid, signal.SIGCONT)
+        pay(a, EIP)
+        statement = httpx.get(f"{a}/channels/{record.channel_id}").json()
+        assert int(statement["highest"]) == int(statement["served"]) == paid
+        assert "unpaid" not in statement
 
         # A stream on A, A killed in the middle of it; the payer reads on at B.
-        with httpx.Client(auth=auth, timeout=60) as http:
-            for slug in (VYPER, EIP):
-                assert _read(http, f"{a}/articles/{slug}", patience=5).status_code == 200
-                delivered += PRICES[slug]
+        for slug in (VYPER, EIP):
+            pay(a, slug)
+        lost_at_most = PRICES[VYPER] + PRICES[EIP]
         os.killpg(server_a.pid, signal.SIGKILL)
         server_a.wait(timeout=10)
         started = time.monotonic()
-        with httpx.Client(auth=auth, timeout=60) as http:
-            for slug in (EIP, VYPER):
-                read = _read(http, f"{b}/articles/{slug}", patience=15)
-                assert read.status_code == 200, read.text
-                delivered += PRICES[slug]
+        for slug in (EIP, VYPER):
+            pay(b, slug, patience=15)
         assert time.monotonic() - started < 15  # the lease (5 s) expired, B took it
         statement = httpx.get(f"{b}/channels/{record.channel_id}").json()
         (record,) = channels.channels()
-        assert int(statement["highest"]) == record.top  # the payer's highest voucher
+        assert int(statement["highest"]) == record.top == paid  # the payer's highest voucher
+        # What A's last checkpoint missed is the payee's to lose, never more than A accepted.
+        assert 0 <= paid - int(statement["served"]) <= lost_at_most
 
         # B claims on its way out: the highest voucher, never more than what was read.
         server_b.send_signal(signal.SIGTERM)
@@ -163,7 +189,7 @@ def test_in_process_channels_on_one_store_across_two_instances(
         manager = find_channel_manager(chain)
         assert manager is not None
         claimed = manager.channel(bytes.fromhex(record.channel_id[2:])).claimed
-        assert claimed == record.top <= delivered
+        assert claimed == record.top == paid  # every read the payer had, once
         assert usdx.balance_of(AUTHOR) - author_before == claimed
         assert usdx.balance_of(agent.address) == FUNDS - DEPOSIT
     assert node.poll() is None
