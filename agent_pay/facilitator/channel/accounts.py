@@ -120,10 +120,11 @@ class ChannelAccounts:
             taken = held if held is not None and held.held else None
             if taken is None:
                 taken = self._take(self._leases, channel, lambda: state)
-            if taken is not None:
-                taken.refresh(state)
-                self.store.mark(taken)
-                return taken
+            if taken is None:  # pragma: no cover - `state` is a channel's the chain holds
+                raise ChainUnavailableError(f"no channel 0x{channel.hex()} on chain")
+            taken.refresh(state)
+            self.store.mark(taken)
+            return taken
         with self._lock:
             account = self.by_channel.get(channel)
             if account is None:
