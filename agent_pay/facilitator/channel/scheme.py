@@ -211,7 +211,7 @@ class ChannelEvmScheme:
 
     def verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> str:
         """Check that `payment` would settle now; return the payer. Changes nothing (it may
-        read the chain, and remember a channel it read)."""
+        read the chain, and remember a channel it read; on a shared store, take its lease)."""
         self.check_requirements(payment, requirements)
         payload = parse_payload(payment)
         channel = bytes.fromhex(payload.channel_id[2:])
