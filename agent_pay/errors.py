@@ -94,6 +94,7 @@ class Reason(StrEnum):
     CHANNEL_INVALID_OPEN = "channel_invalid_open"  # the deposit authorization is unusable
     CHANNEL_DEPOSIT_TOO_SMALL = "channel_deposit_too_small"  # below the offer's minDeposit
     CHANNEL_RELEASE_INVALID = "channel_release_invalid"  # 400: a release the facilitator never gave
+    CHANNEL_BUSY = "channel_busy"  # 503: another instance holds the channel's lease; retry
 
     # -- the resource
     NOT_FOUND = "not_found"  # 404: no such article

@@ -24,31 +24,25 @@ def test_several_workers_need_a_shared_store(
     assert "--workers 2 needs a shared store: --store postgresql://" in capsys.readouterr().err
 
 
-def test_serve_refuses_in_process_channels_on_a_shared_store_at_once(
+def test_serve_offers_in_process_channels_on_a_shared_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Before the store or the chain is reached: nothing listens on either address."""
+    """No longer refused: it gets as far as the store (which this one is not)."""
     store, chain = "postgresql://agent@127.0.0.1:1/none", "http://127.0.0.1:1"
     args = ["--store", store, "--chain", chain, "--server-dir", str(tmp_path)]
     code = main(["serve", *args, "--schemes", "exact,channel"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "--schemes channel keeps its channels in this process, not in the shared store" in err
-    assert "channels behind --facilitator-url" in err
-    code = main(["serve", *args, "--schemes", "exact,channel", "--workers", "2"])
-    assert code == 1
-    assert "not in the shared store" in capsys.readouterr().err
+    assert "cannot open the store" in err
+    assert "not in the shared store" not in err
 
 
-def test_channels_are_refused_on_a_shared_store(tmp_path: Path) -> None:
-    settings = load_settings({"schemes": "channel", "home": str(tmp_path)})
-    with pytest.raises(ConfigurationError, match="not in the shared store"):
-        _schemes(settings, None, shared=True)
+def test_channels_are_offered_on_a_shared_store(tmp_path: Path) -> None:
+    settings = load_settings({"schemes": "exact,channel", "home": str(tmp_path)})
+    with pytest.raises(ConfigurationError, match="no channel contract"):
+        _schemes(settings, None)
     settings = load_settings({"home": str(tmp_path)})
-    assert _schemes(settings, None, shared=True) == (
-        ("exact",),
-        "channels are not kept in the shared store yet",
-    )
+    assert _schemes(settings, None)[0] == ("exact",)  # as on SQLite: no contract, no channels
 
 
 @pytest.mark.slow  # starts the workers as processes

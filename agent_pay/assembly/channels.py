@@ -8,7 +8,7 @@ runs in the facilitator's process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from agent_pay.chain.channel import DEFAULT_GRACE_PERIOD, ChannelManager
 from agent_pay.chain.contract import Transactor
 from agent_pay.chain.stablecoin import Stablecoin
 from agent_pay.facilitator.base import ChannelFacilitator
+from agent_pay.facilitator.channel.persistence import ChannelPersistence
 from agent_pay.facilitator.channel.scheme import DEFAULT_REPLAY_WINDOW, ChannelEvmScheme
 from agent_pay.facilitator.channel.settler import (
     DEFAULT_BATCH_SIZE,
@@ -48,11 +49,14 @@ __all__ = [
 class ChannelOptions:
     """How the channel scheme runs. `manager`: attach to this channel contract instead of
     deploying one (with `grace_period`); `data_dir`: where the payee's channel state persists
-    (`<data_dir>/channels.sqlite`; in memory when None)."""
+    (`<data_dir>/channels.sqlite`; in memory when None); `shared_store`: instead, the store
+    several instances share, made for the channel contract's address (with leases:
+    `agent_pay.store.postgres.channels`)."""
 
     manager: str | None = None
     grace_period: int = DEFAULT_GRACE_PERIOD
     data_dir: Path | None = None
+    shared_store: Callable[[str], ChannelPersistence] | None = None
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL
     settle_every_vouchers: int = DEFAULT_EVERY_VOUCHERS
@@ -84,11 +88,13 @@ def build_channel_scheme(
                 'the "channel" scheme needs a channel contract, or an owner to deploy one'
             )
         manager = ChannelManager.deploy(deployer, options.grace_period)
-    store = (
-        ChannelStore.open(options.data_dir, flush_interval=options.flush_interval)
-        if options.data_dir is not None
-        else ChannelStore.in_memory()
-    )
+    store: ChannelPersistence
+    if options.shared_store is not None:
+        store = options.shared_store(manager.address)
+    elif options.data_dir is not None:
+        store = ChannelStore.open(options.data_dir, flush_interval=options.flush_interval)
+    else:
+        store = ChannelStore.in_memory()
     return ChannelEvmScheme(
         manager,
         tokens,

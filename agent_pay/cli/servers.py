@@ -35,19 +35,13 @@ from agent_pay.serving import serve_app
 from agent_pay.settings import SCHEMES, Settings
 from agent_pay.signing import LocalSigner
 from agent_pay.stack import sample_articles_dir
-from agent_pay.store.open import Store, is_postgres, open_store
+from agent_pay.store.open import Store, open_store
 from agent_pay.wallet import server_receipt_key
 
 __all__ = ["CHANNELS_SUBDIR", "facilitator", "serve"]
 
 CHANNELS_SUBDIR = "channels"
 """Where in `server_dir` the channels paid to this server are kept."""
-
-_IN_PROCESS_CHANNELS = (
-    "--schemes channel keeps its channels in this process, not in the shared store: "
-    "serve --schemes exact with --store postgresql://..., channels behind "
-    "--facilitator-url, or channels on SQLite"
-)
 
 
 def _gas_warning(chain: JsonRpcChain, address: str) -> None:
@@ -60,9 +54,6 @@ def _gas_warning(chain: JsonRpcChain, address: str) -> None:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    in_process_channels = "channel" in settings.schemes and settings.facilitator_url is None
-    if in_process_channels and is_postgres(settings.store):  # before any connection is made
-        raise ConfigurationError(_IN_PROCESS_CHANNELS)
     if settings.workers > 1 and not args.as_worker:
         from agent_pay.cli.workers import supervise
 
@@ -155,7 +146,7 @@ def _build(
 ) -> _Served:
     tokens = tokens_on(chain, settings)
     manager = channel_manager_on(chain, settings)
-    schemes, why = _schemes(settings, manager, shared=store.shared)
+    schemes, why = _schemes(settings, manager)
     secret = _shared_secret(receipt_signer) if store.shared else None
     facilitator: Transactor | str
     if settings.facilitator_url:
@@ -174,6 +165,7 @@ def _build(
         channel_manager=manager if "channel" in schemes else None,
         channel_options=ChannelOptions(
             data_dir=settings.server_dir / CHANNELS_SUBDIR,
+            shared_store=store.channels,  # on a shared store: with leases, beside the ledger
             max_timeout_seconds=settings.max_timeout_seconds,
         ),
         ledger=store.ledger,
@@ -184,6 +176,8 @@ def _build(
         max_timeout_seconds=settings.max_timeout_seconds,
     )
     return _Served(parts, schemes, why, settles)
+
+
 def _check_shared_key(store: Store, signer: LocalSigner) -> None:
     """Every instance on a shared store signs receipts with one key: the first one's."""
     first = store.claim("receipt_signer", signer.address)
@@ -204,16 +198,10 @@ def _shared_secret(signer: LocalSigner) -> bytes:
     return hashlib.sha256(signer.unsafe_sign_hash(digest)).digest()
 
 
-def _schemes(
-    settings: Settings, manager: ChannelManager | None, *, shared: bool = False
-) -> tuple[tuple[str, ...], str]:
+def _schemes(settings: Settings, manager: ChannelManager | None) -> tuple[tuple[str, ...], str]:
     """What to offer, and why."""
     remote = settings.facilitator_url is not None
-    if shared and "channel" in settings.schemes and not remote:
-        raise ConfigurationError(_IN_PROCESS_CHANNELS)
     if not settings.schemes:
-        if shared and not remote:
-            return ("exact",), "channels are not kept in the shared store yet"
         if manager is None:
             return ("exact",), "no channel contract on this chain: agent-pay deploy adds one"
         if remote:

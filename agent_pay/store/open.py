@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent_pay.errors import ConfigurationError
 from agent_pay.server.ledger import Ledger
@@ -13,6 +14,9 @@ from agent_pay.server.siwx import MemoryNonces
 from agent_pay.store.errors import StoreUnavailableError
 from agent_pay.store.postgres.lease import DEFAULT_LEASE_SECONDS
 from agent_pay.store.protocols import PaymentLedger, SpentNonces
+
+if TYPE_CHECKING:
+    from agent_pay.facilitator.channel.persistence import ChannelPersistence
 
 __all__ = ["POSTGRES_SCHEMES", "Store", "is_postgres", "open_store"]
 
@@ -33,6 +37,9 @@ class Store:
     """For messages: the ledger file, or the database URL without its password."""
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _claim: Callable[[str, str], str] | None = None
+    channels: Callable[[str], ChannelPersistence] | None = None
+    """On a shared store: the channel state of a channel contract (its address), with leases
+    (`agent_pay.store.postgres.channels`); None: channels keep a store of their own."""
 
     @property
     def shared(self) -> bool:
@@ -75,6 +82,7 @@ def open_store(
         raise ConfigurationError(
             "a PostgreSQL store needs psycopg: pip install 'agent-pay[postgres]'"
         ) from None
+    from agent_pay.store.postgres.channels import PostgresChannelStore
     from agent_pay.store.postgres.instance import Instance
     from agent_pay.store.postgres.ledger import PostgresLedger
     from agent_pay.store.postgres.nonces import PostgresNonces
@@ -94,4 +102,10 @@ def open_store(
         return str(rows[0][0])
 
     shared = PostgresLedger(pool, instance, clock=clock)
-    return Store(shared, PostgresNonces(pool), pool.url, [pool.close, instance.stop], claim)
+
+    def channels(contract: str) -> PostgresChannelStore:
+        return PostgresChannelStore(pool, instance.id, contract)
+
+    return Store(
+        shared, PostgresNonces(pool), pool.url, [pool.close, instance.stop], claim, channels
+    )

@@ -37,7 +37,9 @@ chain. Pure and thread-safe: no I/O here.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -47,6 +49,7 @@ from agent_pay.chain.channel import ChannelState, ChannelStatus
 from agent_pay.errors import Reason
 from agent_pay.facilitator.channel.records import (
     Acceptance,
+    ChannelBusyError,
     ChannelRefusedError,
     PaidRead,
     ReadChange,
@@ -102,6 +105,9 @@ class ChannelAccount:
     # The highest voucher sent to the chain in a claim, public from then on (not kept on disk:
     # after a restart `claimed`, from the chain, says the same once the claim is mined).
     exposed: int = 0
+    # On a shared store: until when (`time.monotonic()`) this instance's lease on the channel
+    # lets it accept vouchers (see `agent_pay.store.postgres.channels`); for ever otherwise.
+    lease_until: float = math.inf
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Paid reads not yet handed to the store (`checkpoint`), and those not yet known written.
     _changes: list[ReadChange] = field(default_factory=list, repr=False)
@@ -160,6 +166,11 @@ class ChannelAccount:
         return address in self._signers
 
     @property
+    def held(self) -> bool:
+        """Whether this instance may accept vouchers on the channel now (its lease)."""
+        return time.monotonic() < self.lease_until
+
+    @property
     def live(self) -> bool:
         """Open, no close requested, and not being closed by the payee."""
         return self.status is ChannelStatus.OPEN and not self.stopping
@@ -180,8 +191,11 @@ class ChannelAccount:
         """Apply the rule to a voucher whose signature was checked (it is the payer's or the
         signer's, for this channel): serve one read priced `price` of `resource` (a URL path;
         `url` is the URL as sold, named by a re-read's receipt), or raise
-        `ChannelRefusedError`. See the module docstring."""
+        `ChannelRefusedError`. See the module docstring. ChannelBusyError if the channel's
+        lease (on a shared store) is not this instance's any more."""
         with self.lock:
+            if time.monotonic() >= self.lease_until:
+                raise ChannelBusyError(f"channel {self._channel_hex} is not leased here now")
             return self._accept(
                 cumulative_amount, price, signature, resource, url, now, replay_window
             )

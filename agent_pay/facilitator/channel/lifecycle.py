@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from agent_pay.facilitator.channel.accounts import TROUBLE
+from agent_pay.facilitator.channel.persistence import ChannelPersistence
 from agent_pay.facilitator.channel.settler import ChannelSettler
-from agent_pay.facilitator.channel.store import ChannelStore
 from agent_pay.facilitator.channel.watch import ChannelWatch
 
 __all__ = ["ChannelBackground"]
@@ -19,7 +19,9 @@ class ChannelBackground:
     """Starts `store`, `watch` and `settler`; stops them in the reverse order of need: no more
     chain events, one last claim round, then the store written."""
 
-    def __init__(self, store: ChannelStore, watch: ChannelWatch, settler: ChannelSettler) -> None:
+    def __init__(
+        self, store: ChannelPersistence, watch: ChannelWatch, settler: ChannelSettler
+    ) -> None:
         self.store = store
         self.watch = watch
         self.settler = settler

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
-from agent_pay.errors import PaymentRejectedError, Reason
+from agent_pay.errors import ChainUnavailableError, PaymentRejectedError, Reason
 from agent_pay.protocol.channel import CHANNEL_EXTENSION, statement_declaration
 
 __all__ = [
     "Acceptance",
+    "ChannelBusyError",
     "ChannelRefusedError",
     "PaidRead",
     "ReadChange",
@@ -40,6 +41,15 @@ class ChannelRefusedError(PaymentRejectedError):
         if self.statement is None:
             return {}
         return {CHANNEL_EXTENSION: statement_declaration(self.statement)}
+
+
+class ChannelBusyError(ChainUnavailableError):
+    """The channel is another instance's on a shared store, and it did not hand it over in
+    time, or this instance's lease on it ran out (503 with Retry-After, reason
+    `channel_busy`): nothing was accepted, the same voucher may be sent again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, Reason.CHANNEL_BUSY, retry_after=1)
 
 
 class PaidRead(NamedTuple):

@@ -27,6 +27,7 @@ from agent_pay.facilitator.base import ChannelTerms, Settlement
 from agent_pay.facilitator.channel.accounts import ChannelAccounts
 from agent_pay.facilitator.channel.deposits import ChannelDeposits
 from agent_pay.facilitator.channel.lifecycle import ChannelBackground
+from agent_pay.facilitator.channel.persistence import ChannelPersistence
 from agent_pay.facilitator.channel.records import Acceptance, PaidRead
 from agent_pay.facilitator.channel.settler import (
     DEFAULT_BATCH_SIZE,
@@ -64,7 +65,8 @@ class ChannelEvmScheme:
         manager: the channel contract.
         tokens: the stablecoins channels may hold (all on the manager's chain).
         transactor: pays the gas of opens, top-ups and claims.
-        store: where channel accounts persist (in memory by default: a restart forgets them).
+        store: where channel accounts persist (in memory by default: a restart forgets them;
+            on a store shared by several instances, with leases: `ChannelLeases`).
         refresh_interval: seconds between polls of the chain for channel events.
         settle_every_vouchers / settle_every_seconds / settle_batch_size: see
             `ChannelSettler`.
@@ -81,7 +83,7 @@ class ChannelEvmScheme:
         tokens: Iterable[Stablecoin],
         transactor: Transactor,
         *,
-        store: ChannelStore | None = None,
+        store: ChannelPersistence | None = None,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         settle_every_vouchers: int = DEFAULT_EVERY_VOUCHERS,
         settle_every_seconds: float = DEFAULT_EVERY_SECONDS,
@@ -96,7 +98,7 @@ class ChannelEvmScheme:
         self.network = caip2(self.chain.chain_id)
         self._tokens = {t.address: t for t in tokens}
         self._transactor = transactor
-        self.store = store if store is not None else ChannelStore.in_memory()
+        self.store: ChannelPersistence = store if store is not None else ChannelStore.in_memory()
         self.book = ChannelAccounts(manager, self.store)
         self.accounts = self.book.by_channel
         self.checker = VoucherChecker(manager.domain)
@@ -110,6 +112,7 @@ class ChannelEvmScheme:
             every_seconds=settle_every_seconds,
             batch_size=settle_batch_size,
             receipt_timeout=receipt_timeout,
+            before_round=self.book.adopt_orphans,
         )
         self.vouchers = VoucherAcceptor(
             self.book,
@@ -208,7 +211,7 @@ class ChannelEvmScheme:
 
     def verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> str:
         """Check that `payment` would settle now; return the payer. Changes nothing (it may
-        read the chain, and remember a channel it read)."""
+        read the chain, and remember a channel it read; on a shared store, take its lease)."""
         self.check_requirements(payment, requirements)
         payload = parse_payload(payment)
         channel = bytes.fromhex(payload.channel_id[2:])

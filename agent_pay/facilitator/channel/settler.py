@@ -77,6 +77,8 @@ class ChannelSettler:
         every_vouchers / every_seconds: when to run a round.
         batch_size: channels per `claim_many` (at most 100).
         checker: fixes the `v` of vouchers accepted by verification (see `VoucherChecker`).
+        before_round: called before each full round (on a shared store: take the channels
+            whose holder stopped before it claimed them, `ChannelAccounts.adopt_orphans`).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class ChannelSettler:
         every_seconds: float = DEFAULT_EVERY_SECONDS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         receipt_timeout: float = 60.0,
+        before_round: Callable[[], object] = lambda: None,
     ) -> None:
         if not 0 < batch_size <= MAX_CLAIMS:
             raise ValueError(f"batch_size must be 1 to {MAX_CLAIMS}")
@@ -103,6 +106,7 @@ class ChannelSettler:
         self.every_seconds = every_seconds
         self.batch_size = batch_size
         self.receipt_timeout = receipt_timeout
+        self.before_round = before_round
         self.rounds: list[SettleRound] = []
         self._accepted = 0  # vouchers accepted since the last round
         self._urgent: set[bytes] = set()
@@ -143,6 +147,8 @@ class ChannelSettler:
         with self._round_lock:
             self._accepted = 0
             wanted = set(only) if only is not None else None
+            if wanted is None:
+                self.before_round()
             due = [a for a in self.due() if wanted is None or a.channel_id in wanted]
             outcome = SettleRound()
             for start in range(0, len(due), self.batch_size):

@@ -166,6 +166,10 @@ class ChannelStore:
         channel, cumulative, url, price, at = row
         return bytes.fromhex(channel[2:]), int(cumulative), url, int(price), float(at)
 
+    def terms(self, channel: bytes) -> tuple[str, str, str] | None:
+        """None: every stored channel is loaded, so its terms are known from its account."""
+        return None
+
     # -- writing
 
     def mark(self, account: ChannelAccount) -> None:

@@ -15,7 +15,11 @@ from collections.abc import Callable
 from agent_pay.errors import Reason
 from agent_pay.facilitator.channel.accounts import ChannelAccounts
 from agent_pay.facilitator.channel.book import ChannelAccount
-from agent_pay.facilitator.channel.records import Acceptance, ChannelRefusedError
+from agent_pay.facilitator.channel.records import (
+    Acceptance,
+    ChannelBusyError,
+    ChannelRefusedError,
+)
 from agent_pay.protocol import PaymentPayload, PaymentRequirements
 from agent_pay.protocol.channel import ParsedPayload, parse_channel_payload
 from agent_pay.signing.voucher_check import VoucherChecker
@@ -75,7 +79,10 @@ class VoucherAcceptor:
             return None
         # An `open` for a channel that is open already is ignored: a client attaches it to
         # every read until it hears that the channel is open.
-        return self.accept_on(account, payload, requirements, resource, url)
+        try:
+            return self.accept_on(account, payload, requirements, resource, url)
+        except ChannelBusyError:  # its lease ran out just now: the slow path renews it
+            return None
 
     def accept_on(
         self,

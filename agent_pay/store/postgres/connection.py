@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -92,12 +92,14 @@ class Pool:
                 ) from exc
             raise StoreUnavailableError(f"{type(exc).__name__}: {redact(str(exc))}") from exc
 
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+    def execute(self, sql: str, params: tuple[Any, ...] | Mapping[str, Any] = ()) -> int:
         """Run one statement; how many rows it changed."""
         with self.connection() as connection:
             return connection.execute(sql.encode(), params).rowcount
 
-    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def fetch(
+        self, sql: str, params: tuple[Any, ...] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         with self.connection() as connection:
             return connection.execute(sql.encode(), params).fetchall()
 

@@ -72,6 +72,44 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value         TEXT NOT NULL
     );
     """,
+    # 2: the channel scheme's state, shared by the instances: each channel's snapshot, the
+    # reads its vouchers paid for (entitlements), and which instance accepts its vouchers now.
+    """
+    CREATE TABLE channel_states (
+        contract      TEXT NOT NULL,      -- the channel contract's address
+        channel_id    TEXT NOT NULL,      -- 0x-hex, 32 bytes
+        payee         TEXT NOT NULL,
+        status        INTEGER NOT NULL,
+        version       BIGINT NOT NULL,
+        state         TEXT NOT NULL,      -- the account's snapshot, JSON
+        updated_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (contract, channel_id)
+    );
+    CREATE TABLE channel_paid_reads (
+        payer         TEXT NOT NULL,
+        resource      TEXT NOT NULL,      -- the URL path: what entitlements are looked up by
+        contract      TEXT NOT NULL,
+        channel_id    TEXT NOT NULL,
+        cumulative    NUMERIC(78, 0) NOT NULL,  -- the voucher that paid
+        url           TEXT NOT NULL,      -- the URL as sold: what the receipt names
+        price         NUMERIC(78, 0) NOT NULL,
+        payee         TEXT NOT NULL,
+        token         TEXT NOT NULL,
+        at            DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (payer, resource, contract, channel_id, cumulative)
+    );
+    CREATE TABLE channel_leases (
+        contract      TEXT NOT NULL,
+        channel_id    TEXT NOT NULL,
+        holder        TEXT,               -- the instance accepting its vouchers; NULL: free
+        epoch         BIGINT NOT NULL,    -- bumped on every take: fences the older holder
+        expires_at    TIMESTAMPTZ NOT NULL,
+        wanted_by     TEXT,               -- another instance asked for it: hand it over
+        wanted_at     TIMESTAMPTZ,
+        PRIMARY KEY (contract, channel_id)
+    );
+    CREATE INDEX channel_leases_by_holder ON channel_leases (holder) WHERE holder IS NOT NULL;
+    """,
 )
 
 
