@@ -55,6 +55,7 @@ from agent_pay.store.postgres.connection import Pool
 
 __all__ = [
     "DEFAULT_CHANNEL_LEASE",
+    "DEFAULT_CHECKPOINT_INTERVAL",
     "DEFAULT_HANDOFF_WAIT",
     "DEFAULT_LEASE_MARGIN",
     "PostgresChannelStore",
@@ -66,8 +67,17 @@ DEFAULT_CHANNEL_LEASE: Final = 5.0
 """Seconds a channel's lease lasts unrenewed: how long a killed holder's channels wait."""
 DEFAULT_LEASE_MARGIN: Final = 1.0
 """Seconds before its lease ends (on its own clock) that an instance stops accepting on it."""
-DEFAULT_HANDOFF_WAIT: Final = 0.5
-"""Seconds a voucher waits for a live holder to hand its channel over, before a 503."""
+DEFAULT_CHECKPOINT_INTERVAL: Final = 0.2
+"""Seconds between two checkpoints: what a SIGKILLed holder can lose of its accepted vouchers
+(the payee's loss, never the payer's), and how long a holder may take to see that another
+instance wants a channel. Longer than SQLite's 50 ms because each checkpoint sends every dirty
+channel's snapshot (with its recent vouchers, some 16 KB for a busy channel) over the network to
+be written: at 50 ms a busy channel was written after every few reads, which cost PostgreSQL
+0.09 ms of CPU per voucher read and the server 0.08 ms; at 200 ms, 0.03 ms and nothing
+measurable (BENCHMARKS.md, "Several workers on one PostgreSQL store")."""
+DEFAULT_HANDOFF_WAIT: Final = 1.0
+"""Seconds a voucher waits for a live holder to hand its channel over, before a 503: several
+checkpoint intervals, as the holder lets go at its next checkpoint."""
 _POLL: Final = 0.02
 _TERMS_CACHED: Final = 4096
 
@@ -84,7 +94,7 @@ class PostgresChannelStore:
         me: str,
         contract: str,
         *,
-        flush_interval: float = 0.05,
+        flush_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
         lease: float = DEFAULT_CHANNEL_LEASE,
         margin: float = DEFAULT_LEASE_MARGIN,
         handoff_wait: float = DEFAULT_HANDOFF_WAIT,
