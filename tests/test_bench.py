@@ -55,6 +55,7 @@ PHASE_KEYS = {
     "statuses",
     "server_timing_ms",
     "server_cpu_us_per_read",
+    "chain_cpu_us_per_read",
 }
 PAID_KEYS = PHASE_KEYS | {
     "signing_per_second",
@@ -119,6 +120,8 @@ def test_figures_are_consistent(report: dict[str, Any]) -> None:
         # The server process spends CPU on every read; a free preview costs it some 20-1000 us.
         assert 10 < free["server_cpu_us_per_read"] < 5_000
         assert paid["server_cpu_us_per_read"] > 0
+        # The chain runs in its own process (the default): it mines every paid read.
+        assert paid["chain_cpu_us_per_read"] > 0
 
 
 @pytest.mark.slow
@@ -225,6 +228,8 @@ def test_cli_arguments_make_the_config() -> None:
     assert config.schemes == ("exact",)
     full = cli.config_from_args(parser.parse_args([]))
     assert full.free_requests > config.free_requests
+    assert full.chain == "process"  # the chain on a core of its own, unless asked otherwise
+    assert cli.config_from_args(parser.parse_args(["--chain", "embedded"])).chain == "embedded"
 
 
 def test_memory_is_read_from_proc() -> None:

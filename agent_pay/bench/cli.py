@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="payment scheme(s) to measure; 'both' runs what is available (default)",
     )
+    parser.add_argument(
+        "--chain",
+        choices=["process", "embedded"],
+        default="process",
+        help="the server's embedded chain in a process of its own (default) or in the server's",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts: about 20 s")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--free-requests", type=positive_int, help="free-preview reads under load")
@@ -75,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         if reason is not None:
             raise SchemeUnavailableError(reason)
     overrides: dict[str, Any] = {"schemes": tuple(schemes), "slug": args.slug}
+    overrides["chain"] = args.chain
     for name in (
         "free_requests",
         "paid_requests",

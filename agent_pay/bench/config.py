@@ -15,6 +15,7 @@ class BenchConfig:
     """How much load each phase gets. Every phase is bounded by its count and `phase_seconds`."""
 
     schemes: tuple[str, ...] = ("exact",)
+    chain: str = "process"  # the server's embedded chain: "process" (its own) or "embedded"
     free_requests: int = 20_000
     paid_requests: int = 2_000
     unloaded_requests: int = 200

@@ -112,6 +112,11 @@ def _exact_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if cpu is None else cpu <= 2,
             "note": f"{_cpu(exact)} us per read against {per_settlement_us:,.0f} us per "
             "settlement mined in one block"
+            + (
+                f"; the chain's own process spent {chain_cpu} us per read besides"
+                if (chain_cpu := exact.get("chain_cpu_us_per_read")) is not None
+                else ""
+            )
             if cpu is not None
             else "not measured",
         },

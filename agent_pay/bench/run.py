@@ -101,11 +101,12 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
         "config": config.to_dict(),
     }
     progress.step("starting the server process (chain, tokens, facilitator, uvicorn)")
-    with BenchServer([k.name for k in kits]) as server:
+    with BenchServer([k.name for k in kits], config.chain) as server:
         run = Session(
             config, server, progress, [LocalSigner.random() for _ in range(config.agents)]
         )
-        progress.step(f"server at {server.url}, pid {server.pid}")
+        chain_at = f", chain pid {server.chain_pid}" if server.chain_pid else ""
+        progress.step(f"server at {server.url}, pid {server.pid}{chain_at}")
         run.remember_memory("idle")
         asset: Asset = server.call("asset", "USDX")
         author: str = server.call("author", config.slug)

@@ -26,13 +26,15 @@ def _row(name: str, phase: dict[str, Any]) -> str:
     return (
         f"  {name:<28}{_n(phase['reads_per_second']):>10}{_n(latency['p50_ms'], 2):>10}"
         f"{_n(latency['p99_ms'], 2):>10}{_n(phase.get('server_cpu_us_per_read')):>10}"
-        f"{_n(phase['completed'], 0):>10}   {statuses}{extra}"
+        f"{_n(phase.get('chain_cpu_us_per_read')):>10}{_n(phase['completed'], 0):>10}"
+        f"   {statuses}{extra}"
     )
 
 
 def _header() -> str:
     return (
-        f"  {'':<28}{'reads/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us':>10}{'reads':>10}"
+        f"  {'':<28}{'reads/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us':>10}{'chain us':>10}"
+        f"{'reads':>10}"
         "   statuses"
     )
 
@@ -48,9 +50,15 @@ def render_bench(report: dict[str, Any]) -> str:
         f"agent-pay bench — {machine['cpus']} CPU(s) ({machine['cpu_model']}), "
         f"{machine['memory_gib']} GiB, Python {machine['python']}"
         + (" [quick]" if config["quick"] else ""),
-        f"server: uvicorn, one worker, embedded py-evm chain + in-process facilitator, own "
-        f"process; load: separate process on 127.0.0.1, {config['concurrency']} keep-alive "
-        f"connections, at most {config['phase_seconds']:.0f} s per phase",
+        "server: uvicorn, one worker, embedded py-evm chain "
+        + (
+            "in its own process (CPU us: the server's; chain us: the chain's)"
+            if config.get("chain", "embedded") == "process"
+            else "in the server's process"
+        )
+        + " + in-process facilitator, own process; load: separate process on 127.0.0.1, "
+        f"{config['concurrency']} keep-alive connections, "
+        f"at most {config['phase_seconds']:.0f} s per phase",
         f"load average at start {report.get('load_average_at_start')}, at end "
         f"{report.get('load_average_at_end')} (other work on the machine skews every figure)",
         "",
