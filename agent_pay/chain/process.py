@@ -8,10 +8,11 @@ else — HTTP, verification, the ledger — so a server can never approach the c
 `ProcessChain` implements `Chain` by asking an `EmbeddedChain` hosted in a child process
 (`agent_pay.chain.process_host`), so mining runs on another core while this process serves.
 
-Calls are pipelined: each is a small message (`agent_pay.chain.process_wire`) tagged with an id,
-written at once; one reader thread hands each answer to the thread that asked. Any number of
-calls are in flight together — a thread waiting for a receipt holds no lock and keeps no other
-call waiting — and the child mines them by group commit (`expecting()` is forwarded), so
+Calls are pipelined: each is a small message (`agent_pay.chain.process_wire`) on a socket of
+its own (from a pool of them, made at start), so the answer wakes the thread that asked and
+no other: no reader thread and no second hand-over of the interpreter per call. Many calls are
+in flight together — a thread waiting for a receipt holds no lock and keeps no other call
+waiting — and the child mines them by group commit (`expecting()` is forwarded), so
 settlements that arrive together share a block. Each transaction still gets its own receipt,
 mined before `wait_for_receipt` returns.
 
@@ -23,10 +24,14 @@ being unavailable (HTTP 503).
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
@@ -53,17 +58,6 @@ class ChainProcessError(NodeUnavailableError):
     """The chain's process is gone, or did not answer in time."""
 
 
-class _Slot:
-    """Where one call's answer lands: a lock the caller waits on and the reader releases."""
-
-    __slots__ = ("answer", "ready")
-
-    def __init__(self) -> None:
-        self.ready = threading.Lock()
-        self.ready.acquire()
-        self.answer: tuple[bool, Any] = (False, ("chain", "no answer", None))
-
-
 class ProcessChain:
     """An `EmbeddedChain` in a child process; implements `agent_pay.chain.Chain`. Thread-safe.
 
@@ -71,6 +65,8 @@ class ProcessChain:
         chain_id, group_size, group_wait: the hosted `EmbeddedChain`'s.
         call_timeout: seconds any call but `wait_for_receipt` waits for its answer before it
             raises ChainProcessError (the child is alive but stuck).
+        connections: sockets to the child, so calls at once: a call beyond them waits for
+            one to come free (more than anyio's 40 worker threads by default).
     """
 
     def __init__(
@@ -80,29 +76,36 @@ class ProcessChain:
         group_size: int = GROUP_SIZE,
         group_wait: float = GROUP_WAIT,
         call_timeout: float = 30.0,
+        connections: int = 64,
     ) -> None:
         self.call_timeout = call_timeout
-        ours, theirs = socket.socketpair()
-        args = [str(theirs.fileno()), str(chain_id), str(group_size), str(group_wait)]
+        pairs = [socket.socketpair() for _ in range(connections + 1)]
+        theirs = [pair[1].fileno() for pair in pairs]
+        args = [str(chain_id), str(group_size), str(group_wait), *map(str, theirs)]
         try:
             self._process = subprocess.Popen(  # noqa: S603 - our own module, no shell
                 [sys.executable, "-m", "agent_pay.chain.process_host", *args],
-                pass_fds=(theirs.fileno(),),
+                pass_fds=theirs,
                 stdin=subprocess.DEVNULL,
             )
         finally:
-            theirs.close()
-        self._conn = Connection(ours.detach())
-        self._lock = threading.Lock()  # guards the slots, the next id and `_gone`
-        self._send_lock = threading.Lock()
-        self._slots: dict[int, _Slot] = {}
-        self._next_id = 0
+            for _, end in pairs:
+                end.close()
+        conns = [Connection(ours.detach()) for ours, _ in pairs]
+        # The first carries the start-up answer and `expecting()`'s announcements, which want
+        # no answer; its closing ends the child. Each call takes one of the others for itself.
+        self._control = conns[0]
+        self._control_lock = threading.Lock()
+        self._free = collections.deque(conns[1:])
+        self._slots = threading.BoundedSemaphore(connections)
+        self._lock = threading.Lock()  # guards `_gone` and the connections' closing
         self._gone: str | None = None
-        if not self._conn.poll(_START_TIMEOUT):
+        self._ids = itertools.count(1)  # next() is atomic: no two calls share an id
+        if not self._control.poll(_START_TIMEOUT):
             self.close()
             raise ChainProcessError("the chain process did not start in time", maybe_sent=False)
         try:
-            _, ok, value = loads(self._conn.recv_bytes())
+            _, ok, value, head = loads(self._control.recv_bytes())
         except (EOFError, OSError, WireError, ValueError) as exc:
             self.close()
             raise ChainProcessError(f"the chain process failed to start: {exc}") from exc
@@ -110,83 +113,79 @@ class ProcessChain:
             self.close()
             raise error_from_wire(value)
         self._chain_id = int(value)
-        self._reader = threading.Thread(target=self._read_forever, name="chain-process-reader")
-        self._reader.daemon = True
-        self._reader.start()
+        # What the latest answer said of the head: (timestamp, max fee, priority fee).
+        self._head: tuple[int, int, int] = head
 
     @property
     def pid(self) -> int:
         """The chain process's id (its CPU time is the chain's)."""
         return int(self._process.pid)
 
-    # -- the pipe ------------------------------------------------------------------------------
+    # -- the sockets ---------------------------------------------------------------------------
 
     def _call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        slot = _Slot()
-        with self._lock:
-            if self._gone is not None:
-                raise ChainProcessError(self._gone, maybe_sent=False)
-            self._next_id += 1
-            request_id = self._next_id
-            self._slots[request_id] = slot
+        wait = self.call_timeout if timeout is None else timeout
+        if not self._slots.acquire(timeout=wait):
+            raise ChainProcessError(f"{method}: every connection to the chain process is busy")
+        conn = self._free.pop()
         try:
-            request = dumps((request_id, method, args))
-            with self._send_lock:
-                self._conn.send_bytes(request)
+            return self._ask(conn, method, args, wait)
+        finally:
+            self._free.append(conn)
+            self._slots.release()
+
+    def _ask(self, conn: Connection, method: str, args: tuple[Any, ...], wait: float) -> Any:
+        """Send one request on `conn`, which this thread alone uses now, and read its answer
+        (skipping any answer to an earlier call on it that gave up waiting)."""
+        if self._gone is not None:
+            raise ChainProcessError(self._gone, maybe_sent=False)
+        request_id = next(self._ids)
+        try:
+            conn.send_bytes(dumps((request_id, method, args)))
         except OSError as exc:
             self._lost(f"the chain process is gone: {exc}")
             gone = f"{method}: the chain process is gone"
             raise ChainProcessError(gone, maybe_sent=False) from exc
-        wait = self.call_timeout if timeout is None else timeout
-        if not slot.ready.acquire(timeout=wait):
-            with self._lock:
-                self._slots.pop(request_id, None)
-            if method == "wait_for_receipt":
-                raise TimeoutError(f"transaction 0x{args[0].hex()} not mined in {wait} s")
-            raise ChainProcessError(f"{method}: the chain process did not answer in {wait} s")
-        ok, value = slot.answer
+        deadline = time.monotonic() + wait
+        try:
+            answer_id = 0
+            while answer_id != request_id:
+                if not conn.poll(max(0.0, deadline - time.monotonic())):
+                    if method == "wait_for_receipt":
+                        raise TimeoutError(f"transaction 0x{args[0].hex()} not mined in {wait} s")
+                    raise ChainProcessError(f"{method}: the chain process did not answer in time")
+                answer_id, ok, value, head = loads(conn.recv_bytes())
+        except (EOFError, OSError, WireError, ValueError, TypeError) as exc:
+            code = self._process.poll()
+            why = f"exit code {code}" if code is not None else type(exc).__name__
+            self._lost(f"the chain process is gone ({why})")
+            raise ChainProcessError(f"{method}: the chain process is gone ({why})") from exc
+        if head[0] >= self._head[0]:  # two answers racing lose a newer head only for a
+            self._head = head  # moment: the next answer brings it again
         if ok:
             return value
         raise error_from_wire(value)
 
-    def _read_forever(self) -> None:
-        while True:
-            try:
-                request_id, ok, value = loads(self._conn.recv_bytes())
-            except (EOFError, OSError, WireError, ValueError, TypeError) as exc:
-                code = self._process.poll()
-                why = f"exit code {code}" if code is not None else type(exc).__name__
-                self._lost(f"the chain process is gone ({why})")
-                return
-            with self._lock:
-                slot = self._slots.pop(request_id, None)
-            if slot is not None:  # else its caller gave up waiting
-                slot.answer = (ok, value)
-                slot.ready.release()
-
     def _lost(self, reason: str) -> None:
-        """The child is gone: fail every call in flight, and every later one."""
+        """The child is gone: every later call fails at once."""
         with self._lock:
             if self._gone is None:
                 self._gone = reason
-            slots, self._slots = self._slots, {}
-        for slot in slots.values():
-            slot.answer = (False, ("chain", reason, None))
-            slot.ready.release()
 
     # -- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the child (closing the socket ends it) and wait for it."""
-        with self._lock:
-            if self._gone is None:
-                self._gone = "the chain process was closed"
-        self._conn.close()
+        """Stop the child (closing the first socket ends it) and wait for it."""
+        self._lost("the chain process was closed")
+        with self._control_lock:
+            self._control.close()
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        for conn in list(self._free):
+            conn.close()
 
     def __enter__(self) -> ProcessChain:
         return self
@@ -209,7 +208,9 @@ class ProcessChain:
         return int(self._call("latest_timestamp"))
 
     def next_timestamp(self) -> int:
-        return int(self._call("next_timestamp"))
+        # As the child reckons it (`EmbeddedChain.next_timestamp`: the later of the head's and
+        # the clock, both processes reading this machine's), without asking it.
+        return max(self._head[0], int(time.time()))
 
     def get_balance(self, address: str) -> int:
         return int(self._call("get_balance", address))
@@ -230,8 +231,10 @@ class ProcessChain:
         return int(self._call("estimate_gas", to, data, sender, value))
 
     def fee_params(self) -> tuple[int, int]:
-        max_fee, priority_fee = self._call("fee_params")
-        return int(max_fee), int(priority_fee)
+        # As of the latest answer, without asking: the max fee is twice the base fee (plus the
+        # tip), and the base fee grows at most 12.5% a block, so it stays good for blocks.
+        _, max_fee, priority_fee = self._head
+        return max_fee, priority_fee
 
     def send_raw_transaction(self, raw: bytes) -> bytes:
         return bytes(self._call("send_raw_transaction", raw))
@@ -271,11 +274,8 @@ class ProcessChain:
         if self._gone is not None:
             return
         message = dumps((0, method, args))
-        try:
-            with self._send_lock:
-                self._conn.send_bytes(message)
-        except OSError:
-            pass
+        with self._control_lock, contextlib.suppress(OSError):
+            self._control.send_bytes(message)
 
     def is_pending(self, tx_hash: bytes) -> bool:
         return bool(self._call("is_pending", tx_hash))

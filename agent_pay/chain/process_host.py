@@ -1,15 +1,17 @@
 """The process that hosts a `ProcessChain`'s embedded chain: py-evm and its group commit run
 here, on a core of their own, and answer the parent over one local socket.
 
-Run by `ProcessChain` as `python -m agent_pay.chain.process_host FD CHAIN_ID GROUP_SIZE
-GROUP_WAIT`, the socket inherited as file descriptor FD. Messages are `process_wire`'s.
+Run by `ProcessChain` as `python -m agent_pay.chain.process_host CHAIN_ID GROUP_SIZE
+GROUP_WAIT FD...`, one connected socket inherited per file descriptor FD: the parent's calling
+threads each use one at a time, so an answer goes straight to the thread that waits for it.
+Messages are `process_wire`'s.
 
-Two threads: the reader answers each request as it comes (reads, submissions, announcements
-by `expecting()`) and hands receipt waits to the miner, which mines — group commit, as
-`EmbeddedChain.wait_for_receipt` does in one process — and answers every wait its block
-settled. So one slow block never holds up a read or a submission for longer than the
-interpreter's switch interval, and any number of waits are in flight at once. When the parent
-goes (the socket closes) the process exits.
+Two threads: the reader answers each request as it comes, on whichever socket it came (reads,
+submissions, announcements by `expecting()`), and hands receipt waits to the miner, which
+mines — group commit, as `EmbeddedChain.wait_for_receipt` does in one process — and answers
+every wait its block settled. So one slow block never holds up a read or a submission for
+longer than the interpreter's switch interval, and any number of waits are in flight at once.
+When the parent goes (the first socket closes) the process exits.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from agent_pay.chain.embedded import EmbeddedChain
@@ -53,13 +55,13 @@ def _log_tuple(log: Any) -> tuple[Any, ...]:
 
 
 class Host:
-    """Serves `chain` to the parent at the other end of `conn` until it closes."""
+    """Serves `chain` to the parent at the other ends of `conns` until the first closes."""
 
-    def __init__(self, chain: EmbeddedChain, conn: Connection) -> None:
+    def __init__(self, chain: EmbeddedChain, conns: list[Connection]) -> None:
         self.chain = chain
-        self._conn = conn
+        self._conns = conns
         self._send_lock = threading.Lock()
-        self._waits: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._waits: queue.SimpleQueue[tuple[Connection, int, bytes] | None] = queue.SimpleQueue()
         self._expected: list[AbstractContextManager[None]] = []
         self._methods: dict[str, Callable[..., Any]] = {
             "block_number": chain.block_number,
@@ -92,38 +94,44 @@ class Host:
     # -- the reader ----------------------------------------------------------------------------
 
     def _read_forever(self) -> None:
-        while True:
-            try:
-                data = self._conn.recv_bytes()
-            except (EOFError, OSError):
-                return  # the parent went away
-            try:
-                request_id, method, args = loads(data)
-                if not isinstance(request_id, int) or not isinstance(method, str):
-                    raise WireError("a request is (id, method, args)")
-                args = tuple(args)
-            except (WireError, ValueError, TypeError) as exc:
-                print(f"agent-pay chain process: {exc}", file=sys.stderr, flush=True)
-                continue  # not one of ours: nobody to answer, and nothing to do
-            self._handle(request_id, method, args)
+        first, open_ = self._conns[0], set(self._conns)
+        while first in open_:
+            for conn in wait(list(open_)):
+                assert isinstance(conn, Connection)
+                try:
+                    data = conn.recv_bytes()
+                except (EOFError, OSError):
+                    open_.discard(conn)  # the parent gave it up, or went away (the first)
+                    continue
+                try:
+                    request_id, method, args = loads(data)
+                    if not isinstance(request_id, int) or not isinstance(method, str):
+                        raise WireError("a request is (id, method, args)")
+                    args = tuple(args)
+                except (WireError, ValueError, TypeError) as exc:
+                    print(f"agent-pay chain process: {exc}", file=sys.stderr, flush=True)
+                    continue  # not one of ours: nobody to answer, and nothing to do
+                self._handle(conn, request_id, method, args)
 
-    def _handle(self, request_id: int, method: str, args: tuple[Any, ...]) -> None:
+    def _handle(
+        self, conn: Connection, request_id: int, method: str, args: tuple[Any, ...]
+    ) -> None:
         if method == "wait_for_receipt" and len(args) == 1 and isinstance(args[0], bytes):
-            self._waits.put((request_id, args[0]))
+            self._waits.put((conn, request_id, args[0]))
             return
         if method == "expect" and args in ((1,), (-1,)):
             self._expect(args[0])
             return
         function = self._methods.get(method)
         if function is None:
-            self._answer(request_id, False, ("chain", f"no such method {method!r}", None))
+            self._answer(conn, request_id, False, ("chain", f"no such method {method!r}", None))
             return
         try:
             value = function(*args)
         except BaseException as exc:  # every failure is the caller's answer, never our end
-            self._answer(request_id, False, error_to_wire(exc))
+            self._answer(conn, request_id, False, error_to_wire(exc))
         else:
-            self._answer(request_id, True, value)
+            self._answer(conn, request_id, True, value)
 
     def _expect(self, delta: int) -> None:
         if delta > 0:
@@ -133,13 +141,17 @@ class Host:
         elif self._expected:
             self._expected.pop().__exit__(None, None, None)
 
-    def _answer(self, request_id: int, ok: bool, value: Any) -> None:
+    def _answer(self, conn: Connection, request_id: int, ok: bool, value: Any) -> None:
         if not request_id:
             return  # nobody asked for an answer
-        message = dumps((request_id, ok, value))
+        message = dumps((request_id, ok, value, self.head()))
         # A parent that went away is the reader's to notice.
         with self._send_lock, contextlib.suppress(OSError):
-            self._conn.send_bytes(message)
+            conn.send_bytes(message)
+
+    def head(self) -> tuple[int, int, int]:
+        """What every answer carries: the latest block's timestamp and the fee parameters."""
+        return (self.chain.latest_timestamp(), *self.chain.fee_params())
 
     def _block_stats(self, first: int, last: int) -> list[tuple[int, int]]:
         """(transactions, gas used) of each block in [first, last]."""
@@ -152,12 +164,12 @@ class Host:
     # -- the miner -----------------------------------------------------------------------------
 
     def _mine_forever(self) -> None:
-        waiting: dict[bytes, list[int]] = {}
+        waiting: dict[bytes, list[tuple[Connection, int]]] = {}
         while True:
             item = self._waits.get()
             while item is not None:
-                request_id, tx_hash = item
-                waiting.setdefault(tx_hash, []).append(request_id)
+                conn, request_id, tx_hash = item
+                waiting.setdefault(tx_hash, []).append((conn, request_id))
                 try:
                     item = self._waits.get_nowait()
                 except queue.Empty:
@@ -174,7 +186,7 @@ class Host:
                         self.chain.wait_for_receipt(oldest)
                     self._take_new_waits(waiting)
 
-    def _take_new_waits(self, waiting: dict[bytes, list[int]]) -> None:
+    def _take_new_waits(self, waiting: dict[bytes, list[tuple[Connection, int]]]) -> None:
         while True:
             try:
                 item = self._waits.get_nowait()
@@ -183,9 +195,10 @@ class Host:
             if item is None:
                 self._waits.put(None)  # seen by the outer loop once these are answered
                 return
-            waiting.setdefault(item[1], []).append(item[0])
+            conn, request_id, tx_hash = item
+            waiting.setdefault(tx_hash, []).append((conn, request_id))
 
-    def _answer_settled(self, waiting: dict[bytes, list[int]]) -> None:
+    def _answer_settled(self, waiting: dict[bytes, list[tuple[Connection, int]]]) -> None:
         """Answer every wait whose transaction was mined or will never be."""
         for tx_hash in list(waiting):
             receipt = self.chain.get_receipt(tx_hash)
@@ -200,24 +213,25 @@ class Host:
                     answer = (False, error_to_wire(exc))
                 else:  # mined in between
                     answer = (True, receipt_to_wire(self.chain.get_receipt(tx_hash)))
-            for request_id in waiting.pop(tx_hash):
-                self._answer(request_id, *answer)
+            for conn, request_id in waiting.pop(tx_hash):
+                self._answer(conn, request_id, *answer)
 
 
 def main(argv: list[str]) -> None:
-    fd, chain_id, group_size, group_wait = argv
+    chain_id, group_size, group_wait, *fds = argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it closes us
     sys.setswitchinterval(_SWITCH_INTERVAL)
-    conn = Connection(socket.socket(fileno=int(fd)).detach())
+    conns = [Connection(socket.socket(fileno=int(fd)).detach()) for fd in fds]
     try:
         chain = EmbeddedChain(
             chain_id=int(chain_id), group_size=int(group_size), group_wait=float(group_wait)
         )
     except BaseException as exc:
-        conn.send_bytes(dumps((0, False, error_to_wire(exc))))
+        conns[0].send_bytes(dumps((0, False, error_to_wire(exc), (0, 0, 0))))
         raise
-    conn.send_bytes(dumps((0, True, chain.chain_id)))
-    Host(chain, conn).run()
+    host = Host(chain, conns)
+    conns[0].send_bytes(dumps((0, True, chain.chain_id, host.head())))
+    host.run()
 
 
 if __name__ == "__main__":

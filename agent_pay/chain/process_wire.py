@@ -5,9 +5,10 @@ so it is compact and quick to write and read, and a reader refuses anything else
 that cannot look up a single class or function cannot be made to run code, so garbage on the
 pipe is an error, never an action.
 
-A request is `(id, method, args)`; id 0 asks for no answer. An answer is `(id, True, value)` or
-`(id, False, (kind, message, data))`, `kind` one of `ERRORS`' names. Receipts and logs travel
-as tuples (`receipt_to_wire`, `receipt_from_wire`).
+A request is `(id, method, args)`; id 0 asks for no answer. An answer is `(id, True, value,
+head)` or `(id, False, (kind, message, data), head)`, `kind` one of `ERRORS`' names and `head`
+what the chain's head was when it was written: (timestamp, max fee per gas, priority fee).
+Receipts and logs travel as tuples (`receipt_to_wire`, `receipt_from_wire`).
 """
 
 from __future__ import annotations
