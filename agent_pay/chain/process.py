@@ -147,19 +147,21 @@ class ProcessChain:
             gone = f"{method}: the chain process is gone"
             raise ChainProcessError(gone, maybe_sent=False) from exc
         deadline = time.monotonic() + wait
-        try:
-            answer_id = 0
-            while answer_id != request_id:
-                if not conn.poll(max(0.0, deadline - time.monotonic())):
-                    if method == "wait_for_receipt":
-                        raise TimeoutError(f"transaction 0x{args[0].hex()} not mined in {wait} s")
-                    raise ChainProcessError(f"{method}: the chain process did not answer in time")
-                answer_id, ok, value, head = loads(conn.recv_bytes())
-        except (EOFError, OSError, WireError, ValueError, TypeError) as exc:
-            code = self._process.poll()
-            why = f"exit code {code}" if code is not None else type(exc).__name__
-            self._lost(f"the chain process is gone ({why})")
-            raise ChainProcessError(f"{method}: the chain process is gone ({why})") from exc
+        answer_id = 0
+        while answer_id != request_id:
+            try:
+                ready = conn.poll(max(0.0, deadline - time.monotonic()))
+                if ready:
+                    answer_id, ok, value, head = loads(conn.recv_bytes())
+            except (EOFError, OSError, WireError, ValueError, TypeError) as exc:
+                code = self._process.poll()
+                why = f"exit code {code}" if code is not None else type(exc).__name__
+                self._lost(f"the chain process is gone ({why})")
+                raise ChainProcessError(f"{method}: the chain process is gone ({why})") from exc
+            if not ready:
+                if method == "wait_for_receipt":
+                    raise TimeoutError(f"transaction 0x{args[0].hex()} not mined in {wait} s")
+                raise ChainProcessError(f"{method}: the chain process did not answer in time")
         if head[0] >= self._head[0]:  # two answers racing lose a newer head only for a
             self._head = head  # moment: the next answer brings it again
         if ok:
