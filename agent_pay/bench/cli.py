@@ -51,9 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chain",
-        choices=["process", "embedded"],
-        default="process",
-        help="the server's embedded chain in a process of its own (default) or in the server's",
+        choices=["both", "process", "embedded"],
+        default="both",
+        help="the server's embedded chain in a process of its own, or in the server's; 'both' "
+        "(default): in its own, then the paid exact phases again on a second server with it "
+        "in the server's",
     )
     parser.add_argument("--quick", action="store_true", help="small counts: about 20 s")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")

@@ -53,6 +53,11 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
         "channel_over_exact": _ratio(channel, exact),
         "exact_over_stock_x402": _ratio(exact, _rate(stock)),
     }
+    # `--chain both`: the chain in its own process against the chain in the server's.
+    other = report.get("other_chain")
+    ratios["exact_process_over_embedded_chain"] = (
+        _ratio(exact, _rate(other["paid"])) if other is not None else None
+    )
     # The same comparison by the server's own CPU time per read: less swayed by what else
     # runs on the machine (the load generator included) than reads/s.
     ratios["free_over_paid_channel_cpu"] = _ratio(

@@ -53,7 +53,7 @@ def render_bench(report: dict[str, Any]) -> str:
         "server: uvicorn, one worker, embedded py-evm chain "
         + (
             "in its own process (CPU us: the server's; chain us: the chain's)"
-            if config.get("chain", "embedded") == "process"
+            if report.get("chain", "embedded") == "process"
             else "in the server's process"
         )
         + " + in-process facilitator, own process; load: separate process on 127.0.0.1, "
@@ -73,6 +73,9 @@ def render_bench(report: dict[str, Any]) -> str:
     stock = report["stock_x402"]
     if stock["status"] == "ran":
         lines.append(_row("paid, stock x402 exact", stock["paid"]))
+    other = report.get("other_chain")
+    if other is not None:
+        lines.append(_row(f"paid, exact, chain {other['chain']}", other["paid"]))
     lines += ["", "unloaded (one connection, one request at a time):", _header()]
     unloaded = report["unloaded"]
     lines.append(_row("free preview (402)", unloaded["free"]))
@@ -81,6 +84,8 @@ def render_bench(report: dict[str, Any]) -> str:
             lines.append(_row(f"paid, {key[5:]}", phase))
     if stock["status"] == "ran":
         lines.append(_row("paid, stock x402 exact", stock["unloaded_paid"]))
+    if other is not None:
+        lines.append(_row(f"paid, exact, chain {other['chain']}", other["unloaded_paid"]))
 
     ratios = report["ratios"]
     lines += [
@@ -92,6 +97,8 @@ def render_bench(report: dict[str, Any]) -> str:
         f"{_ratio(ratios['free_over_paid_channel_cpu'])}",
         f"  channel / exact (paid reads/s)           {_ratio(ratios['channel_over_exact'])}",
         f"  ours exact / stock x402 exact (reads/s)  {_ratio(ratios['exact_over_stock_x402'])}",
+        "  exact, chain in its own process / in the server's (reads/s)  "
+        f"{_ratio(ratios.get('exact_process_over_embedded_chain'))}",
         "  paid / free p50 latency, unloaded        exact "
         f"{_ratio(ratios['unloaded_p50_paid_exact_over_free'], 1)}, channel "
         f"{_ratio(ratios['unloaded_p50_paid_channel_over_free'], 1)}",
