@@ -55,6 +55,7 @@ PHASE_KEYS = {
     "statuses",
     "server_timing_ms",
     "server_cpu_us_per_read",
+    "chain_cpu_us_per_read",
 }
 PAID_KEYS = PHASE_KEYS | {
     "signing_per_second",
@@ -95,6 +96,26 @@ def test_every_figure_is_reported(report: dict[str, Any]) -> None:
     assert report["machine"]["cpus"] >= 1
     assert report["schemes"]["exact"] == {"status": "ran"}
     assert json.loads(json.dumps(report)) == report  # machine-readable as it stands
+
+
+@pytest.mark.slow
+def test_the_same_run_measures_the_chain_in_its_own_process_and_in_the_servers(
+    report: dict[str, Any],
+) -> None:
+    assert report["chain"] == "process"
+    assert report["phases"]["paid_exact"]["chain_cpu_us_per_read"] > 0
+    other = report["other_chain"]
+    assert other["chain"] == "embedded"
+    assert set(other["paid"]) >= PAID_KEYS
+    assert other["paid"]["paid_reads"] == TINY.paid_requests
+    assert other["paid"]["chain_cpu_us_per_read"] is None  # no process of its own to measure
+    assert other["unloaded_paid"]["paid_reads"] == TINY.unloaded_requests
+    assert report["checks"]["paid_exact_(chain_embedded): one settlement transaction per paid read"]
+    assert report["ratios"]["exact_process_over_embedded_chain"] == pytest.approx(
+        report["phases"]["paid_exact"]["reads_per_second"] / other["paid"]["reads_per_second"],
+        rel=0.01,
+    )
+    assert "chain embedded" in render_bench(report)
 
 
 @pytest.mark.slow
@@ -225,6 +246,8 @@ def test_cli_arguments_make_the_config() -> None:
     assert config.schemes == ("exact",)
     full = cli.config_from_args(parser.parse_args([]))
     assert full.free_requests > config.free_requests
+    assert full.chain == "both"  # the chain on a core of its own, and in the server's
+    assert cli.config_from_args(parser.parse_args(["--chain", "embedded"])).chain == "embedded"
 
 
 def test_memory_is_read_from_proc() -> None:

@@ -1,7 +1,8 @@
 """The `Chain` contract, one suite for every backend (eth-tester style).
 
 `ChainContract` holds the tests; each backend subclasses it and provides a `chain` fixture:
-the embedded py-evm chain, `JsonRpcChain` on anvil, and `JsonRpcChain` on `agent-pay node`.
+the embedded py-evm chain, in this process and in a child (`ProcessChain`), `JsonRpcChain` on
+anvil, and `JsonRpcChain` on `agent-pay node`.
 What differs between backends on purpose (the embedded chain batches a group of transactions
 into one block, anvil mines one block per transaction) is tested in the backend's own class.
 
@@ -34,6 +35,7 @@ from agent_pay.chain.compiler import hashmap_slot
 from agent_pay.chain.contract import Contract, Transactor, deploy_contract
 from agent_pay.chain.devkeys import dev_account, dev_signer
 from agent_pay.chain.embedded import EmbeddedChain
+from agent_pay.chain.process import ProcessChain
 from agent_pay.chain.rpc import JsonRpcChain, NodeUnavailableError, RpcError
 from agent_pay.chain.stablecoin import Stablecoin, StablecoinSpec
 from agent_pay.node.anvil import free_port
@@ -409,6 +411,26 @@ class TestEmbeddedChain(ChainContract):
     @pytest.fixture
     def chain(self) -> Chain:
         return EmbeddedChain()
+
+    def test_a_group_of_transactions_is_mined_in_one_block(
+        self, chain: Chain, fresh: Transactor
+    ) -> None:
+        hashes = [fresh.send(dev_account(9).address, b"", gas=21_000, value=1) for _ in range(5)]
+        receipts = [chain.wait_for_receipt(h) for h in hashes]
+        assert len({r.block_number for r in receipts}) == 1
+
+
+@pytest.fixture(scope="module")
+def process_chain() -> Iterator[ProcessChain]:
+    with ProcessChain() as chain:
+        yield chain
+
+
+@pytest.mark.slow
+class TestProcessChain(ChainContract):
+    @pytest.fixture
+    def chain(self, process_chain: ProcessChain) -> Chain:
+        return process_chain
 
     def test_a_group_of_transactions_is_mined_in_one_block(
         self, chain: Chain, fresh: Transactor

@@ -49,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="payment scheme(s) to measure; 'both' runs what is available (default)",
     )
+    parser.add_argument(
+        "--chain",
+        choices=["both", "process", "embedded"],
+        default="both",
+        help="the server's embedded chain in a process of its own, or in the server's; 'both' "
+        "(default): in its own, then the paid exact phases again on a second server with it "
+        "in the server's",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts: about 20 s")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--free-requests", type=positive_int, help="free-preview reads under load")
@@ -75,6 +83,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         if reason is not None:
             raise SchemeUnavailableError(reason)
     overrides: dict[str, Any] = {"schemes": tuple(schemes), "slug": args.slug}
+    overrides["chain"] = args.chain
     for name in (
         "free_requests",
         "paid_requests",

@@ -15,6 +15,9 @@ class BenchConfig:
     """How much load each phase gets. Every phase is bounded by its count and `phase_seconds`."""
 
     schemes: tuple[str, ...] = ("exact",)
+    # The server's embedded chain: "process" (its own), "embedded" (the server's), or "both"
+    # (its own, then the paid exact phases again on a second server with it in the server's).
+    chain: str = "both"
     free_requests: int = 20_000
     paid_requests: int = 2_000
     unloaded_requests: int = 200

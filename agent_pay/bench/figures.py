@@ -53,6 +53,11 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
         "channel_over_exact": _ratio(channel, exact),
         "exact_over_stock_x402": _ratio(exact, _rate(stock)),
     }
+    # `--chain both`: the chain in its own process against the chain in the server's.
+    other = report.get("other_chain")
+    ratios["exact_process_over_embedded_chain"] = (
+        _ratio(exact, _rate(other["paid"])) if other is not None else None
+    )
     # The same comparison by the server's own CPU time per read: less swayed by what else
     # runs on the machine (the load generator included) than reads/s.
     ratios["free_over_paid_channel_cpu"] = _ratio(
@@ -112,6 +117,11 @@ def _exact_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if cpu is None else cpu <= 2,
             "note": f"{_cpu(exact)} us per read against {per_settlement_us:,.0f} us per "
             "settlement mined in one block"
+            + (
+                f"; the chain's own process spent {chain_cpu} us per read besides"
+                if (chain_cpu := exact.get("chain_cpu_us_per_read")) is not None
+                else ""
+            )
             if cpu is not None
             else "not measured",
         },

@@ -91,6 +91,8 @@ class LoadResult:
     server_timing: dict[str, float] = field(default_factory=dict)  # step -> total milliseconds
     # CPU time the server process (every thread) spent over the same span, when its pid was given
     server_cpu_seconds: float | None = None
+    # ... and the chain's process, when the chain runs in one of its own (`ProcessChain`)
+    chain_cpu_seconds: float | None = None
     server_timing_count: int = 0  # answers that carried Server-Timing
 
     @property
@@ -144,6 +146,7 @@ async def _drive(
     max_seconds: float,
     progress: Callable[[int], None] | None,
     server_pid: int | None = None,
+    chain_pid: int | None = None,
 ) -> LoadResult:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -155,9 +158,10 @@ async def _drive(
     last_answer = 0.0
     first_sent = math.inf  # connections are opened before: their set-up is not a read's
     cpu_at_first: float | None = None
+    chain_cpu_at_first: float | None = None
 
     async def connection() -> None:
-        nonlocal last_answer, first_sent, cpu_at_first
+        nonlocal last_answer, first_sent, cpu_at_first, chain_cpu_at_first
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
         for index in next_lane:
@@ -173,6 +177,8 @@ async def _drive(
                     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                     if first_sent == math.inf and server_pid is not None:
                         cpu_at_first = read_cpu_seconds(server_pid)
+                        if chain_pid is not None:
+                            chain_cpu_at_first = read_cpu_seconds(chain_pid)
                     start = time.perf_counter()
                     first_sent = min(first_sent, start)
                     writer.write((prefix + extra + "\r\n").encode("latin-1"))
@@ -210,6 +216,9 @@ async def _drive(
     cpu_at_end = read_cpu_seconds(server_pid) if server_pid is not None else None
     if cpu_at_first is not None and cpu_at_end is not None:
         result.server_cpu_seconds = cpu_at_end - cpu_at_first
+    chain_cpu_at_end = read_cpu_seconds(chain_pid) if chain_pid is not None else None
+    if chain_cpu_at_first is not None and chain_cpu_at_end is not None:
+        result.chain_cpu_seconds = chain_cpu_at_end - chain_cpu_at_first
     return result
 
 
@@ -253,6 +262,7 @@ def _child(
     max_seconds: float,
     out: Any,
     server_pid: int | None,
+    chain_pid: int | None = None,
 ) -> None:
     try:
         import uvloop
@@ -265,7 +275,9 @@ def _child(
         out.put(("progress", done))
 
     try:
-        result = asyncio.run(_drive(url, lanes, concurrency, max_seconds, progress, server_pid))
+        result = asyncio.run(
+            _drive(url, lanes, concurrency, max_seconds, progress, server_pid, chain_pid)
+        )
     except BaseException as exc:  # report, never hang the parent
         out.put(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -280,13 +292,15 @@ def run_load(
     max_seconds: float = 60.0,
     on_progress: Callable[[int], None] | None = None,
     server_pid: int | None = None,
+    chain_pid: int | None = None,
 ) -> LoadResult:
     """GET `url` once per entry of `lanes` (its headers) from a separate process; wait for it.
 
     `concurrency` keep-alive connections each take whole lanes and send one request at a time;
     no request starts after `max_seconds`. `on_progress` is called with the number of requests
     answered so far, about twice a second. With `server_pid` (a local process, Linux), the
-    result also has the CPU time that process spent from the first request to the last answer.
+    result also has the CPU time that process spent from the first request to the last answer;
+    with `chain_pid`, that of the chain's own process too.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -294,7 +308,15 @@ def run_load(
     out = ctx.Queue()
     proc = ctx.Process(
         target=_child,
-        args=(url, [list(lane) for lane in lanes], concurrency, max_seconds, out, server_pid),
+        args=(
+            url,
+            [list(lane) for lane in lanes],
+            concurrency,
+            max_seconds,
+            out,
+            server_pid,
+            chain_pid,
+        ),
         name="agent-pay-loadgen",
         daemon=True,
     )

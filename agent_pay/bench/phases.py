@@ -77,6 +77,7 @@ class Session:
             max_seconds=self.config.phase_seconds,
             on_progress=self.progress.counter(label, total),
             server_pid=self.server.pid,
+            chain_pid=self.server.chain_pid,
         )
         self.progress.step(
             f"{label}: {result.completed:,} answered in {result.seconds:.2f} s = "
@@ -110,6 +111,12 @@ def phase_figures(result: LoadResult, requests: int, concurrency: int) -> dict[s
         "server_cpu_us_per_read": (
             round(result.server_cpu_seconds / result.completed * 1e6, 1)
             if result.server_cpu_seconds is not None and result.completed
+            else None
+        ),
+        # ... and of the chain's own process (None: the chain runs in the server's).
+        "chain_cpu_us_per_read": (
+            round(result.chain_cpu_seconds / result.completed * 1e6, 1)
+            if result.chain_cpu_seconds is not None and result.completed
             else None
         ),
     }

@@ -25,6 +25,7 @@ from agent_pay.bench.config import DEFAULT_SLUG, BenchConfig
 from agent_pay.bench.figures import load_average, memory_figures, ratios, targets
 from agent_pay.bench.machine import describe_machine
 from agent_pay.bench.mining import measure_mining, measure_step_costs
+from agent_pay.bench.other_chain import paid_exact_on
 from agent_pay.bench.phases import (
     Payers,
     Session,
@@ -101,11 +102,13 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
         "config": config.to_dict(),
     }
     progress.step("starting the server process (chain, tokens, facilitator, uvicorn)")
-    with BenchServer([k.name for k in kits]) as server:
+    primary = "process" if config.chain == "both" else config.chain
+    with BenchServer([k.name for k in kits], primary) as server:
         run = Session(
             config, server, progress, [LocalSigner.random() for _ in range(config.agents)]
         )
-        progress.step(f"server at {server.url}, pid {server.pid}")
+        chain_at = f", chain pid {server.chain_pid}" if server.chain_pid else ""
+        progress.step(f"server at {server.url}, pid {server.pid}{chain_at}")
         run.remember_memory("idle")
         asset: Asset = server.call("asset", "USDX")
         author: str = server.call("author", config.slug)
@@ -151,6 +154,11 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
         run.remember_memory("end")
         peak = server.memory()
         report["memory"] = memory_figures(run.memory, peak)
+    report["chain"] = primary
+    if config.chain == "both" and "exact" in pools:
+        other = paid_exact_on("embedded", config, progress)
+        run.checks.update(other.pop("checks"))
+        report["other_chain"] = other
 
     progress.step(
         f"mining throughput: {config.mining_batch} settlements in one block, "

@@ -2,10 +2,12 @@
 
 `BenchServer` starts a child process (`spawn`) that builds the stack as `agent-pay demo` does —
 embedded py-evm chain, in-process facilitator, the FastAPI app on uvicorn with one worker — and
-serves it on 127.0.0.1. The benchmark talks to it two ways: HTTP load from the load generator's
-process, and a control pipe for what HTTP cannot tell (mint to agents, read receipts and
-balances, start the stock x402 server beside ours). The child's memory is read from
-`/proc/<pid>/status`, so it counts the server alone.
+serves it on 127.0.0.1; the chain itself in a process of its own (`ProcessChain`, the default)
+or in the server's (`--chain embedded`). The benchmark talks to it two ways: HTTP load from
+the load generator's process, and a control pipe for what HTTP cannot tell (mint to agents,
+read receipts and balances, start the stock x402 server beside ours). The child's memory is
+read from `/proc/<pid>/status`, so it counts the server alone; the CPU of the chain's process
+is measured apart.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class SettlementInfo:
 class _Controller:
     """Runs in the server process: answers the benchmark's control calls."""
 
-    def __init__(self, schemes: Sequence[str]) -> None:
+    def __init__(self, schemes: Sequence[str], chain: str = "process") -> None:
         from agent_pay.bench.schemes import build_stack
+        from agent_pay.chain.process import ProcessChain
 
         options: dict[str, Any] = {}
         if "channel" in schemes:
@@ -77,9 +80,11 @@ class _Controller:
             options["channel_options"] = ChannelOptions(
                 settle_every_seconds=24 * 3600, settle_every_vouchers=10**9
             )
-        self.stack = build_stack(schemes, **options)
         self._exits = ExitStack()
-        self._exits.callback(self.stack.close)  # last: after the servers stopped
+        if chain == "process":
+            options["chain"] = self._exits.enter_context(ProcessChain())
+        self.stack = build_stack(schemes, **options)
+        self._exits.callback(self.stack.close)  # before the chain, after the servers stopped
 
     def serve(self) -> str:
         url: str = self._exits.enter_context(self.stack.serve())
@@ -95,6 +100,11 @@ class _Controller:
 
     def block_number(self) -> int:
         return self.stack.chain.block_number()
+
+    def chain_pid(self) -> int | None:
+        """The chain's own process (None: the chain runs in this one)."""
+        pid = getattr(self.stack.chain, "pid", None)
+        return None if pid is None else int(pid)
 
     def balance(self, address: str, symbol: str) -> int:
         return self.stack.balance(address, symbol)
@@ -112,6 +122,10 @@ class _Controller:
 
     def block_stats(self, first: int, last: int) -> list[tuple[int, int]]:
         """(transactions, gas used) of each block in [first, last]."""
+        in_child = getattr(self.stack.chain, "block_stats", None)
+        if in_child is not None:
+            stats: list[tuple[int, int]] = in_child(first, last)
+            return stats
         evm = getattr(self.stack.chain, "evm", None)
         if evm is None:
             return []
@@ -146,9 +160,9 @@ class _Controller:
         return url
 
 
-def _child(conn: Any, schemes: list[str]) -> None:
+def _child(conn: Any, schemes: list[str], chain: str) -> None:
     try:
-        controller = _Controller(schemes)
+        controller = _Controller(schemes, chain)
         url = controller.serve()
     except BaseException as exc:
         conn.send(("failed", _describe(exc)))
@@ -186,8 +200,10 @@ class BenchServer:
     Use as a context manager; `url` is the server's base URL once entered.
     """
 
-    def __init__(self, schemes: Sequence[str] = ("exact",)) -> None:
+    def __init__(self, schemes: Sequence[str] = ("exact",), chain: str = "process") -> None:
         self.schemes = list(schemes)
+        self.chain = chain
+        self.chain_pid: int | None = None  # the chain's own process, once started
         self._ctx = mp.get_context("spawn")
         self._conn: Any = None
         self._proc: Any = None
@@ -201,7 +217,10 @@ class BenchServer:
     def __enter__(self) -> BenchServer:
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(
-            target=_child, args=(child, self.schemes), name="agent-pay-bench-server", daemon=True
+            target=_child,
+            args=(child, self.schemes, self.chain),
+            name="agent-pay-bench-server",
+            daemon=True,
         )
         with sigint_ignored():  # Ctrl-C is the parent's to handle: it stops this child
             self._proc.start()
@@ -218,6 +237,7 @@ class BenchServer:
             self.close()
             raise RuntimeError(f"the benchmark server failed to start: {value}")
         self.url = str(value)
+        self.chain_pid = self.call("chain_pid")
         return self
 
     def __exit__(self, *_: object) -> None:

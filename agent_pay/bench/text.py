@@ -26,13 +26,15 @@ def _row(name: str, phase: dict[str, Any]) -> str:
     return (
         f"  {name:<28}{_n(phase['reads_per_second']):>10}{_n(latency['p50_ms'], 2):>10}"
         f"{_n(latency['p99_ms'], 2):>10}{_n(phase.get('server_cpu_us_per_read')):>10}"
-        f"{_n(phase['completed'], 0):>10}   {statuses}{extra}"
+        f"{_n(phase.get('chain_cpu_us_per_read')):>10}{_n(phase['completed'], 0):>10}"
+        f"   {statuses}{extra}"
     )
 
 
 def _header() -> str:
     return (
-        f"  {'':<28}{'reads/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us':>10}{'reads':>10}"
+        f"  {'':<28}{'reads/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us':>10}{'chain us':>10}"
+        f"{'reads':>10}"
         "   statuses"
     )
 
@@ -48,9 +50,15 @@ def render_bench(report: dict[str, Any]) -> str:
         f"agent-pay bench — {machine['cpus']} CPU(s) ({machine['cpu_model']}), "
         f"{machine['memory_gib']} GiB, Python {machine['python']}"
         + (" [quick]" if config["quick"] else ""),
-        f"server: uvicorn, one worker, embedded py-evm chain + in-process facilitator, own "
-        f"process; load: separate process on 127.0.0.1, {config['concurrency']} keep-alive "
-        f"connections, at most {config['phase_seconds']:.0f} s per phase",
+        "server: uvicorn, one worker, embedded py-evm chain "
+        + (
+            "in its own process (CPU us: the server's; chain us: the chain's)"
+            if report.get("chain", "embedded") == "process"
+            else "in the server's process"
+        )
+        + " + in-process facilitator, own process; load: separate process on 127.0.0.1, "
+        f"{config['concurrency']} keep-alive connections, "
+        f"at most {config['phase_seconds']:.0f} s per phase",
         f"load average at start {report.get('load_average_at_start')}, at end "
         f"{report.get('load_average_at_end')} (other work on the machine skews every figure)",
         "",
@@ -65,6 +73,9 @@ def render_bench(report: dict[str, Any]) -> str:
     stock = report["stock_x402"]
     if stock["status"] == "ran":
         lines.append(_row("paid, stock x402 exact", stock["paid"]))
+    other = report.get("other_chain")
+    if other is not None:
+        lines.append(_row(f"paid, exact, chain {other['chain']}", other["paid"]))
     lines += ["", "unloaded (one connection, one request at a time):", _header()]
     unloaded = report["unloaded"]
     lines.append(_row("free preview (402)", unloaded["free"]))
@@ -73,6 +84,8 @@ def render_bench(report: dict[str, Any]) -> str:
             lines.append(_row(f"paid, {key[5:]}", phase))
     if stock["status"] == "ran":
         lines.append(_row("paid, stock x402 exact", stock["unloaded_paid"]))
+    if other is not None:
+        lines.append(_row(f"paid, exact, chain {other['chain']}", other["unloaded_paid"]))
 
     ratios = report["ratios"]
     lines += [
@@ -84,6 +97,8 @@ def render_bench(report: dict[str, Any]) -> str:
         f"{_ratio(ratios['free_over_paid_channel_cpu'])}",
         f"  channel / exact (paid reads/s)           {_ratio(ratios['channel_over_exact'])}",
         f"  ours exact / stock x402 exact (reads/s)  {_ratio(ratios['exact_over_stock_x402'])}",
+        "  exact, chain in its own process / in the server's (reads/s)  "
+        f"{_ratio(ratios.get('exact_process_over_embedded_chain'))}",
         "  paid / free p50 latency, unloaded        exact "
         f"{_ratio(ratios['unloaded_p50_paid_exact_over_free'], 1)}, channel "
         f"{_ratio(ratios['unloaded_p50_paid_channel_over_free'], 1)}",
