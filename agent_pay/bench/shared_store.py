@@ -146,8 +146,8 @@ def _server(
         stop_process(process, timeout=30)
 
 
-def _proof(base: str, signer: LocalSigner) -> dict[str, str]:
-    """Buy `SLUG` at `base` as `signer`; the re-read header that proves it."""
+def _buy(base: str, signer: LocalSigner) -> None:
+    """Buy `SLUG` at `base` as `signer`, by "exact"."""
     response = httpx.get(f"{base}/articles/{SLUG}")
     required = decode_header(response.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired)
     offer = next(o for o in required.accepts if o.scheme == "exact")
@@ -155,6 +155,11 @@ def _proof(base: str, signer: LocalSigner) -> dict[str, str]:
     paid = httpx.get(f"{base}/articles/{SLUG}", headers={PAYMENT_SIGNATURE_HEADER: header})
     if paid.status_code != 200:
         raise RuntimeError(f"the purchase failed: {paid.text}")
+
+
+def _proof(base: str, signer: LocalSigner) -> dict[str, str]:
+    """The re-read header that proves `signer` bought `SLUG`, on a fresh challenge: a challenge
+    expires (minutes), so each round asks for its own."""
     again = httpx.get(f"{base}/articles/{SLUG}")
     extensions = decode_header(again.headers[PAYMENT_REQUIRED_HEADER], PaymentRequired).extensions
     assert extensions is not None
@@ -329,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if channels
                     else None
                 )
-                running[name] = (base, server, _proof(base, signer), opened)
+                _buy(base, signer)
+                running[name] = (base, server, signer, opened)
             kinds = ["free_previews", "paid_rereads"] + (["channel_reads"] if channels else [])
             rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
                 name: {kind: [] for kind in kinds} for name in configs
@@ -337,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Rounds in turn, each server idle while another is measured: the machine's other
             # load falls on every configuration alike.
             for _ in range(args.rounds):
-                for name, (base, server, proof, opened) in running.items():
+                for name, (base, server, signer, opened) in running.items():
+                    proof = _proof(base, signer)
                     for kind in kinds:
                         figure = _measure(
                             base, server, _load(kind, proof, opened, per_lane), store, args
