@@ -361,7 +361,9 @@ class PostgresChannelStore:
 
     def close(self) -> None:
         """Stop the writer, write what is dirty, release this instance's leases (another
-        instance takes them at once). The pool is the caller's to close."""
+        instance takes them at once). The pool is the caller's to close. With the database
+        away, the last checkpoint is lost (at most a flush interval of vouchers, as after a
+        SIGKILL) and the leases expire on their own: said, not raised, so the stop goes on."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -377,5 +379,12 @@ class PostgresChannelStore:
                 self.mark(account)
             self.flush()
             self._pool.execute(sql.RELEASE_ALL, self._params())
+        except StoreUnavailableError as exc:
+            log.warning(
+                "could not write %d channel(s) nor release their leases (they expire in %g s): %s",
+                len(held),
+                self.lease,
+                exc,
+            )
         finally:
             self._drop(held)
