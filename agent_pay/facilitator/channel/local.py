@@ -63,9 +63,7 @@ class LocalChannelFacilitator:
         try:
             account = await to_thread.run_sync(self._book.lookup, channel)
         except StoreUnavailableError as exc:
-            raise ChainUnavailableError(
-                f"the channel store is unavailable: {exc}", Reason.LEDGER_UNAVAILABLE
-            ) from None
+            raise _store_down(exc) from None
         if account is None:  # no such channel yet: the payment opens it, through the ledger
             return None
         return self._vouchers.accept(payment, requirements, resource, parsed=parsed, url=url)
@@ -74,9 +72,12 @@ class LocalChannelFacilitator:
         self._vouchers.release(acceptance)
 
     async def statement(self, channel: bytes) -> dict[str, Any] | None:
-        if self._shared:  # may read the store: off the event loop
+        if not self._shared:
+            return self._book.statement(channel)
+        try:  # may read the store: off the event loop
             return await to_thread.run_sync(self._book.statement, channel)
-        return self._book.statement(channel)
+        except StoreUnavailableError as exc:  # unknown is not "no such channel": a 503
+            raise _store_down(exc) from None
 
     async def paid_read(self, payer: str, resource: str) -> PaidRead | None:
         # Reads the store when the read left memory: a short SQLite query, as the ledger's;
@@ -88,3 +89,10 @@ class LocalChannelFacilitator:
     def known_payer(self, channel: bytes) -> str | None:
         account = self._book.get(channel)
         return account.payer if account is not None else None
+
+
+def _store_down(exc: StoreUnavailableError) -> ChainUnavailableError:
+    """The shared store could not be read: a 503 `ledger_unavailable` (retry)."""
+    return ChainUnavailableError(
+        f"the channel store is unavailable: {exc}", Reason.LEDGER_UNAVAILABLE
+    )
