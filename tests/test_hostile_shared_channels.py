@@ -1,19 +1,30 @@
 """Hostile probes of channels kept on the shared PostgreSQL store (one lease per channel):
 the database going away under a server (a statement, a stop), hostile vouchers through HTTP."""
+
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import partial
 
+import anyio
 import pytest
 
 from agent_pay.assembly.channels import ChannelOptions
 from agent_pay.errors import Reason
+from agent_pay.facilitator.channel.local import LocalChannelFacilitator
+from agent_pay.facilitator.channel.records import ChannelRefusedError
+from agent_pay.signing import LocalSigner
 from agent_pay.store.postgres.channels import PostgresChannelStore
 from agent_pay.store.postgres.connection import Pool
 from agent_pay.testing import Testbed
-from tests.test_channel_leases import CONTRACT, STATE
+from tests._channel_parts import Chain, P, _open_channel
+from tests.test_channel_handler import _offer, _voucher
+from tests.test_channel_lease_handlers import _handler, onchain
+from tests.test_channel_leases import CONTRACT, STATE, _leases
 from tests.test_e2e_channel import CATALOGUE
+
+__all__ = ["onchain"]  # the fixture
 
 
 @pytest.fixture
@@ -56,3 +67,35 @@ def test_a_statement_with_the_store_gone_is_a_503(pool: Pool) -> None:
         assert answer.json()["error"] == Reason.LEDGER_UNAVAILABLE
     finally:
         bed.close()
+
+
+def test_a_forged_voucher_does_not_move_the_channel(onchain: Chain, pool: Pool) -> None:
+    """Anyone can read a channel's id on chain. A voucher for it that its payer did not sign
+    (or for another payee), sent to the instance not holding it, is refused there without
+    asking the holder to hand the channel over: else a stranger alternating forgeries
+    between instances would bounce every channel, each move a wait (or a 503) for its payer."""
+    payer, payee = LocalSigner.random(), LocalSigner.random().address
+    channel = _open_channel(onchain, payer, payee, 10 * P)
+    a, b = _handler(onchain, pool, "a"), _handler(onchain, pool, "b")
+    offer = _offer(onchain, payee)
+    try:
+        a.settle(_voucher(onchain, payer, channel, P, offer), offer)  # A holds it
+        seam = LocalChannelFacilitator(b)
+        forged = _voucher(onchain, LocalSigner.random(), channel, 2 * P, offer)
+        with pytest.raises(ChannelRefusedError) as caught:
+            anyio.run(partial(seam.accept, forged, offer, "/a"))
+        assert caught.value.reason == Reason.CHANNEL_INVALID_SIGNATURE
+        with pytest.raises(ChannelRefusedError) as caught:  # through the ledger's path
+            b.verify(forged, offer)
+        assert caught.value.reason == Reason.CHANNEL_INVALID_SIGNATURE
+        elsewhere = _offer(onchain, LocalSigner.random().address)  # another payee's offer
+        stray = _voucher(onchain, payer, channel, 2 * P, elsewhere)
+        with pytest.raises(ChannelRefusedError) as caught:
+            anyio.run(partial(seam.accept, stray, elsewhere, "/a"))
+        assert caught.value.reason == Reason.CHANNEL_PAYEE_MISMATCH
+        assert _leases(pool) == [("0x" + channel.hex(), "a", 1)]  # still A's
+        assert pool.fetch("SELECT wanted_by FROM channel_leases") == [(None,)]  # not asked
+        assert a.accept(_voucher(onchain, payer, channel, 2 * P, offer), offer, "/a") is not None
+    finally:
+        a.close()
+        b.close()

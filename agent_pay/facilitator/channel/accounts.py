@@ -61,20 +61,32 @@ class ChannelAccounts:
         account = self.by_channel.get(channel)
         return account if account is not None and account.held else None
 
-    def lookup(self, channel: bytes) -> ChannelAccount | None:
+    def lookup(
+        self, channel: bytes, vet: Callable[[ChannelState], None] | None = None
+    ) -> ChannelAccount | None:
         """The account of `channel`, read from the chain if not known here (on a shared store:
         its lease taken, if this instance does not hold it); None if there is no such channel.
         ChainUnavailableError if the chain cannot be read (ChannelBusyError: the channel is
-        another instance's for now)."""
+        another instance's for now).
+
+        `vet`, on a shared store, is called with the channel as the chain has it before its
+        lease is taken from another instance, and raises to refuse the voucher that asks
+        (one its payer did not sign, say): a stranger's voucher must not move a channel."""
         account = self.by_channel.get(channel)
         if account is not None and account.held:
             return account
         if self._leases is not None:
-            return self._take(self._leases, channel, lambda: self._read_chain(channel))
+            return self._take(self._leases, channel, lambda: self._vetted(channel, vet))
         state = self._read_chain(channel)
         if state.status is ChannelStatus.NONE:
             return None
         return self.remember(channel, state)
+
+    def _vetted(self, channel: bytes, vet: Callable[[ChannelState], None] | None) -> ChannelState:
+        state = self._read_chain(channel)
+        if vet is not None and state.status is not ChannelStatus.NONE:
+            vet(state)
+        return state
 
     def _read_chain(self, channel: bytes) -> ChannelState:
         try:

@@ -7,6 +7,7 @@ hold."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from anyio import to_thread
@@ -61,7 +62,8 @@ class LocalChannelFacilitator:
         # here as delivered, where one instance serves it again as a replay.)
         channel = bytes.fromhex(parsed.channel_id[2:])
         try:
-            account = await to_thread.run_sync(self._book.lookup, channel)
+            vet = partial(self._vouchers.vet, parsed, requirements)
+            account = await to_thread.run_sync(self._book.lookup, channel, vet)
         except StoreUnavailableError as exc:
             raise _store_down(exc) from None
         if account is None:  # no such channel yet: the payment opens it, through the ledger

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -215,7 +216,8 @@ class ChannelEvmScheme:
         self.check_requirements(payment, requirements)
         payload = parse_payload(payment)
         channel = bytes.fromhex(payload.channel_id[2:])
-        account = self.book.lookup(channel)
+        vet = partial(self.vouchers.vet, payload, requirements)  # before taking its lease
+        account = self.book.lookup(channel, vet)
         if account is None:
             if payload.open is None:
                 raise unknown_channel(channel, self.manager.address)
@@ -225,7 +227,7 @@ class ChannelEvmScheme:
                 # A concurrent read carrying the same deposit may have opened the channel
                 # since we looked (its balance and nonce are spent now): if so, this read is
                 # a voucher on an open channel.
-                account = self.book.lookup(channel)
+                account = self.book.lookup(channel, vet)
                 if account is None:
                     raise
         self.vouchers.check_terms(account, requirements)
@@ -251,7 +253,7 @@ class ChannelEvmScheme:
         payload = parse_payload(payment)
         channel = bytes.fromhex(payload.channel_id[2:])
         transaction = ""
-        account = self.book.lookup(channel)
+        account = self.book.lookup(channel, partial(self.vouchers.vet, payload, requirements))
         if account is None:
             if payload.open is None:
                 raise unknown_channel(channel, self.manager.address)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from agent_pay.chain.channel import ChannelState
 from agent_pay.errors import Reason
 from agent_pay.facilitator.channel.accounts import ChannelAccounts
 from agent_pay.facilitator.channel.book import ChannelAccount
@@ -119,6 +120,16 @@ class VoucherAcceptor:
         if account is not None:
             account.release(acceptance.cumulative_amount, acceptance.price)
             self.accounts.store.mark(account)
+
+    def vet(
+        self, payload: ParsedPayload, requirements: PaymentRequirements, state: ChannelState
+    ) -> None:
+        """ChannelRefusedError unless `payload`'s voucher, on the channel as the chain has it
+        (`state`), pays this offer's payee and asset and is signed by the channel's payer or
+        signer: what must hold before the channel is taken from another instance."""
+        account = ChannelAccount.from_chain(bytes.fromhex(payload.channel_id[2:]), state)
+        self.check_terms(account, requirements)
+        self.check_signer(account, payload.cumulative_amount, bytes.fromhex(payload.signature[2:]))
 
     def check_terms(self, account: ChannelAccount, requirements: PaymentRequirements) -> None:
         """ChannelRefusedError unless `account` pays the payee and asset `requirements` ask."""
