@@ -4,7 +4,9 @@ the database going away under a server (a statement, a stop), hostile vouchers t
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import anyio
@@ -13,7 +15,9 @@ import pytest
 from agent_pay.assembly.channels import ChannelOptions
 from agent_pay.errors import Reason
 from agent_pay.facilitator.channel.local import LocalChannelFacilitator
-from agent_pay.facilitator.channel.records import ChannelRefusedError
+from agent_pay.facilitator.channel.records import ChannelBusyError, ChannelRefusedError
+from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
+from agent_pay.protocol import ResourceInfo
 from agent_pay.signing import LocalSigner
 from agent_pay.store.postgres.channels import PostgresChannelStore
 from agent_pay.store.postgres.connection import Pool
@@ -25,6 +29,8 @@ from tests.test_channel_leases import CONTRACT, STATE, _leases
 from tests.test_e2e_channel import CATALOGUE
 
 __all__ = ["onchain"]  # the fixture
+
+HOST = "http://testserver"
 
 
 @pytest.fixture
@@ -99,3 +105,41 @@ def test_a_forged_voucher_does_not_move_the_channel(onchain: Chain, pool: Pool) 
     finally:
         a.close()
         b.close()
+
+
+def test_one_voucher_sprayed_at_both_pays_one_read(onchain: Chain, pool: Pool) -> None:
+    """Each voucher sent to both instances at once, for a different article at each: exactly
+    one of the two reads is paid by it (the other is refused as used, whichever instance
+    holds the channel), and the holder at the end counts each voucher's price once."""
+    payer, payee = LocalSigner.random(), LocalSigner.random().address
+    channel = _open_channel(onchain, payer, payee, 20 * P)
+    instances = (_handler(onchain, pool, "a"), _handler(onchain, pool, "b"))
+    offer = _offer(onchain, payee)
+    used: list[Reason] = []
+
+    def pay(handler: ChannelEvmScheme, n: int, resource: str) -> bool:
+        voucher = _voucher(onchain, payer, channel, n * P, offer)
+        voucher = voucher.model_copy(update={"resource": ResourceInfo(url=HOST + resource)})
+        while True:
+            try:
+                if handler.accept(voucher, offer, resource) is None:
+                    handler.settle(voucher, offer)
+                return True
+            except ChannelBusyError:
+                time.sleep(0.01)
+            except ChannelRefusedError as refused:
+                used.append(refused.reason)
+                return False
+
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            for n in range(1, 13):
+                paid = threads.map(pay, instances, (n, n), (f"/{n}/a", f"/{n}/b"))
+                assert sorted(paid) == [False, True], n
+        assert used == [Reason.CHANNEL_VOUCHER_USED] * 12
+        (account,) = [a for h in instances if (a := h.book.get(channel)) is not None]
+        assert account.served == account.highest == 12 * P
+        assert account.unpaid == []
+    finally:
+        for handler in instances:
+            handler.close()
