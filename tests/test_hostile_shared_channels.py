@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import anyio
+import psycopg
 import pytest
 
 from agent_pay.assembly.channels import ChannelOptions
@@ -143,3 +144,34 @@ def test_one_voucher_sprayed_at_both_pays_one_read(onchain: Chain, pool: Pool) -
     finally:
         for handler in instances:
             handler.close()
+
+
+def test_a_hung_store_is_a_503_in_its_deadline_then_serves_again(postgres_url: str) -> None:
+    """The database hangs (here: another session holds the channel tables locked, so every
+    statement on them waits): a statement is a 503 `ledger_unavailable` once its deadline
+    passes, not a request that never ends; once the database answers again, so does the
+    server (the cut connection was discarded, not lent again)."""
+    pool = Pool(postgres_url, timeout=1.0, deadline=1.0)
+    options = ChannelOptions(
+        settle_every_seconds=3600,
+        shared_store=lambda contract: PostgresChannelStore(pool, "a", contract),
+    )
+    bed = Testbed.create(articles=CATALOGUE, schemes=("exact", "channel"), channel_options=options)
+    try:
+        with (
+            bed.client(bed.agent(funds={"USDX": "1"}, tokens=["USDX"])) as http,
+            psycopg.connect(postgres_url) as locker,
+        ):
+            locker.execute("LOCK TABLE channel_states IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            hung = http.get("/channels/0x" + os.urandom(32).hex())
+            waited = time.monotonic() - started
+            assert hung.status_code == 503, hung.text
+            assert hung.json()["error"] == Reason.LEDGER_UNAVAILABLE
+            assert 1.0 <= waited < 3.0, waited
+            locker.rollback()  # the database answers again
+            for _ in range(8):  # more than the pool's connections: none of them is cut
+                assert http.get("/channels/0x" + os.urandom(32).hex()).status_code == 404
+    finally:
+        bed.close()
+        pool.close()
