@@ -3,11 +3,14 @@ the database going away under a server (a statement, a stop), hostile vouchers t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 import anyio
 import psycopg
@@ -20,6 +23,8 @@ from agent_pay.facilitator.channel.records import ChannelBusyError, ChannelRefus
 from agent_pay.facilitator.channel.scheme import ChannelEvmScheme
 from agent_pay.protocol import ResourceInfo
 from agent_pay.signing import LocalSigner
+from agent_pay.store.errors import StoreUnavailableError
+from agent_pay.store.postgres import channels as channels_module
 from agent_pay.store.postgres.channels import PostgresChannelStore
 from agent_pay.store.postgres.connection import Pool
 from agent_pay.testing import Testbed
@@ -36,7 +41,7 @@ HOST = "http://testserver"
 
 @pytest.fixture
 def pool(postgres_url: str) -> Iterator[Pool]:
-    opened = Pool(postgres_url, timeout=1.0)
+    opened = Pool(postgres_url, timeout=1.0, deadline=2.0)
     yield opened
     opened.close()
 
@@ -175,3 +180,51 @@ def test_a_hung_store_is_a_503_in_its_deadline_then_serves_again(postgres_url: s
     finally:
         bed.close()
         pool.close()
+
+
+def test_a_holder_frozen_mid_checkpoint_does_not_hold_its_channels_forever(
+    pool: Pool, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder frozen (SIGSTOP, a long pause) inside its checkpoint's transaction holds the
+    row locks of its leases while it is frozen, and PostgreSQL cannot tell a frozen client
+    from a slow one. The database ends that transaction soon, so the channels' leases expire
+    as any frozen holder's do and another instance takes them; the thawed holder's
+    checkpoint fails and it accepts nothing more on them."""
+    # A's own pool: its deadline thread is frozen with it (here: a deadline never reached).
+    frozen_pool = Pool(postgres_url, timeout=1.0, deadline=3600.0)
+    a = _leases_store(frozen_pool, "a")
+    b = _leases_store(pool, "b")
+    channel = os.urandom(32)
+    held = a.acquire(channel, lambda: STATE, None)
+    assert held is not None
+    frozen, inside = threading.Event(), threading.Event()
+    real = channels_module.write_checkpoint
+
+    def freezing(*args: Any) -> set[bytes]:
+        kept = real(*args)
+        inside.set()
+        frozen.wait(10)  # the process stops here, its transaction open
+        return kept
+
+    monkeypatch.setattr(channels_module, "write_checkpoint", freezing)
+    a.mark(held)
+    with ThreadPoolExecutor(1) as thread:
+        checkpoint = thread.submit(a.flush)
+        assert inside.wait(5)
+        deadline = time.monotonic() + 4
+        taken = None
+        while taken is None:
+            assert time.monotonic() < deadline, "B never took the frozen holder's channel"
+            with contextlib.suppress(ChannelBusyError, StoreUnavailableError):
+                taken = b.acquire(channel, lambda: STATE, None)
+        frozen.set()  # A thaws
+        with pytest.raises(StoreUnavailableError):
+            checkpoint.result()
+    assert not held.held
+    assert _leases(pool) == [("0x" + channel.hex(), "b", 2)]
+    b.close()
+    frozen_pool.close()
+
+
+def _leases_store(pool: Pool, me: str) -> PostgresChannelStore:
+    return PostgresChannelStore(pool, me, CONTRACT, lease=1.0, margin=0.3, handoff_wait=0.2)

@@ -29,6 +29,7 @@ def write_checkpoint(
     wanted: set[bytes],
 ) -> set[bytes]:
     """The checkpoint's statements, in one transaction; the channels still held."""
+    connection.execute(sql.IDLE_LIMIT.encode())
     order = sorted(renewing)  # one lock order for every instance
     renewed = connection.execute(
         sql.RENEW.encode(),
