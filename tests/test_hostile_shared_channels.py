@@ -228,3 +228,23 @@ def test_a_holder_frozen_mid_checkpoint_does_not_hold_its_channels_forever(
 
 def _leases_store(pool: Pool, me: str) -> PostgresChannelStore:
     return PostgresChannelStore(pool, me, CONTRACT, lease=1.0, margin=0.3, handoff_wait=0.2)
+
+
+def test_the_holder_claims_its_channels_with_the_store_away(
+    onchain: Chain, postgres_url: str
+) -> None:
+    """A claim needs the chain, not the database: with the store away, the settler's round
+    (the periodic one, and the last one on the way out) still claims the channels this
+    instance holds, though it cannot look for orphans to adopt."""
+    own = Pool(postgres_url, timeout=1.0)
+    payer, payee = LocalSigner.random(), LocalSigner.random().address
+    channel = _open_channel(onchain, payer, payee, 10 * P)
+    offer = _offer(onchain, payee)
+    handler = _handler(onchain, own, "a", lease=30.0, margin=1.0)
+    try:
+        handler.settle(_voucher(onchain, payer, channel, 2 * P, offer), offer)
+        own.close()  # the database goes away
+        assert handler.settler.settle().claimed == 1
+        assert onchain.manager.channel(channel).claimed == 2 * P
+    finally:
+        handler.close()

@@ -113,11 +113,18 @@ class ChannelAccounts:
 
     def adopt_orphans(self) -> int:
         """On a shared store: take the channels no live instance holds that still have a
-        voucher to claim (`ChannelLeases.orphans`), for the settler; how many."""
+        voucher to claim (`ChannelLeases.orphans`), for the settler; how many. With the store
+        away, none: the round still claims the channels held here (a claim needs the chain
+        only), and the next round looks again."""
         if self._leases is None:
             return 0
+        try:
+            orphans = self._leases.orphans()
+        except StoreUnavailableError as exc:
+            log.warning("could not look for channels to adopt: %s", exc)
+            return 0
         adopted = 0
-        for channel in self._leases.orphans():
+        for channel in orphans:
             try:
                 adopted += self.lookup(channel) is not None
             except (ChainUnavailableError, StoreUnavailableError) as exc:  # the next round
