@@ -27,6 +27,8 @@ from agent_pay.store.errors import StoreUnavailableError
 from agent_pay.store.postgres import channels as channels_module
 from agent_pay.store.postgres.channels import PostgresChannelStore
 from agent_pay.store.postgres.connection import Pool
+from agent_pay.store.postgres.instance import Instance
+from agent_pay.store.postgres.ledger import PostgresLedger
 from agent_pay.testing import Testbed
 from tests._channel_parts import Chain, P, _open_channel
 from tests.test_channel_handler import _offer, _voucher
@@ -248,3 +250,58 @@ def test_the_holder_claims_its_channels_with_the_store_away(
         assert onchain.manager.channel(channel).claimed == 2 * P
     finally:
         handler.close()
+
+
+class _FreezingPool(Pool):
+    """An instance's pool that freezes (as SIGSTOP would, its deadline thread with it) right
+    after its transaction inserted a payment identifier, the transaction still open."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, timeout=1.0, deadline=3600.0)
+        self.inside, self.thaw = threading.Event(), threading.Event()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        with super().connection() as connection:
+            yield _Freezing(connection, self)
+
+
+class _Freezing:
+    def __init__(self, connection: Any, pool: _FreezingPool) -> None:
+        self._connection, self._pool = connection, pool
+
+    def execute(self, sql: bytes, params: Any = ()) -> Any:
+        cursor = self._connection.execute(sql, params)
+        if sql.startswith(b"INSERT INTO payment_ids"):
+            self._pool.inside.set()
+            self._pool.thaw.wait(10)
+        return cursor
+
+    def transaction(self) -> Any:
+        return self._connection.transaction()
+
+
+def test_an_instance_frozen_binding_a_payment_id_does_not_block_its_retry(
+    pool: Pool, postgres_url: str
+) -> None:
+    """Instance A freezes inside the transaction binding a payment identifier; the client
+    retries the payment, with the same identifier, on B. B's insert would wait on A's
+    uncommitted row for as long as A is frozen (each try a 503 after the statement deadline):
+    the database ends A's idle transaction, and B binds the identifier."""
+    frozen_pool = _FreezingPool(postgres_url)
+    a = PostgresLedger(frozen_pool, Instance(frozen_pool))
+    b = PostgresLedger(pool, Instance(pool))
+    with ThreadPoolExecutor(1) as thread:
+        binding = thread.submit(a.bind_payment_id, "id-1", "fp", "/articles/a")
+        assert frozen_pool.inside.wait(5)
+        deadline = time.monotonic() + 4
+        bound = None
+        while bound is None:
+            assert time.monotonic() < deadline, "B never bound the identifier"
+            with contextlib.suppress(StoreUnavailableError):
+                bound = b.bind_payment_id("id-1", "fp", "/articles/a")
+        assert bound == ("fp", "/articles/a", False)
+        frozen_pool.thaw.set()
+        with pytest.raises(StoreUnavailableError):
+            binding.result()
+    frozen_pool.close()

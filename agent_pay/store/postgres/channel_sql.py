@@ -99,11 +99,3 @@ SELECT channel_id, cumulative, url, price, at, payer, payee, token FROM channel_
 WHERE payer = %(payer)s AND resource = %(resource)s AND contract = %(contract)s
 ORDER BY at LIMIT 1
 """
-
-IDLE_LIMIT: Final = "SET LOCAL idle_in_transaction_session_timeout = '1s'"
-"""A checkpoint's first statement. A holder frozen (SIGSTOP, a long pause: its deadline thread
-frozen with it) between two statements of its checkpoint would hold the row locks of its
-leases for as long as it is frozen, and every other instance's take of those channels would
-wait on them: the database ends such a transaction after 1 s idle instead (a checkpoint's
-statements follow one another within milliseconds), so the leases expire as any frozen
-holder's do. The thawed holder's commit then fails and its checkpoint is retried."""

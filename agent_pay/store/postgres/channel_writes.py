@@ -9,6 +9,7 @@ from typing import Any
 from agent_pay.facilitator.channel.book import ChannelAccount, ReadChange
 from agent_pay.store.postgres import channel_sql as sql
 from agent_pay.store.postgres.connection import Connection
+from agent_pay.store.postgres.deadline import IDLE_LIMIT
 
 __all__ = ["Checkpoint", "write_checkpoint"]
 
@@ -29,7 +30,7 @@ def write_checkpoint(
     wanted: set[bytes],
 ) -> set[bytes]:
     """The checkpoint's statements, in one transaction; the channels still held."""
-    connection.execute(sql.IDLE_LIMIT.encode())
+    connection.execute(IDLE_LIMIT)
     order = sorted(renewing)  # one lock order for every instance
     renewed = connection.execute(
         sql.RENEW.encode(),

@@ -25,10 +25,19 @@ import time
 from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["DEFAULT_DEADLINE", "Deadlines"]
+__all__ = ["DEFAULT_DEADLINE", "IDLE_LIMIT", "Deadlines"]
 
 DEFAULT_DEADLINE: Final = 5.0
 """Seconds a statement (or transaction) may keep its connection before it is cut."""
+
+IDLE_LIMIT: Final = b"SET LOCAL idle_in_transaction_session_timeout = '1s'"
+"""The first statement of a transaction that takes row locks other instances wait on (a
+channel store's checkpoint, a payment identifier's binding). The deadline above is the
+client's own: a process frozen mid-transaction (SIGSTOP, a long pause) has its deadline thread
+frozen with it, and holds its locks for as long as it is frozen, every other instance's
+statement on those rows waiting behind them. The database ends such a transaction after 1 s
+idle instead (its statements follow one another within milliseconds); the thawed process's
+next statement or commit fails, as after a connection lost."""
 
 
 class Deadlines:

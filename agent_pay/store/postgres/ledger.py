@@ -32,6 +32,7 @@ from agent_pay.protocol.extensions import SignedReceipt
 from agent_pay.server.ledger_entry import IN_FLIGHT, Entry, PaymentKey, PaymentState, fingerprint
 from agent_pay.server.ledger_sql import COLUMNS, entry_from_row, key_params
 from agent_pay.store.postgres.connection import Pool
+from agent_pay.store.postgres.deadline import IDLE_LIMIT
 from agent_pay.store.postgres.instance import STALE_OWNER, Instance
 
 __all__ = ["ENTITLEMENT_CACHE", "PostgresLedger"]
@@ -244,6 +245,7 @@ class PostgresLedger:
         key lets one insert; the other reads what it bound."""
         select = "SELECT fingerprint, resource FROM payment_ids WHERE id = %s"
         with self.pool.connection() as connection, connection.transaction():
+            connection.execute(IDLE_LIMIT)  # a frozen instance must not hold the id's row
             row = connection.execute(select.encode(), (payment_id,)).fetchone()
             if row is not None:
                 return str(row[0]), str(row[1]), True
