@@ -1,5 +1,8 @@
-"""Hostile probes of channels kept on the shared PostgreSQL store (one lease per channel):
-the database going away under a server (a statement, a stop), hostile vouchers through HTTP."""
+"""Hostile probes of the shared PostgreSQL store and the channels kept on it (one lease per
+channel): the database gone (a statement, a stop, a claim round) or hung (the statement
+deadline); a forged voucher that must not move a channel; one voucher sprayed at two
+instances; an instance frozen inside a transaction others wait on (a checkpoint, a payment
+identifier's binding)."""
 
 from __future__ import annotations
 
