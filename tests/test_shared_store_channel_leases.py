@@ -177,6 +177,8 @@ def test_in_process_channels_on_one_store_across_two_instances(
         for slug in (EIP, VYPER):
             pay(b, slug, patience=15)
         assert time.monotonic() - started < 15  # the lease (5 s) expired, B took it
+        # Written by B's checkpoint: B's other worker tells the channel as last written.
+        time.sleep(0.6)
         statement = httpx.get(f"{b}/channels/{record.channel_id}").json()
         (record,) = channels.channels()
         assert int(statement["highest"]) == record.top == paid  # the payer's highest voucher
