@@ -292,8 +292,9 @@ def test_an_instance_frozen_binding_a_payment_id_does_not_block_its_retry(
     uncommitted row for as long as A is frozen (each try a 503 after the statement deadline):
     the database ends A's idle transaction, and B binds the identifier."""
     frozen_pool = _FreezingPool(postgres_url)
-    a = PostgresLedger(frozen_pool, Instance(frozen_pool))
-    b = PostgresLedger(pool, Instance(pool))
+    a_instance, b_instance = Instance(frozen_pool), Instance(pool)
+    a = PostgresLedger(frozen_pool, a_instance)
+    b = PostgresLedger(pool, b_instance)
     with ThreadPoolExecutor(1) as thread:
         binding = thread.submit(a.bind_payment_id, "id-1", "fp", "/articles/a")
         assert frozen_pool.inside.wait(5)
@@ -307,4 +308,6 @@ def test_an_instance_frozen_binding_a_payment_id_does_not_block_its_retry(
         frozen_pool.thaw.set()
         with pytest.raises(StoreUnavailableError):
             binding.result()
+    a_instance.stop()
+    b_instance.stop()
     frozen_pool.close()

@@ -103,6 +103,11 @@ class Pool:
         with self.connection() as connection:
             return connection.execute(sql.encode(), params).fetchall()
 
+    @property
+    def closed(self) -> bool:
+        pool = getattr(self, "_pool", None)
+        return pool is None or pool.closed
+
     def close(self) -> None:
         pool = getattr(self, "_pool", None)
         if pool is not None:

@@ -56,6 +56,8 @@ class Instance:
             try:
                 self._beat()
             except StoreUnavailableError as exc:  # the next beat may get through
+                if self._pool.closed:  # closed under it: nothing more to beat for
+                    return
                 log.warning("heartbeat of %s: %s", self.id, exc)
 
     def stop(self) -> None:
