@@ -36,6 +36,7 @@ from typing import Final
 
 from agent_pay.facilitator.channel.book import ChannelAccount, ReadChange
 from agent_pay.facilitator.channel.snapshot import checkpoint, restore
+from agent_pay.facilitator.channel.writer import BackgroundWriter
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL", "ChannelStore"]
 
@@ -119,9 +120,13 @@ class ChannelStore:
             self._reader_lock = threading.Lock()
         self._dirty: dict[bytes, ChannelAccount] = {}
         self._dirty_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._writer = BackgroundWriter(
+            self.flush,
+            flush_interval,
+            "agent-pay-channel-store",
+            retried=(sqlite3.Error,),
+            on_error=lambda _: log.exception("could not write channel state (will retry)"),
+        )
         self.writes = 0  # snapshots written, for tests and metrics
 
     def _migrate(self) -> None:
@@ -219,30 +224,11 @@ class ChannelStore:
 
     def start(self) -> None:
         """Start writing dirty accounts every `flush_interval` seconds (idempotent)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name="agent-pay-channel-store", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except sqlite3.Error:
-                log.exception("could not write channel state (will retry)")
+        self._writer.start()
 
     def close(self) -> None:
         """Stop the writer, write what is dirty, close the file."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._writer.stop()
         try:
             self.flush()
         finally:

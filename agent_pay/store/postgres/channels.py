@@ -48,6 +48,7 @@ from agent_pay.facilitator.channel.book import ChannelAccount
 from agent_pay.facilitator.channel.persistence import StoredRead
 from agent_pay.facilitator.channel.records import ChannelBusyError
 from agent_pay.facilitator.channel.snapshot import checkpoint, restore
+from agent_pay.facilitator.channel.writer import BackgroundWriter
 from agent_pay.store.errors import StoreUnavailableError
 from agent_pay.store.postgres import channel_sql as sql
 from agent_pay.store.postgres.channel_writes import Checkpoint, write_checkpoint
@@ -116,9 +117,15 @@ class PostgresChannelStore:
         self._dirty_lock = threading.Lock()
         self._terms: dict[bytes, tuple[str, str, str]] = {}
         self._forget: Callable[[ChannelAccount], None] = lambda account: None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._writer = BackgroundWriter(
+            self.flush,
+            flush_interval,
+            "agent-pay-channel-leases",
+            retried=(StoreUnavailableError,),
+            on_error=lambda exc: log.warning(
+                "could not checkpoint channel state (will retry): %s", exc
+            ),
+        )
         self.writes = 0  # snapshots written
         self.fenced = 0  # checkpoints refused: the lease had moved
         self.handed_over = 0  # leases released on another instance's request
@@ -342,33 +349,14 @@ class PostgresChannelStore:
 
     def start(self) -> None:
         """Checkpoint every `flush_interval` seconds (idempotent)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name="agent-pay-channel-leases", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except StoreUnavailableError as exc:
-                log.warning("could not checkpoint channel state (will retry): %s", exc)
+        self._writer.start()
 
     def close(self) -> None:
         """Stop the writer, write what is dirty, release this instance's leases (another
         instance takes them at once). The pool is the caller's to close. With the database
         away, the last checkpoint is lost (at most a flush interval of vouchers, as after a
         SIGKILL) and the leases expire on their own: said, not raised, so the stop goes on."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._writer.stop()
         with self._held_lock:
             self._closing = True  # no lease taken or renewed from now on
             held = [account for account, _ in self._held.values()]
